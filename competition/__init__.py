@@ -1,0 +1,1 @@
+"""competition: see design.md."""

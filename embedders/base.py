@@ -1,0 +1,177 @@
+"""The embedder contract and block I/O.
+
+An embedder is configured in ``__init__`` (including ``dim`` and ``seed``), learns from the event table in
+``fit(events)`` and returns a :class:`Block` from ``transform(events, client_ids)``. It never looks at targets.
+
+A block on disk is a folder ``EMB_DIR/<block-name>/`` holding ``embeddings.npy`` (float16 or float32, shape
+``(n, dim)``), ``client_ids.npy`` (int64, shape ``(n,)``) and ``meta.json``: the same layout as a submission, so any
+block can be scored alone. Folders are written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE
+
+
+class BlockError(ValueError):
+    """A block folder is missing, malformed or inconsistent."""
+
+
+@dataclass
+class Block:
+    """Fixed-width vectors for a set of clients.
+
+    client_ids: int64 ``(n,)``, unique. vectors: float32 ``(n, dim)``, finite. meta: JSON-serialisable facts
+    (embedder name, params, seed, input fingerprint, seconds, peak memory).
+    """
+
+    client_ids: np.ndarray
+    vectors: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.client_ids = np.asarray(self.client_ids, dtype=np.int64)
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        if self.client_ids.ndim != 1:
+            raise BlockError(f"client_ids must be 1-D, got shape {self.client_ids.shape}")
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != self.client_ids.shape[0]:
+            raise BlockError(
+                f"vectors must be 2-D with one row per client: got {self.vectors.shape} for {self.client_ids.shape[0]} clients")
+        if not np.isfinite(self.vectors).all():
+            raise BlockError(f"block {self.meta.get('name', '?')!r} has NaN or Inf values")
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def align(self, client_ids: np.ndarray, fill: str | float = "mean") -> tuple[np.ndarray, np.ndarray]:
+        """Rows for ``client_ids`` in that order, float32 ``(len(client_ids), dim)``, and a bool mask of covered rows.
+
+        Clients the block does not hold get ``fill``: "mean" (column means of the block) or a constant.
+        """
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        order = np.argsort(self.client_ids, kind="stable")
+        sorted_ids = self.client_ids[order]
+        pos = np.searchsorted(sorted_ids, client_ids)
+        pos_clipped = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+        covered = (len(sorted_ids) > 0) & (sorted_ids[pos_clipped] == client_ids) if len(sorted_ids) else \
+            np.zeros(len(client_ids), dtype=bool)
+        out = np.empty((len(client_ids), self.dim), dtype=np.float32)
+        if covered.any():
+            out[covered] = self.vectors[order[pos_clipped[covered]]]
+        if (~covered).any():
+            value = self.vectors.mean(axis=0) if (isinstance(fill, str) and fill == "mean" and len(self.vectors)) \
+                else np.float32(0.0 if isinstance(fill, str) else fill)
+            out[~covered] = value
+        return out, covered
+
+
+def _atomic_dir_write(out_dir: Path, write) -> None:
+    """Run ``write(tmp_dir)`` then move ``tmp_dir`` to ``out_dir``, replacing an existing folder only at the end."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_block(block: Block, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Write ``block`` to ``out_dir`` atomically (temporary folder, then rename). Returns ``out_dir``."""
+    out_dir = Path(out_dir)
+
+    def write(tmp: Path) -> None:
+        np.save(tmp / EMBEDDINGS_FILE, block.vectors.astype(dtype))
+        np.save(tmp / CLIENT_IDS_FILE, block.client_ids.astype(np.int64))
+        meta = dict(block.meta)
+        meta.setdefault("dim", block.dim)
+        meta.setdefault("n_clients", int(len(block.client_ids)))
+        meta.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        (tmp / BLOCK_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
+
+    _atomic_dir_write(out_dir, write)
+    return out_dir
+
+
+def read_block(block_dir: str | Path, mmap: bool = False) -> Block:
+    """Read a block (or a submission folder: meta.json is optional). Raises :class:`BlockError` with the path."""
+    block_dir = Path(block_dir)
+    emb_path, ids_path = block_dir / EMBEDDINGS_FILE, block_dir / CLIENT_IDS_FILE
+    for p in (emb_path, ids_path):
+        if not p.is_file():
+            raise BlockError(f"{p}: missing (a block folder holds {EMBEDDINGS_FILE} and {CLIENT_IDS_FILE})")
+    try:
+        vectors = np.load(emb_path, mmap_mode="r" if mmap else None)
+        client_ids = np.load(ids_path)
+    except Exception as exc:  # a truncated or foreign file
+        raise BlockError(f"{block_dir}: cannot read as .npy: {exc}") from exc
+    if client_ids.ndim != 1 or not np.issubdtype(client_ids.dtype, np.integer):
+        raise BlockError(f"{ids_path}: must be a 1-D integer array, got {client_ids.dtype} {client_ids.shape}")
+    if vectors.ndim != 2 or vectors.shape[0] != client_ids.shape[0]:
+        raise BlockError(f"{emb_path}: shape {vectors.shape} does not match {client_ids.shape[0]} client ids")
+    meta_path = block_dir / BLOCK_META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta.setdefault("name", block_dir.name)
+    meta["path"] = str(block_dir)
+    try:
+        return Block(client_ids, np.asarray(vectors, dtype=np.float32), meta)
+    except BlockError as exc:
+        raise BlockError(f"{block_dir}: {exc}") from exc
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+class Embedder:
+    """Base class: parameters in ``__init__``, ``fit(events) -> self``, ``transform(events, client_ids) -> Block``.
+
+    Subclasses set ``name`` and implement ``fit`` and ``transform``. ``events`` is a
+    :class:`competition.events.EventTable`. ``get_params`` returns the constructor arguments for meta.json.
+    """
+
+    name: str = "embedder"
+
+    def __init__(self, dim: int = 64, seed: int = 0):
+        self.dim = dim
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_")}
+
+    def fit(self, events) -> "Embedder":  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def transform(self, events, client_ids: np.ndarray) -> Block:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def fit_transform(self, events, client_ids: np.ndarray) -> Block:
+        return self.fit(events).transform(events, client_ids)

@@ -1,0 +1,1 @@
+"""validate: see design.md."""

@@ -112,6 +112,8 @@ RELEVANT_CLIENTS_FILE = "relevant_clients.npy"
 ACTIVE_CLIENTS_FILE = "active_clients.npy"
 TRAIN_TARGET_FILE = "train_target.parquet"
 VALIDATION_TARGET_FILE = "validation_target.parquet"
+#: (ours) the split boundaries, so later steps need not recompute them.
+SPLIT_TIMES_FILE = "split_times.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 CLIENT_IDS_FILE = "client_ids.npy"
 BLOCK_META_FILE = "meta.json"
@@ -163,6 +165,10 @@ class DataPaths:
     def popularity(self, task: str) -> Path:
         """target/popularity_<task>.npy: one popularity score per entry of :meth:`target_list`."""
         return self.root / TARGET_DIR / f"popularity_{TARGET_LIST_STEM[task]}.npy"
+
+    @property
+    def split_times(self) -> Path:
+        return self.root / TARGET_DIR / SPLIT_TIMES_FILE
 
     @property
     def truth(self) -> Path:

@@ -10,16 +10,14 @@ block can be scored alone. Folders are written under a temporary name and rename
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from competition.io import atomic_dir
 from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE
 
 
@@ -76,26 +74,6 @@ class Block:
         return out, covered
 
 
-def _atomic_dir_write(out_dir: Path, write) -> None:
-    """Run ``write(tmp_dir)`` then move ``tmp_dir`` to ``out_dir``, replacing an existing folder only at the end."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_block(block: Block, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Write ``block`` to ``out_dir`` atomically (temporary folder, then rename). Returns ``out_dir``."""
     out_dir = Path(out_dir)
@@ -109,7 +87,7 @@ def write_block(block: Block, out_dir: str | Path, dtype: str = "float32") -> Pa
         meta.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
         (tmp / BLOCK_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
 
-    _atomic_dir_write(out_dir, write)
+    atomic_dir(out_dir, write)
     return out_dir
 
 

@@ -1,0 +1,253 @@
+"""Open a data directory in the organisers' layout as polars frames with normalised dtypes, and check it.
+
+Normalised dtypes: ids and integer columns -> Int64, ``timestamp`` -> Datetime("us") (from the released
+``YYYY-MM-DD HH:MM:SS`` strings or from any datetime dtype), ``name``/``query`` code strings -> Array(UInt8, 16).
+Every problem with the input raises one :class:`DataError` that names the file, the column and what is wrong.
+
+Lazy frames from :func:`scan_table` parse leniently (a bad value becomes null); :func:`check_table` runs one
+streaming pass that counts bad values and raises. Builders (split, event table) call :func:`check_table` first.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from competition.schema import (CODE_LEN, CODE_MAX, CODE_PATTERN, EVENT_TYPES, PRICE, PRICE_MAX, PRICE_MIN,
+                                PRODUCT_PROPERTIES, SKU, SKU_EVENTS, TABLE_COLUMNS, TIMESTAMP_FORMAT, DataPaths)
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, the column (where one is at fault) and the problem."""
+
+    def __init__(self, path: str | Path, problem: str, column: str | None = None):
+        self.path, self.column, self.problem = str(path), column, problem
+        where = f"{path}" + (f", column {column!r}" if column else "")
+        super().__init__(f"{where}: {problem}")
+
+
+class DataWarning(UserWarning):
+    """A tolerated problem in the input (e.g. events whose sku is absent from product_properties)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The 16-code text format
+# ---------------------------------------------------------------------------------------------------------------
+def _code_values(column: str) -> pl.Expr:
+    """List[UInt16] of the integers in each code string (any count)."""
+    return pl.col(column).str.extract_all(r"\d+").list.eval(pl.element().cast(pl.UInt16, strict=False))
+
+
+def code_ok(column: str) -> pl.Expr:
+    """True where the string holds exactly 16 integers in 0..255 in the organisers' bracket format."""
+    return pl.col(column).str.contains(CODE_PATTERN) & (_code_values(column).list.max() <= CODE_MAX)
+
+
+def parse_codes(column: str) -> pl.Expr:
+    """Expr turning code strings into Array(UInt8, 16); malformed strings become null (see :func:`check_table`)."""
+    values = _code_values(column)
+    return (pl.when(code_ok(column)).then(values).otherwise(None)
+            .list.eval(pl.element().cast(pl.UInt8, strict=False)).list.to_array(CODE_LEN).alias(column))
+
+
+def format_codes(codes: np.ndarray) -> pl.Series:
+    """Code strings in the released numpy style (``"[202 151  55 ...]"``, each value right-aligned to width 3).
+
+    codes: uint8 ``(n, 16)``. Vectorised: one string column per position, then one concatenation.
+    """
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != CODE_LEN:
+        raise ValueError(f"codes must have shape (n, {CODE_LEN}), got {codes.shape}")
+    frame = pl.DataFrame({f"c{i}": codes[:, i].astype(np.uint8) for i in range(CODE_LEN)})
+    parts = [pl.col(f"c{i}").cast(pl.String).str.pad_start(3) for i in range(CODE_LEN)]
+    return frame.select(pl.concat_str([pl.lit("["), pl.concat_str(parts, separator=" "), pl.lit("]")])
+                        .alias("codes")).to_series()
+
+
+def codes_to_numpy(series: pl.Series) -> np.ndarray:
+    """uint8 ``(n, 16)`` from an Array(UInt8, 16) series without nulls."""
+    if len(series) == 0:
+        return np.zeros((0, CODE_LEN), dtype=np.uint8)
+    return series.to_numpy().astype(np.uint8, copy=False).reshape(len(series), CODE_LEN)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------------------------
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(path, "file is missing")
+
+
+def _schema(path: Path) -> pl.Schema:
+    _require_file(path)
+    try:
+        return pl.scan_parquet(path).collect_schema()
+    except Exception as exc:  # not parquet, truncated...
+        raise DataError(path, f"cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
+
+
+def normalise_column(column: str, kind: str, dtype: pl.DataType, path: Path) -> pl.Expr:
+    """Expr converting ``column`` of logical ``kind`` ("int", "timestamp", "codes") to its normalised dtype."""
+    if kind == "int":
+        if not dtype.is_integer():
+            raise DataError(path, f"expected an integer dtype, found {dtype}", column)
+        return pl.col(column).cast(pl.Int64)
+    if kind == "timestamp":
+        if dtype == pl.String:
+            return pl.col(column).str.strptime(pl.Datetime("us"), TIMESTAMP_FORMAT, strict=False)
+        if isinstance(dtype, (pl.Datetime, pl.Date)):
+            return pl.col(column).cast(pl.Datetime("us"))
+        raise DataError(path, f"expected a 'YYYY-MM-DD HH:MM:SS' string or a datetime, found {dtype}", column)
+    if kind == "codes":
+        if dtype == pl.String:
+            return parse_codes(column)
+        if isinstance(dtype, (pl.Array, pl.List)) and dtype.inner.is_integer():
+            return pl.col(column).cast(pl.List(pl.UInt8)).list.to_array(CODE_LEN)
+        raise DataError(path, f"expected a string of {CODE_LEN} integers, found {dtype}", column)
+    raise ValueError(kind)
+
+
+def scan_table(data_dir: str | Path, name: str, layout: str = "raw") -> pl.LazyFrame:
+    """Lazy frame of table ``name`` (an event kind or product_properties) with normalised dtypes.
+
+    Checks that the file exists, is parquet and has the expected columns with acceptable dtypes; value-level
+    problems (unparsable timestamp, bad code string) become nulls here and are reported by :func:`check_table`.
+    """
+    if name not in TABLE_COLUMNS:
+        raise ValueError(f"unknown table {name!r}; expected one of {sorted(TABLE_COLUMNS)}")
+    path = DataPaths(data_dir).table(name, layout)
+    schema = _schema(path)
+    exprs = []
+    for column, kind in TABLE_COLUMNS[name].items():
+        if column not in schema:
+            raise DataError(path, f"column is missing (found {list(schema)})", column)
+        exprs.append(normalise_column(column, kind, schema[column], path).alias(column))
+    return pl.scan_parquet(path).select(exprs)
+
+
+def check_table(data_dir: str | Path, name: str, layout: str = "raw") -> int:
+    """Validate every value of a table in one streaming pass; returns its row count.
+
+    Raises :class:`DataError` for nulls, unparsable timestamps, code strings without exactly 16 integers in
+    0..255 and prices outside 0..99.
+    """
+    path = DataPaths(data_dir).table(name, layout)
+    schema = _schema(path)
+    scan_table(data_dir, name, layout)  # columns present, dtypes acceptable
+    raw = pl.scan_parquet(path)
+    checks = [pl.len().alias("__rows")]
+    for column, kind in TABLE_COLUMNS[name].items():
+        checks.append(pl.col(column).null_count().alias(f"null:{column}"))
+        if kind == "timestamp" and schema[column] == pl.String:
+            checks.append((pl.col(column).is_not_null()
+                           & pl.col(column).str.strptime(pl.Datetime("us"), TIMESTAMP_FORMAT, strict=False)
+                           .is_null()).sum().alias(f"timestamp:{column}"))
+        if kind == "codes" and schema[column] == pl.String:
+            checks.append((pl.col(column).is_not_null() & ~code_ok(column).fill_null(False))
+                          .sum().alias(f"codes:{column}"))
+    if name == PRODUCT_PROPERTIES:
+        checks.append((pl.col(PRICE).cast(pl.Int64).is_between(PRICE_MIN, PRICE_MAX).not_()).sum().alias("price"))
+    try:
+        counts = raw.select(checks).collect(engine="streaming").row(0, named=True)
+    except Exception as exc:
+        raise DataError(path, f"cannot be scanned ({type(exc).__name__}: {exc})") from exc
+    for key, count in counts.items():
+        if key == "__rows" or not count:
+            continue
+        kind, _, column = key.partition(":")
+        sample = _bad_sample(raw, kind, column or PRICE)
+        if kind == "null":
+            raise DataError(path, f"{count} null value(s)", column)
+        if kind == "timestamp":
+            raise DataError(path, f"{count} unparsable timestamp(s), expected {TIMESTAMP_FORMAT!r}; e.g. {sample!r}",
+                            column)
+        if kind == "codes":
+            raise DataError(path, f"{count} value(s) without exactly {CODE_LEN} integers in 0..{CODE_MAX}; "
+                                  f"e.g. {sample!r}", column)
+        if kind == "price":
+            raise DataError(path, f"{count} price(s) outside {PRICE_MIN}..{PRICE_MAX}; e.g. {sample!r}", PRICE)
+    return int(counts["__rows"])
+
+
+def _bad_sample(raw: pl.LazyFrame, kind: str, column: str):
+    """One offending value, for the error message."""
+    if kind == "timestamp":
+        cond = pl.col(column).is_not_null() & pl.col(column).str.strptime(
+            pl.Datetime("us"), TIMESTAMP_FORMAT, strict=False).is_null()
+    elif kind == "codes":
+        cond = pl.col(column).is_not_null() & ~code_ok(column).fill_null(False)
+    elif kind == "price":
+        cond = ~pl.col(column).cast(pl.Int64).is_between(PRICE_MIN, PRICE_MAX)
+    else:
+        return None
+    rows = raw.filter(cond).select(column).head(1).collect()
+    return rows.item() if len(rows) else None
+
+
+def read_products(data_dir: str | Path, check: bool = True) -> pl.DataFrame:
+    """product_properties: sku, category, price (Int64), name (Array(UInt8, 16)); one row per sku."""
+    if check:
+        check_table(data_dir, PRODUCT_PROPERTIES)
+    products = scan_table(data_dir, PRODUCT_PROPERTIES).collect()
+    n_dup = len(products) - products[SKU].n_unique()
+    if n_dup:
+        raise DataError(DataPaths(data_dir).table(PRODUCT_PROPERTIES), f"{n_dup} duplicate sku row(s)", SKU)
+    return products
+
+
+def _read_ids(path: Path, what: str) -> np.ndarray:
+    _require_file(path)
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(path, f"cannot be read as .npy ({exc})") from exc
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise DataError(path, f"{what} must be a 1-D integer array, got {ids.dtype} with shape {ids.shape}")
+    ids = ids.astype(np.int64, copy=False)
+    uniq = np.unique(ids)
+    if len(uniq) != len(ids):
+        raise DataError(path, f"{len(ids) - len(uniq)} duplicate client id(s) in {what}")
+    return ids
+
+
+def read_relevant_clients(data_dir: str | Path) -> np.ndarray:
+    """input/relevant_clients.npy: int64 ``(n,)``, unique, in file order."""
+    return _read_ids(DataPaths(data_dir).relevant_clients, "relevant clients")
+
+
+def read_active_clients(data_dir: str | Path) -> np.ndarray:
+    """target/active_clients.npy: int64 ``(n,)``, unique."""
+    return _read_ids(DataPaths(data_dir).active_clients, "active clients")
+
+
+def count_unknown_skus(data_dir: str | Path, layout: str = "raw", products: pl.DataFrame | None = None) -> int:
+    """Events whose sku is absent from product_properties: counted and warned about (tolerated, not an error)."""
+    products = read_products(data_dir) if products is None else products
+    known = products.lazy().select(SKU)
+    total = 0
+    for event in SKU_EVENTS:
+        n = (scan_table(data_dir, event, layout).join(known, on=SKU, how="anti").select(pl.len())
+             .collect(engine="streaming").item())
+        if n:
+            warnings.warn(f"{DataPaths(data_dir).table(event, layout)}: {n} event(s) with a sku missing from "
+                          f"{PRODUCT_PROPERTIES}; their category and price are unknown", DataWarning, stacklevel=2)
+        total += n
+    return total
+
+
+def check_data_dir(data_dir: str | Path, layout: str = "raw") -> dict[str, int]:
+    """Check every table of a layout and the relevant clients; returns row counts per table."""
+    rows = {event: check_table(data_dir, event, layout) for event in EVENT_TYPES}
+    products = read_products(data_dir)
+    rows[PRODUCT_PROPERTIES] = len(products)
+    read_relevant_clients(data_dir)
+    rows["unknown_sku_events"] = count_unknown_skus(data_dir, layout, products)
+    return rows
+
+
+__all__ = ["DataError", "DataWarning", "scan_table", "check_table", "check_data_dir", "read_products",
+           "read_relevant_clients", "read_active_clients", "normalise_column", "parse_codes", "format_codes", "codes_to_numpy",
+           "code_ok", "count_unknown_skus"]

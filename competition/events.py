@@ -1,0 +1,278 @@
+"""The event table every embedder reads: all events of the five kinds, sorted by (client_id, timestamp), CSR style.
+
+Layout (numpy arrays, memory-mapped from ``DATA_DIR/.cache/events_<layout>_<fingerprint>/``):
+
+- ``client_ids`` int64 ``(n_clients,)``: every client with at least one event, ascending;
+- ``offsets`` int64 ``(n_clients + 1,)``: events of client ``i`` are rows ``offsets[i]:offsets[i+1]``;
+- per event, ``(n_events,)``: ``timestamp`` int64 seconds since the epoch, ``event_type`` uint8
+  (:data:`competition.schema.EVENT_CODE`), ``sku`` / ``category`` / ``url`` int64 (-1 = missing), ``price`` int16
+  (-1 = missing), ``query`` int32 (-1 = missing; row of ``query_codes``);
+- ``query_codes`` uint8 ``(n_queries, 16)``, in event order.
+
+Ties in time are broken by event type then item, so the order is deterministic. The build is chunked by client-id
+range (one pass to count, one to partition, then one chunk at a time), so peak memory stays bounded by the chunk
+size whatever the number of events. The cache key is a fingerprint of the input files (path, size, mtime) and of
+:data:`BUILD_VERSION`; a changed input builds a new table.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from competition.io import atomic_dir
+from competition.load import check_table, codes_to_numpy, count_unknown_skus, read_products, scan_table
+from competition.split import read_split_times
+from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS, PRICE,
+                                PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
+
+BUILD_VERSION = 1
+#: Per-event arrays and their dtypes.
+EVENT_ARRAYS: dict[str, np.dtype] = {
+    TIMESTAMP: np.dtype(np.int64), "event_type": np.dtype(np.uint8), SKU: np.dtype(np.int64),
+    CATEGORY: np.dtype(np.int64), PRICE: np.dtype(np.int16), URL: np.dtype(np.int64), QUERY: np.dtype(np.int32),
+}
+_MANIFEST = "manifest.json"
+_BUCKET = "__bucket"
+
+
+def fingerprint(data_dir: str | Path, layout: str = "input") -> str:
+    """Hex digest of the input files of a layout (path, size, mtime) and the build version."""
+    paths = DataPaths(data_dir)
+    h = hashlib.sha256(f"v{BUILD_VERSION}:{layout}".encode())
+    for name in (*EVENT_TYPES, PRODUCT_PROPERTIES):
+        p = paths.table(name, layout)
+        st = p.stat() if p.exists() else None
+        h.update(f"{name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class EventTable:
+    """Sorted events with a per-client offset index (see module docstring for shapes and dtypes)."""
+
+    client_ids: np.ndarray
+    offsets: np.ndarray
+    timestamp: np.ndarray
+    event_type: np.ndarray
+    sku: np.ndarray
+    category: np.ndarray
+    price: np.ndarray
+    url: np.ndarray
+    query: np.ndarray
+    query_codes: np.ndarray
+    start_time: int
+    cut_time: int
+    fingerprint: str = ""
+    layout: str = "input"
+    data_dir: Path | None = None
+    meta: dict = field(default_factory=dict)
+    _products: pl.DataFrame | None = field(default=None, repr=False)
+
+    # -- construction ---------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, data_dir: str | Path, layout: str = "input", progress: bool = True, rebuild: bool = False,
+              chunk_events: int = 20_000_000) -> "EventTable":
+        """The cached table for ``data_dir``/``layout``, built first if missing or stale."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        data_dir = Path(data_dir)
+        fp = fingerprint(data_dir, layout)
+        cache = DataPaths(data_dir).cache / f"events_{layout}_{fp}"
+        if rebuild or not (cache / _MANIFEST).is_file():
+            for old in DataPaths(data_dir).cache.glob(f"events_{layout}_*"):
+                if old != cache and old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)  # stale tables of the same layout
+            atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress, chunk_events))
+        return cls.open(cache, data_dir=data_dir)
+
+    @classmethod
+    def open(cls, folder: str | Path, data_dir: str | Path | None = None) -> "EventTable":
+        """Memory-map a built table."""
+        folder = Path(folder)
+        manifest = json.loads((folder / _MANIFEST).read_text())
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r")
+                  for name in ("client_ids", "offsets", *EVENT_ARRAYS, "query_codes")}
+        return cls(**arrays, start_time=manifest["start_time"], cut_time=manifest["cut_time"],
+                   fingerprint=manifest["fingerprint"], layout=manifest["layout"],
+                   data_dir=Path(data_dir) if data_dir else None, meta=manifest)
+
+    # -- access ----------------------------------------------------------------------------------------------------
+    @property
+    def n_events(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_clients(self) -> int:
+        return int(len(self.client_ids))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Events per client, int64 ``(n_clients,)``."""
+        return np.diff(self.offsets)
+
+    @property
+    def products(self) -> pl.DataFrame:
+        """product_properties with normalised dtypes (sku, category, price, name as Array(UInt8, 16))."""
+        if self._products is None:
+            if self.data_dir is None:
+                raise ValueError("this table was opened without its data directory")
+            self._products = read_products(self.data_dir, check=False)
+        return self._products
+
+    def rows_of(self, client_ids: np.ndarray) -> np.ndarray:
+        """Row of each client in :attr:`client_ids` (int64, -1 for clients without events)."""
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        if self.n_clients == 0:
+            return np.full(len(client_ids), -1, dtype=np.int64)
+        pos = np.searchsorted(self.client_ids, client_ids)
+        pos_c = np.minimum(pos, self.n_clients - 1)
+        return np.where(np.asarray(self.client_ids[pos_c]) == client_ids, pos_c, -1).astype(np.int64)
+
+    def event_client_index(self) -> np.ndarray:
+        """Row into :attr:`client_ids` of every event, int64 ``(n_events,)``."""
+        return np.repeat(np.arange(self.n_clients, dtype=np.int64), self.lengths)
+
+    def last_events(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Event positions of the last ``n`` events of each client row (``-1`` rows have none).
+
+        Returns ``(positions int64 (total,), counts int64 (len(rows),))``: positions of row ``i`` are the slice
+        ``counts[:i].sum()`` onwards, in time order.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        ok = rows >= 0
+        stop = np.where(ok, self.offsets[np.maximum(rows, 0) + 1], 0)
+        start = np.where(ok, np.maximum(self.offsets[np.maximum(rows, 0)], stop - n), 0)
+        counts = (stop - start).astype(np.int64)
+        base = np.repeat(start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return base + np.arange(counts.sum(), dtype=np.int64), counts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------------------------------------------
+def _kind_frame(data_dir: Path, event: str, layout: str) -> pl.LazyFrame:
+    """Normalised events of one kind: client_id, timestamp (s), event_type, and the kind's item column."""
+    item = ITEM_COLUMN[event]
+    return scan_table(data_dir, event, layout).select(
+        pl.col(CLIENT_ID), pl.col(TIMESTAMP).dt.epoch("s").alias(TIMESTAMP),
+        pl.lit(EVENT_CODE[event], dtype=pl.UInt8).alias("event_type"), pl.col(item))
+
+
+def _bucket_expr(bounds: np.ndarray) -> pl.Expr:
+    """Chunk index of each client: number of chunk boundaries <= client_id."""
+    expr = pl.lit(0, dtype=pl.UInt32)
+    for b in bounds:
+        expr = expr + (pl.col(CLIENT_ID) >= int(b)).cast(pl.UInt32)
+    return expr.alias(_BUCKET)
+
+
+def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool, chunk_events: int) -> None:
+    t0 = time.perf_counter()
+    log = (lambda m: print(f"events: {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    for event in EVENT_TYPES:
+        check_table(data_dir, event, layout)
+    products = read_products(data_dir)
+    n_unknown = count_unknown_skus(data_dir, layout, products)
+
+    # Pass 1: events per client (client_id column only), to cut balanced client-id ranges.
+    counts = (pl.concat([scan_table(data_dir, ev, layout).select(CLIENT_ID) for ev in EVENT_TYPES])
+              .group_by(CLIENT_ID).len().sort(CLIENT_ID).collect(engine="streaming"))
+    clients = counts[CLIENT_ID].to_numpy().astype(np.int64)
+    per_client = counts["len"].to_numpy().astype(np.int64)
+    del counts
+    n_events = int(per_client.sum())
+    cum = np.cumsum(per_client)
+    n_chunks = max(1, int(np.ceil(n_events / chunk_events)))
+    cut_rows = np.searchsorted(cum, np.arange(1, n_chunks) * (n_events / n_chunks))
+    bounds = np.unique(clients[np.minimum(cut_rows + 1, len(clients) - 1)]) if len(clients) else np.array([])
+    log(f"{n_events:,} events of {len(clients):,} clients in {len(bounds) + 1} chunk(s)")
+
+    # Pass 2: partition each kind by chunk (timestamps and codes parsed once, here).
+    parts = out / "_parts"
+    for ev in EVENT_TYPES:
+        _kind_frame(data_dir, ev, layout).with_columns(_bucket_expr(bounds)).sink_parquet(
+            pl.PartitionBy(parts / ev, key=_BUCKET, include_key=False), mkdir=True)
+
+    n_queries = (scan_table(data_dir, SEARCH_QUERY, layout).select(pl.len()).collect(engine="streaming").item())
+    arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dt, shape=(n_events,))
+              for name, dt in EVENT_ARRAYS.items()}
+    query_codes = np.lib.format.open_memmap(out / "query_codes.npy", mode="w+", dtype=np.uint8,
+                                            shape=(n_queries, CODE_LEN))
+    props = products.lazy().select(pl.col(SKU), pl.col(CATEGORY), pl.col(PRICE))
+    empty = {CLIENT_ID: pl.Int64, TIMESTAMP: pl.Int64, "event_type": pl.UInt8, SKU: pl.Int64, URL: pl.Int64,
+             QUERY: pl.Array(pl.UInt8, CODE_LEN)}
+    pos = q_pos = 0
+    start_time, last_time = None, None
+    for b in tqdm(range(len(bounds) + 1), desc="events: chunks", disable=not progress, unit="chunk"):
+        frames = []
+        for ev in EVENT_TYPES:
+            files = sorted((parts / ev / f"{_BUCKET}={b}").glob("*.parquet"))
+            if files:
+                frames.append(pl.scan_parquet(files))
+        if not frames:
+            continue
+        combined = pl.concat(frames, how="diagonal_relaxed")
+        present = combined.collect_schema()
+        chunk = (combined.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in empty.items() if c not in present)
+                 .join(props, on=SKU, how="left")
+                 .sort([CLIENT_ID, TIMESTAMP, "event_type", SKU, URL], nulls_last=False)
+                 .collect())
+        n = len(chunk)
+        sl = slice(pos, pos + n)
+        arrays[TIMESTAMP][sl] = chunk[TIMESTAMP].to_numpy()
+        arrays["event_type"][sl] = chunk["event_type"].to_numpy()
+        for col in (SKU, CATEGORY, URL):
+            arrays[col][sl] = chunk[col].fill_null(-1).to_numpy()
+        arrays[PRICE][sl] = chunk[PRICE].fill_null(-1).cast(pl.Int16).to_numpy()
+        is_q = chunk[QUERY].is_not_null().to_numpy()
+        n_q = int(is_q.sum())
+        qidx = np.full(n, -1, dtype=np.int32)
+        qidx[is_q] = np.arange(q_pos, q_pos + n_q, dtype=np.int32)
+        arrays[QUERY][sl] = qidx
+        if n_q:
+            query_codes[q_pos:q_pos + n_q] = codes_to_numpy(chunk[QUERY].filter(pl.Series(is_q)))
+        ts = chunk[TIMESTAMP]
+        start_time = ts.min() if start_time is None else min(start_time, ts.min())
+        last_time = ts.max() if last_time is None else max(last_time, ts.max())
+        pos += n
+        q_pos += n_q
+        del chunk
+    shutil.rmtree(parts)
+    assert pos == n_events and q_pos == n_queries, (pos, n_events, q_pos, n_queries)
+    for arr in (*arrays.values(), query_codes):
+        arr.flush()
+    np.save(out / "client_ids.npy", clients)
+    np.save(out / "offsets.npy", np.concatenate([[0], cum]).astype(np.int64))
+    cut_time = _cut_time(data_dir, layout, last_time)
+    manifest = {"fingerprint": fp, "layout": layout, "data_dir": str(data_dir), "n_events": n_events,
+                "n_clients": int(len(clients)), "n_queries": n_queries, "unknown_sku_events": n_unknown,
+                "start_time": int(start_time or 0), "cut_time": int(cut_time),
+                "build_seconds": round(time.perf_counter() - t0, 2), "build_version": BUILD_VERSION}
+    (out / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+    log(f"built in {manifest['build_seconds']}s")
+
+
+def _cut_time(data_dir: Path, layout: str, last_time: int | None) -> int:
+    """End of the period the table covers (exclusive), seconds: the split's train_target_start for the input
+    layout; one second after the last event for the raw files."""
+    if layout == "input":
+        t = read_split_times(data_dir).train_target_start
+        return int(pl.Series([t]).cast(pl.Datetime("us")).dt.epoch("s").item())
+    return int(last_time or 0) + 1
+
+
+def load_events(data_dir: str | Path, layout: str = "input", progress: bool = True) -> EventTable:
+    """Shortcut for :meth:`EventTable.build` (returns the cached table when fresh)."""
+    return EventTable.build(data_dir, layout, progress=progress)
+
+
+__all__ = ["EventTable", "load_events", "fingerprint", "EVENT_ARRAYS"]

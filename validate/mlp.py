@@ -1,0 +1,147 @@
+"""The organisers' downstream network and training loop (challenge.md section 5), without PyTorch Lightning.
+
+Net: Linear(D, thin) -> LayerNorm -> 3 x [x + Linear(wide, thin)(GELU(Linear(thin, wide)(LayerNorm(x))))] ->
+LayerNorm -> Linear(thin, outputs), thin = 2048, wide = 4096. Modules are created in the organisers' order right
+after ``torch.manual_seed(1278)``, so the initial weights are theirs. Training: AdamW (lr 1e-3, weight decay 0.01),
+BCE on logits (mean), batch 128 in the given row order (no shuffling), 3 epochs, the validation metrics after each
+epoch, the task's score = the best epoch's.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from validate.metrics import task_score
+
+INIT_SEED = 1278
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default, which the organisers keep
+EPOCHS = 3
+HIDDEN_THIN = 2048
+HIDDEN_WIDE = 4096
+N_BLOCKS = 3
+#: Rows per forward pass when predicting (no gradients): only speed, the logits are row-wise.
+PREDICT_BATCH = 2048
+
+
+class _Bottleneck(nn.Module):
+    """Linear(thin, wide) -> GELU -> Linear(wide, thin)."""
+
+    def __init__(self, thin: int, wide: int):
+        super().__init__()
+        self.l1 = nn.Linear(thin, wide)
+        self.l2 = nn.Linear(wide, thin)
+        self.gelu = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l2(self.gelu(self.l1(x)))
+
+
+class ReplicaNet(nn.Module):
+    """The organisers' net. Input float32 ``(batch, embedding_dim)``, output logits ``(batch, output_dim)``."""
+
+    def __init__(self, embedding_dim: int, output_dim: int, thin: int = HIDDEN_THIN, wide: int = HIDDEN_WIDE):
+        super().__init__()
+        # Creation order decides the initial weights under a fixed seed: keep it as the organisers have it.
+        self.input_projection = nn.Linear(embedding_dim, thin)
+        self.ln_input = nn.LayerNorm(thin)
+        self.layernorms = nn.ModuleList([nn.LayerNorm(thin) for _ in range(N_BLOCKS)])
+        self.bottlenecks = nn.ModuleList([_Bottleneck(thin, wide) for _ in range(N_BLOCKS)])
+        self.ln_output = nn.LayerNorm(thin)
+        self.linear_output = nn.Linear(thin, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_input(self.input_projection(x))
+        for norm, block in zip(self.layernorms, self.bottlenecks):
+            x = x + block(norm(x))
+        return self.linear_output(self.ln_output(x))
+
+
+def replica_param_count(embedding_dim: int, output_dim: int, thin: int = HIDDEN_THIN, wide: int = HIDDEN_WIDE) -> int:
+    """Number of trainable parameters of :class:`ReplicaNet` (closed form)."""
+    linear = lambda i, o: i * o + o  # noqa: E731
+    return (linear(embedding_dim, thin) + 2 * thin + N_BLOCKS * (2 * thin + linear(thin, wide) + linear(wide, thin))
+            + 2 * thin + linear(thin, output_dim))
+
+
+def build_model(embedding_dim: int, output_dim: int, thin: int = HIDDEN_THIN, wide: int = HIDDEN_WIDE,
+                seed: int = INIT_SEED) -> tuple[ReplicaNet, torch.optim.Optimizer]:
+    """The net initialised under ``torch.manual_seed(seed)`` and its AdamW optimiser (organisers' settings)."""
+    torch.manual_seed(seed)
+    net = ReplicaNet(embedding_dim, output_dim, thin, wide)
+    opt = torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    return net, opt
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU with one torch thread per available core."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return torch.device("cpu")
+
+
+@dataclass
+class MLPProbe:
+    """Trains the replica on train-window labels and scores validation-window labels of the same rows.
+
+    thin / wide: hidden sizes; anything but 2048 / 4096 is NOT the replica (tests use small nets for speed).
+    epochs / batch_size: the organisers' 3 / 128. device: None = CUDA when present, else CPU.
+    """
+
+    thin: int = HIDDEN_THIN
+    wide: int = HIDDEN_WIDE
+    epochs: int = EPOCHS
+    batch_size: int = BATCH_SIZE
+    device: str | None = None
+    progress: bool = True
+
+    @property
+    def is_replica(self) -> bool:
+        return (self.thin, self.wide, self.epochs, self.batch_size) == (HIDDEN_THIN, HIDDEN_WIDE, EPOCHS, BATCH_SIZE)
+
+    def score(self, task: str, X: np.ndarray, y_train: np.ndarray, y_valid: np.ndarray,
+              popularity: np.ndarray | None = None) -> dict:
+        """Train, validate after each epoch, return the best epoch's figures.
+
+        X: float32 ``(n, D)`` rows in the organisers' client order. y_train / y_valid: ``(n,)`` or ``(n, k)`` 0/1.
+        Returns ``{"score", "best_epoch", "epochs": [per-epoch task_score dicts], "seconds"}``.
+        """
+        t0 = time.perf_counter()
+        device = torch.device(self.device) if self.device else default_device()
+        y_tr = np.asarray(y_train, dtype=np.float32).reshape(len(X), -1)
+        xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+        yt = torch.from_numpy(y_tr).to(device)
+        net, opt = build_model(xt.shape[1], yt.shape[1], self.thin, self.wide)
+        net.to(device)
+        loss_fn = nn.BCEWithLogitsLoss()
+        n = len(xt)
+        epochs = []
+        for epoch in range(self.epochs):
+            net.train()
+            starts = range(0, n, self.batch_size)
+            for s in tqdm(starts, desc=f"{task} epoch {epoch + 1}/{self.epochs}", leave=False,
+                          disable=not self.progress):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net(xt[s:s + self.batch_size]), yt[s:s + self.batch_size])
+                loss.backward()
+                opt.step()
+            epochs.append(task_score(task, y_valid, predict(net, xt), popularity))
+        best = int(np.argmax([e["score"] for e in epochs]))
+        return {"score": epochs[best]["score"], "best_epoch": best, "epochs": epochs,
+                "seconds": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Logits float32 ``(n, outputs)`` of ``net`` on ``x`` (eval mode, no gradients)."""
+    net.eval()
+    out = [net(x[s:s + batch_size]).float().cpu() for s in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()

@@ -276,3 +276,29 @@ def load_events(data_dir: str | Path, layout: str = "input", progress: bool = Tr
 
 
 __all__ = ["EventTable", "load_events", "fingerprint", "EVENT_ARRAYS"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from competition.load import DataError
+    parser = argparse.ArgumentParser(prog="python -m competition.events",
+                                     description="Build (or reuse) the cached event table of a data directory.")
+    parser.add_argument("--data-dir", required=True, type=Path, help="data directory in the organisers' layout")
+    parser.add_argument("--layout", choices=LAYOUTS, default="input",
+                        help="'input': the split's input period; 'raw': every released event")
+    parser.add_argument("--rebuild", action="store_true", help="build even if a fresh cache exists")
+    parser.add_argument("--chunk-events", type=int, default=20_000_000, help="events per build chunk (memory)")
+    parser.add_argument("--seed", type=int, default=0, help="unused (the build is deterministic)")
+    args = parser.parse_args(argv)
+    try:
+        table = EventTable.build(args.data_dir, args.layout, rebuild=args.rebuild, chunk_events=args.chunk_events)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(table.meta, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

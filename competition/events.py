@@ -16,6 +16,7 @@ size whatever the number of events. The cache key is a fingerprint of the input 
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
@@ -29,7 +30,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from competition.io import atomic_dir
-from competition.load import check_table, codes_to_numpy, count_unknown_skus, read_products, scan_table
+from competition.load import DataError, check_table, codes_to_numpy, count_unknown_skus, read_products, scan_table
 from competition.split import read_split_times
 from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS, PRICE,
                                 PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
@@ -279,9 +280,6 @@ __all__ = ["EventTable", "load_events", "fingerprint", "EVENT_ARRAYS"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from competition.load import DataError
     parser = argparse.ArgumentParser(prog="python -m competition.events",
                                      description="Build (or reuse) the cached event table of a data directory.")
     parser.add_argument("--data-dir", required=True, type=Path, help="data directory in the organisers' layout")

@@ -9,10 +9,11 @@ Layout (numpy arrays, memory-mapped from ``DATA_DIR/.cache/events_<layout>_<fing
   (-1 = missing), ``query`` int32 (-1 = missing; row of ``query_codes``);
 - ``query_codes`` uint8 ``(n_queries, 16)``, in event order.
 
-Ties in time are broken by event type then item, so the order is deterministic. The build is chunked by client-id
-range (one pass to count, one to partition, then one chunk at a time), so peak memory stays bounded by the chunk
-size whatever the number of events. The cache key is a fingerprint of the input files (path, size, mtime) and of
-:data:`BUILD_VERSION`; a changed input builds a new table.
+Ties in time are broken by event type, then item, then row order in the source file (searches have no sortable
+item), so the order is deterministic. The build is chunked by client-id range (one pass to count, one to
+partition, then one chunk at a time), so peak memory stays bounded by the chunk size whatever the number of events.
+The cache key is a fingerprint of the input files (path, size, mtime) and of :data:`BUILD_VERSION`; a changed input
+builds a new table.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from competition.split import read_split_times
 from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS, PRICE,
                                 PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 #: Per-event arrays and their dtypes.
 EVENT_ARRAYS: dict[str, np.dtype] = {
     TIMESTAMP: np.dtype(np.int64), "event_type": np.dtype(np.uint8), SKU: np.dtype(np.int64),
@@ -43,16 +44,19 @@ EVENT_ARRAYS: dict[str, np.dtype] = {
 }
 _MANIFEST = "manifest.json"
 _BUCKET = "__bucket"
+_ROW = "__row"
 
 
 def fingerprint(data_dir: str | Path, layout: str = "input") -> str:
     """Hex digest of the input files of a layout (path, size, mtime) and the build version."""
     paths = DataPaths(data_dir)
     h = hashlib.sha256(f"v{BUILD_VERSION}:{layout}".encode())
-    for name in (*EVENT_TYPES, PRODUCT_PROPERTIES):
-        p = paths.table(name, layout)
+    files = [paths.table(name, layout) for name in (*EVENT_TYPES, PRODUCT_PROPERTIES)]
+    if layout == "input":
+        files.append(paths.split_times)  # sets cut_time
+    for p in files:
         st = p.stat() if p.exists() else None
-        h.update(f"{name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+        h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
 
 
@@ -161,11 +165,12 @@ class EventTable:
 # Build
 # ---------------------------------------------------------------------------------------------------------------
 def _kind_frame(data_dir: Path, event: str, layout: str) -> pl.LazyFrame:
-    """Normalised events of one kind: client_id, timestamp (s), event_type, and the kind's item column."""
+    """Normalised events of one kind: client_id, timestamp (s), event_type, the kind's item column and the row
+    in the source file (the last tie-breaker of the sort)."""
     item = ITEM_COLUMN[event]
-    return scan_table(data_dir, event, layout).select(
+    return scan_table(data_dir, event, layout).with_row_index(_ROW).select(
         pl.col(CLIENT_ID), pl.col(TIMESTAMP).dt.epoch("s").alias(TIMESTAMP),
-        pl.lit(EVENT_CODE[event], dtype=pl.UInt8).alias("event_type"), pl.col(item))
+        pl.lit(EVENT_CODE[event], dtype=pl.UInt8).alias("event_type"), pl.col(item), pl.col(_ROW))
 
 
 def _bucket_expr(bounds: np.ndarray) -> pl.Expr:
@@ -225,7 +230,7 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
         present = combined.collect_schema()
         chunk = (combined.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in empty.items() if c not in present)
                  .join(props, on=SKU, how="left")
-                 .sort([CLIENT_ID, TIMESTAMP, "event_type", SKU, URL], nulls_last=False)
+                 .sort([CLIENT_ID, TIMESTAMP, "event_type", SKU, URL, _ROW], nulls_last=False)
                  .collect())
         n = len(chunk)
         sl = slice(pos, pos + n)
@@ -247,7 +252,7 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
         pos += n
         q_pos += n_q
         del chunk
-    shutil.rmtree(parts)
+    shutil.rmtree(parts, ignore_errors=True)  # absent when there are no events at all
     assert pos == n_events and q_pos == n_queries, (pos, n_events, q_pos, n_queries)
     for arr in (*arrays.values(), query_codes):
         arr.flush()

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from competition.schema import (CODE_LEN, CODE_MAX, CODE_PATTERN, EVENT_TYPES, PRICE, PRICE_MAX, PRICE_MIN,
-                                PRODUCT_PROPERTIES, SKU, SKU_EVENTS, TABLE_COLUMNS, TIMESTAMP_FORMAT, DataPaths)
+from competition.schema import (CODE_LEN, CODE_MAX, CODE_MIN, CODE_PATTERN, EVENT_TYPES, PRICE, PRICE_MAX,
+                                PRICE_MIN, PRODUCT_PROPERTIES, SKU, SKU_EVENTS, TABLE_COLUMNS, TIMESTAMP_FORMAT,
+                                DataPaths)
 
 
 class DataError(ValueError):
@@ -43,6 +44,16 @@ def _code_values(column: str) -> pl.Expr:
 def code_ok(column: str) -> pl.Expr:
     """True where the string holds exactly 16 integers in 0..255 in the organisers' bracket format."""
     return pl.col(column).str.contains(CODE_PATTERN) & (_code_values(column).list.max() <= CODE_MAX)
+
+
+def _codes_ok(column: str, dtype: pl.DataType) -> pl.Expr:
+    """:func:`code_ok` for string columns; for integer list/array columns: exactly 16 non-null values in 0..255."""
+    if dtype == pl.String:
+        return code_ok(column)
+    values = pl.col(column).arr.to_list() if isinstance(dtype, pl.Array) else pl.col(column)
+    values = values.cast(pl.List(pl.Int64), strict=False)
+    return ((values.list.len() == CODE_LEN) & (values.list.drop_nulls().list.len() == CODE_LEN)
+            & (values.list.min() >= CODE_MIN) & (values.list.max() <= CODE_MAX))
 
 
 def parse_codes(column: str) -> pl.Expr:
@@ -145,8 +156,8 @@ def check_table(data_dir: str | Path, name: str, layout: str = "raw") -> int:
             checks.append((pl.col(column).is_not_null()
                            & pl.col(column).str.strptime(pl.Datetime("us"), TIMESTAMP_FORMAT, strict=False)
                            .is_null()).sum().alias(f"timestamp:{column}"))
-        if kind == "codes" and schema[column] == pl.String:
-            checks.append((pl.col(column).is_not_null() & ~code_ok(column).fill_null(False))
+        if kind == "codes":
+            checks.append((pl.col(column).is_not_null() & ~_codes_ok(column, schema[column]).fill_null(False))
                           .sum().alias(f"codes:{column}"))
     if name == PRODUCT_PROPERTIES:
         checks.append((pl.col(PRICE).cast(pl.Int64).is_between(PRICE_MIN, PRICE_MAX).not_()).sum().alias("price"))
@@ -158,7 +169,7 @@ def check_table(data_dir: str | Path, name: str, layout: str = "raw") -> int:
         if key == "__rows" or not count:
             continue
         kind, _, column = key.partition(":")
-        sample = _bad_sample(raw, kind, column or PRICE)
+        sample = _bad_sample(raw, kind, column or PRICE, schema)
         if kind == "null":
             raise DataError(path, f"{count} null value(s)", column)
         if kind == "timestamp":
@@ -172,19 +183,22 @@ def check_table(data_dir: str | Path, name: str, layout: str = "raw") -> int:
     return int(counts["__rows"])
 
 
-def _bad_sample(raw: pl.LazyFrame, kind: str, column: str):
+def _bad_sample(raw: pl.LazyFrame, kind: str, column: str, schema: pl.Schema):
     """One offending value, for the error message."""
     if kind == "timestamp":
         cond = pl.col(column).is_not_null() & pl.col(column).str.strptime(
             pl.Datetime("us"), TIMESTAMP_FORMAT, strict=False).is_null()
     elif kind == "codes":
-        cond = pl.col(column).is_not_null() & ~code_ok(column).fill_null(False)
+        cond = pl.col(column).is_not_null() & ~_codes_ok(column, schema[column]).fill_null(False)
     elif kind == "price":
         cond = ~pl.col(column).cast(pl.Int64).is_between(PRICE_MIN, PRICE_MAX)
     else:
         return None
     rows = raw.filter(cond).select(column).head(1).collect()
-    return rows.item() if len(rows) else None
+    if not len(rows):
+        return None
+    value = rows.item()
+    return value.to_list() if isinstance(value, pl.Series) else value
 
 
 def read_products(data_dir: str | Path, check: bool = True) -> pl.DataFrame:

@@ -13,14 +13,17 @@ The generative story (all vectorised per chunk of clients; no per-event Python l
   of products are released during the period (more often at the top ranks); before its release a product's
   events go to an older product of the same category, so products released after the split cut have no input
   events and, being popular, are bought in the target windows.
-- Clients: ``N`` relevant clients and ``N // 2`` lighter non-relevant ones. Latents per client: session rate
-  (log-normal, heavy tailed), session length, an alive interval [join, death) with a churn hazard (more active
-  clients churn less), multipliers of the buy / cart / search shares of the event mix, a price level and tolerance,
-  and two category tastes (start and end of the period, up to 8 categories each) between which the taste drifts.
-- Sessions: a Poisson number over the alive interval, placed by a weekly and daily rhythm; each session has a focus
-  category; events inside a session are seconds to minutes apart. Each event draws its kind from the client's mix
-  and a product from its category (closest price among three popularity draws). Page visits go to the product's
-  page, its category's page or a generic page; add_to_cart takes the product last viewed in the session,
+- Clients: ``N`` relevant clients and ``N // 2`` lighter non-relevant ones. Latents per client: browsing session
+  rate (log-normal, heavy tailed) and session length; an alive interval [join, death) with a churn hazard (more
+  active clients churn less); purchase habits (a minority of regular buyers buy every few weeks in gamma-renewal
+  purchase sessions, the rest almost never); cart and search multipliers; a price level and tolerance; two category
+  tastes (start and end of the period, up to 8 categories each) between which the taste drifts.
+- Sessions: browsing sessions are Poisson over the alive interval, placed by a weekly and daily rhythm; purchase
+  sessions follow the renewal process, at a time of day drawn from the daily rhythm, and end with add_to_cart +
+  product_buy per item bought. Each session has a focus category; events inside a session are seconds to minutes
+  apart. Each event draws its kind from the client's browsing mix and a product from its category (closest in
+  price among three popularity draws; sometimes the category's latest release). Page visits go to the product's
+  page, its category's page or a generic page; add_to_cart mostly takes the product last viewed in the session,
   buys and removals the product last added; a search query's codes mix the name codes of the product the client
   looks at next with a query template of its category.
 
@@ -47,14 +50,23 @@ import pyarrow.parquet as pq
 
 from competition.io import atomic_path, save_npy
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN,
-                                N_PRICE_BUCKETS, NAME, PAGE_VISIT, PRICE, PRODUCT_BUY, PRODUCT_PROPERTIES, QUERY,
+                                N_PRICE_BUCKETS, NAME, PAGE_VISIT, PRICE, PRODUCT_BUY, PRODUCT_PROPERTIES,
                                 REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, TIMESTAMP_FORMAT, DataPaths)
 
 DEFAULT_START = "2022-06-23 00:00:00"
 #: Event-weighted mix of kinds, in schema.EVENT_TYPES order (buy, add, remove, visit, search).
-BASE_MIX = np.array([0.010, 0.030, 0.010, 0.880, 0.060])
+TARGET_MIX = np.array([0.010, 0.030, 0.010, 0.880, 0.060])
+#: Kind weights while browsing (no purchases there; adds also come from purchase sessions), before the client's
+#: multipliers; tuned so that the event-weighted mix comes out near TARGET_MIX.
+BROWSE_MIX = np.array([0.0, 0.017, 0.0094, 0.880, 0.064])
+BUYER_SHARE = 0.20              # share of regular buyers (at average activity)
+BUY_INTERVAL_DAYS = 25.0        # median days between a regular buyer's purchase sessions
+ITEMS_PER_BUY = 1.2             # mean products bought per purchase session
 K_TASTE = 8                     # categories per taste vector
+PRODUCT_ZIPF = 1.2              # within-category popularity exponent
 N_CANDIDATES = 3                # popularity draws per product choice; the closest in price wins
+FRESH_SHARE = 0.10              # share of product choices that go to the category's latest release ...
+FRESH_DAYS = 30.0               # ... when it was released within this many days
 SECONDS_PER_DAY = 86_400
 MAX_EVENTS_PER_CLIENT = 20_000
 WRITE_SLICE = 4_000_000         # rows formatted and written at a time (bounds string buffers)
@@ -112,14 +124,29 @@ def _rng(*key: int) -> np.random.Generator:
 def zipf_rank(u: np.ndarray, n: np.ndarray | int, a: float) -> np.ndarray:
     """Ranks in [0, n) with P(rank = r) ~ (r + 1) ** -a (continuous inverse CDF), from uniforms ``u``."""
     n = np.asarray(n, dtype=np.float64)
-    b = 1.0 - a
-    x = np.power(1.0 + u * (np.power(n + 1.0, b) - 1.0), 1.0 / b) - 1.0
-    return np.minimum(x.astype(np.int64), n.astype(np.int64) - 1)
+    return zipf_rank_c(u, np.power(n + 1.0, 1.0 - a) - 1.0, n.astype(np.int64), a)
+
+
+def zipf_rank_c(u: np.ndarray, c: np.ndarray, n: np.ndarray, a: float) -> np.ndarray:
+    """:func:`zipf_rank` with ``c = (n + 1) ** (1 - a) - 1`` precomputed (float32 inputs stay float32)."""
+    x = np.exp(np.log1p(u * c) * (1.0 / (1.0 - a))) - 1.0
+    return np.minimum(x.astype(np.int64), np.asarray(n) - 1)
 
 
 def _pick(cum_weights: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Index of the first cumulative weight above ``u`` per row; cum_weights (n, k) rows ending at 1."""
     return np.minimum((u[:, None] >= cum_weights).sum(axis=1), cum_weights.shape[1] - 1)
+
+
+def _pick_sorted_rows(cum_weights: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """:func:`_pick` for ``cum_weights[rows]`` without materialising it: one searchsorted in the flattened table
+    (row r's cumulative weights shifted by r)."""
+    n, k = cum_weights.shape
+    cw = cum_weights.copy()
+    cw[:, -1] = 1.0
+    table = (np.arange(n, dtype=np.float64)[:, None] + np.minimum(cw, 1.0)).reshape(-1)
+    pos = np.searchsorted(table, rows + u, side="right") - rows * k
+    return np.minimum(pos, k - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,6 +161,7 @@ class Catalog:
     the same category used before the release), names uint8 (n_products, 16).
     Over categories (n_categories,): category_id int64, cat_start / cat_size int64, centroid float32 (n_cat, 16),
     templates uint8 (n_cat, 4, 16) query templates. url ids: product pages, category pages, generic pages.
+    row_order: the (shuffled) order of products in product_properties.parquet.
     """
 
     sku: np.ndarray
@@ -152,6 +180,24 @@ class Catalog:
     product_url: np.ndarray
     category_url: np.ndarray
     generic_url: np.ndarray
+    row_order: np.ndarray
+
+    def __post_init__(self):
+        self.zipf_c = (np.power(self.cat_size + 1.0, 1.0 - PRODUCT_ZIPF) - 1.0).astype(np.float32)
+        new = np.flatnonzero(np.isfinite(self.release_day))
+        key = self.category[new].astype(np.float64) * 1e6 + self.release_day[new]
+        order = np.argsort(key, kind="stable")
+        self._new, self._new_key = new[order], key[order]
+
+    def latest_release(self, category: np.ndarray, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The product of ``category`` released last at or before ``day`` (float days), and whether it exists
+        and was released within FRESH_DAYS."""
+        if len(self._new) == 0:
+            return np.zeros(len(category), dtype=np.int64), np.zeros(len(category), dtype=bool)
+        pos = np.searchsorted(self._new_key, category.astype(np.float64) * 1e6 + day, side="right") - 1
+        prod = self._new[np.maximum(pos, 0)]
+        ok = (pos >= 0) & (self.category[prod] == category) & (day - self.release_day[prod] < FRESH_DAYS)
+        return prod, ok
 
 
 def build_catalog(spec: WorldSpec) -> Catalog:
@@ -184,15 +230,15 @@ def build_catalog(spec: WorldSpec) -> Catalog:
     release_day = np.where(is_new, rng.uniform(0.0, spec.days, n_p), -np.inf)
     fallback = _fallback(is_new, cat_start, cat_size, category)
     # Ids: skus, categories and urls are random distinct integers.
-    sku = np.sort(rng.choice(10 * n_p, n_p, replace=False)).astype(np.int64)
-    sku = rng.permutation(sku)
+    sku = rng.choice(10 * n_p, n_p, replace=False).astype(np.int64)
     category_id = rng.choice(20 * n_c, n_c, replace=False).astype(np.int64)
     n_urls = n_p + n_c + spec.n_generic_urls
     urls = rng.choice(10 * n_urls, n_urls, replace=False).astype(np.int64)
     return Catalog(sku=sku, category=category, rank=rank, log_price=log_price, price=price,
                    release_day=release_day, fallback=fallback, names=names, category_id=category_id,
                    cat_start=cat_start, cat_size=cat_size.astype(np.int64), centroid=centroid, templates=templates,
-                   product_url=urls[:n_p], category_url=urls[n_p:n_p + n_c], generic_url=urls[n_p + n_c:])
+                   product_url=urls[:n_p], category_url=urls[n_p:n_p + n_c], generic_url=urls[n_p + n_c:],
+                   row_order=rng.permutation(n_p))
 
 
 def _quantize(x: np.ndarray) -> np.ndarray:
@@ -213,8 +259,9 @@ def _fallback(is_new: np.ndarray, cat_start: np.ndarray, cat_size: np.ndarray, c
 
 def products_table(cat: Catalog) -> pa.Table:
     """product_properties in the released layout."""
-    return pa.table({SKU: pa.array(cat.sku), CATEGORY: pa.array(cat.category_id[cat.category]),
-                     PRICE: pa.array(cat.price.astype(np.int64)), NAME: codes_to_arrow(cat.names)})
+    rows = cat.row_order
+    return pa.table({SKU: pa.array(cat.sku[rows]), CATEGORY: pa.array(cat.category_id[cat.category[rows]]),
+                     PRICE: pa.array(cat.price[rows].astype(np.int64)), NAME: codes_to_arrow(cat.names[rows])})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,11 +325,13 @@ class TimestampFormatter:
 class Clients:
     """Latents of one chunk of clients, arrays (n,) unless noted. Days are measured from the world's start.
 
-    session_rate: expected sessions per day (before the weekly rhythm); session_len: mean events per session;
-    join_day / death_day: the alive interval; hazard: churn hazard per day (death = join + Exp(hazard));
-    buy_mult / cart_mult / search_mult: multipliers of the buy, cart (add and remove) and search shares;
-    price_level: preferred price bucket (0..99), price_tol: tolerance in buckets;
-    taste_cat: int32 (n, 2, K_TASTE) category indices at the start [:, 0] and end [:, 1] of the period,
+    session_rate: expected browsing sessions per day (before the weekly rhythm); session_len: mean events per
+    session (before the purchase tail); join_day / death_day: the alive interval; hazard: churn hazard per day
+    (death = join + Exp(hazard)); buyer: a regular buyer; buy_interval: mean days between purchase sessions (regular
+    buyers weeks, others years); buy_shape: gamma shape of the gaps (higher = more regular); items_per_buy: mean
+    products bought per purchase session; cart_mult / search_mult: multipliers of the add/remove and search shares
+    while browsing; price_level: preferred price bucket (0..99), price_tol: tolerance in buckets;
+    taste_cat: int32 (n, 2, K_TASTE) category indices at the start [:, 0] and end [:, 1] of the period (-1 unused),
     taste_w: float32 (n, 2, K_TASTE) weights (rows sum to 1; unused slots 0).
     """
 
@@ -293,7 +342,10 @@ class Clients:
     join_day: np.ndarray
     death_day: np.ndarray
     hazard: np.ndarray
-    buy_mult: np.ndarray
+    buyer: np.ndarray
+    buy_interval: np.ndarray
+    buy_shape: np.ndarray
+    items_per_buy: np.ndarray
     cart_mult: np.ndarray
     search_mult: np.ndarray
     price_level: np.ndarray
@@ -301,26 +353,32 @@ class Clients:
     taste_cat: np.ndarray
     taste_w: np.ndarray
 
-    def mix_cum(self) -> np.ndarray:
-        """Cumulative probabilities (n, 5) of the event kinds in EVENT_TYPES order."""
-        mult = np.stack([self.buy_mult, self.cart_mult, self.cart_mult, np.ones_like(self.buy_mult),
-                         self.search_mult], axis=1)
-        p = BASE_MIX * mult
+    def browse_mix_cum(self) -> np.ndarray:
+        """Cumulative probabilities (n, 5) of the event kinds (EVENT_TYPES order) while browsing: no purchases."""
+        mult = np.stack([np.zeros_like(self.cart_mult), self.cart_mult, self.cart_mult,
+                         np.ones_like(self.cart_mult), self.search_mult], axis=1)
+        p = BROWSE_MIX * mult
         return np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
 
 
 def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.ndarray, spec: WorldSpec
                  ) -> Clients:
     n = len(client_id)
-    z = rng.standard_normal(n)
-    session_rate = np.minimum(np.exp(np.where(relevant, math.log(0.11), math.log(0.03))
+    z = rng.standard_normal(n)                      # activity
+    session_rate = np.minimum(np.exp(np.where(relevant, math.log(0.09), math.log(0.025))
                                      + np.where(relevant, 1.7, 1.6) * z), 20.0)
     session_len = 1.0 + np.exp(math.log(3.5) + 0.4 * rng.standard_normal(n))
-    hazard = np.exp(math.log(1 / 150) + 0.9 * rng.standard_normal(n) - 0.25 * z)
+    hazard = np.exp(math.log(1 / 500) + 0.9 * rng.standard_normal(n) - 0.25 * z)
     join_day = np.where(rng.random(n) < 0.7, 0.0, rng.uniform(0.0, 0.8 * spec.days, n))
     death_day = np.minimum(join_day + rng.exponential(1.0, n) / hazard, float(spec.days))
-    buy_mult = np.exp(rng.standard_normal(n) - 0.5)
-    cart_mult = buy_mult ** 0.7 * np.exp(0.4 * rng.standard_normal(n) - 0.25)
+    # Purchases: a minority of regular buyers (more likely among active clients) buy every few weeks; the others
+    # buy once in years, if ever.
+    buyer = rng.random(n) < 1.0 / (1.0 + np.exp(-(math.log(BUYER_SHARE / (1 - BUYER_SHARE)) + 0.5 * z)))
+    buy_interval = np.where(buyer, np.exp(math.log(BUY_INTERVAL_DAYS) - 0.2 * z + 0.8 * rng.standard_normal(n)),
+                            np.exp(math.log(3000.0) + rng.standard_normal(n)))
+    buy_shape = rng.uniform(1.5, 5.0, n)
+    items_per_buy = 1.0 + np.exp(math.log(ITEMS_PER_BUY - 1.0) + 0.5 * rng.standard_normal(n) - 0.125)
+    cart_mult = np.exp(0.5 * rng.standard_normal(n) - 0.125) * np.where(buyer, 1.5, 0.8)
     search_mult = np.exp(0.8 * rng.standard_normal(n) - 0.32)
     price_level = np.clip(rng.normal(50.0, 22.0, n), 0.0, 99.0)
     price_tol = np.exp(math.log(12.0) + 0.4 * rng.standard_normal(n))
@@ -338,7 +396,8 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     w /= w.sum(axis=2, keepdims=True)
     taste_cat = np.where(used[:, None, :], np.stack([start_cat, end_cat], axis=1), -1).astype(np.int32)
     return Clients(client_id=client_id, relevant=relevant, session_rate=session_rate, session_len=session_len,
-                   join_day=join_day, death_day=death_day, hazard=hazard, buy_mult=buy_mult, cart_mult=cart_mult,
+                   join_day=join_day, death_day=death_day, hazard=hazard, buyer=buyer, buy_interval=buy_interval,
+                   buy_shape=buy_shape, items_per_buy=items_per_buy, cart_mult=cart_mult,
                    search_mult=search_mult, price_level=price_level, price_tol=price_tol, taste_cat=taste_cat,
                    taste_w=w.astype(np.float32))
 
@@ -352,6 +411,7 @@ class Rhythm:
         self.w = w * (days / w.sum())
         self.W = np.concatenate([[0.0], np.cumsum(self.w)])
         self.hours = len(hours)
+        self.hour_cum = np.cumsum(_HOUR_PROFILE / _HOUR_PROFILE.sum())
 
     def at(self, day: np.ndarray) -> np.ndarray:
         """Cumulative intensity at ``day`` (float days since start)."""
@@ -363,11 +423,36 @@ class Rhythm:
         frac = np.clip((u - self.W[slot]) / self.w[slot], 0.0, 1.0 - 1e-9)
         return ((slot + frac) * 3600.0).astype(np.int64)
 
+    def time_of_day(self, rng: np.random.Generator, day: np.ndarray) -> np.ndarray:
+        """Seconds since start: the calendar day of ``day`` (float days) at a time drawn from the daily profile."""
+        hour = np.minimum(np.searchsorted(self.hour_cum, rng.random(len(day)), side="right"), 23)
+        return (np.floor(day).astype(np.int64) * SECONDS_PER_DAY + hour * 3600
+                + (rng.random(len(day)) * 3600).astype(np.int64))
 
-def _taste_draw(rng: np.random.Generator, clients: Clients, rows: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """One category index per entry: the client's start or end taste (end with probability day / days)."""
-    days = float(rows.size and 1) and None  # placeholder removed below
-    raise NotImplementedError  # pragma: no cover
+
+def _renewal(rng: np.random.Generator, start: np.ndarray, stop: np.ndarray, mean_gap: np.ndarray,
+             shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Times of a stationary gamma renewal process per row in [start, stop): (row index, time), row-major."""
+    n = len(start)
+    bound = np.ceil(2.0 * np.maximum(stop - start, 0.0) / mean_gap + 6.0).astype(np.int64)
+    rows = np.repeat(np.arange(n, dtype=np.int64), bound)
+    gaps = rng.gamma(shape[rows], 1.0) / shape[rows] * mean_gap[rows]
+    first = np.concatenate([[0], np.cumsum(bound)[:-1]]).astype(np.int64)
+    gaps[first] *= rng.random(n)                   # stationary phase of the first event
+    csum = np.cumsum(gaps)
+    t = start[rows] + csum - (csum[first] - gaps[first])[rows]
+    keep = t < stop[rows]
+    return rows[keep], t[keep]
+
+
+def _taste_draw(rng: np.random.Generator, clients: Clients, rows: np.ndarray, end_prob: np.ndarray) -> np.ndarray:
+    """One category index per entry of ``rows`` (client rows): from the client's end-of-period taste with
+    probability ``end_prob``, else from its start taste."""
+    which = (rng.random(len(rows)) < end_prob).astype(np.int64)
+    cats = clients.taste_cat[rows, which]
+    slot = _pick(np.cumsum(clients.taste_w[rows, which], axis=1), rng.random(len(rows)))
+    slot = np.minimum(slot, (cats >= 0).sum(axis=1) - 1)
+    return cats[np.arange(len(rows)), slot]
 
 
 def _last_in_session(mark: np.ndarray, session: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -377,3 +462,289 @@ def _last_in_session(mark: np.ndarray, session: np.ndarray) -> tuple[np.ndarray,
     ok = last >= 0
     ok[ok] = session[last[ok]] == session[ok]
     return np.where(ok, last, idx), ok
+
+
+@dataclass
+class ChunkEvents:
+    """Events of one chunk, ordered by (client, session start). client: row into the chunk's Clients (int64),
+    seconds: since the world's start (int64), kind: schema.EVENT_CODE (uint8), item: sku or url id (int64; -1 for
+    searches), query: uint8 (n_search, 16) codes of the search events in order."""
+
+    client: np.ndarray
+    seconds: np.ndarray
+    kind: np.ndarray
+    item: np.ndarray
+    query: np.ndarray
+
+
+def _sessions(rng: np.random.Generator, clients: Clients, spec: WorldSpec, rhythm: Rhythm):
+    """Browsing sessions (Poisson, by the rhythm) and purchase sessions (gamma renewal): client row, start second,
+    number of purchased items (0 for browsing), sorted by (client, start)."""
+    w_join, w_death = rhythm.at(clients.join_day), rhythm.at(clients.death_day)
+    n_b = rng.poisson(clients.session_rate * (w_death - w_join))
+    n_b = np.where(clients.relevant, np.maximum(n_b, 1), n_b)
+    n_b = np.minimum(n_b, (MAX_EVENTS_PER_CLIENT / clients.session_len).astype(np.int64))
+    b_client = np.repeat(np.arange(len(n_b), dtype=np.int64), n_b)
+    b_time = rhythm.invert(w_join[b_client] + rng.random(len(b_client)) * (w_death - w_join)[b_client])
+    p_client, p_day = _renewal(rng, clients.join_day, clients.death_day, clients.buy_interval, clients.buy_shape)
+    p_time = rhythm.time_of_day(rng, p_day)
+    p_items = 1 + rng.poisson(clients.items_per_buy[p_client] - 1.0)
+    s_client = np.concatenate([b_client, p_client])
+    s_time = np.concatenate([b_time, p_time])
+    s_items = np.concatenate([np.zeros(len(b_client), dtype=np.int64), p_items])
+    order = np.lexsort((s_time, s_client))
+    return s_client[order], s_time[order], s_items[order]
+
+
+def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat: Catalog, rhythm: Rhythm
+                ) -> ChunkEvents:
+    """All events of a chunk of clients (see the module docstring for the story)."""
+    period = spec.days * SECONDS_PER_DAY
+    s_client, s_time, s_items = _sessions(rng, clients, spec, rhythm)
+    n_s = len(s_client)
+    focus = _taste_draw(rng, clients, s_client, s_time / period)
+    explore = rng.random(n_s) < 0.03
+    focus[explore] = zipf_rank(rng.random(int(explore.sum())), spec.n_categories, 0.9)
+    # Events per session: a geometric body (mean session_len) then, in purchase sessions, add + buy per item;
+    # seconds to minutes apart.
+    body = rng.geometric(1.0 / clients.session_len[s_client])
+    n_ev = body + 2 * s_items
+    session = np.repeat(np.arange(n_s, dtype=np.int64), n_ev)
+    first = np.concatenate([[0], np.cumsum(n_ev)[:-1]]).astype(np.int64)
+    gap = rng.exponential(40.0, len(session)) + 5.0
+    gap[first] = 0.0
+    csum = np.cumsum(gap)
+    seconds = s_time[session] + (csum - csum[first][session]).astype(np.int64)
+    pos = np.arange(len(session), dtype=np.int64) - first[session] - body[session]   # >= 0 in the tail
+    keep = seconds < period
+    session, seconds, pos = session[keep], seconds[keep], pos[keep]
+    client = s_client[session]
+    n_e = len(session)
+    kind = _pick_sorted_rows(clients.browse_mix_cum(), client, rng.random(n_e)).astype(np.uint8)
+    tail = pos >= 0
+    kind[tail] = np.where(pos[tail] % 2 == 0, EVENT_CODE[ADD_TO_CART], EVENT_CODE[PRODUCT_BUY])
+    # Category: the session focus, else the client's taste at that time, else anything popular.
+    category = focus[session].astype(np.int64)
+    r = rng.random(n_e)
+    alt = np.flatnonzero(r >= 0.80)
+    category[alt] = _taste_draw(rng, clients, client[alt], seconds[alt] / period)
+    wild = np.flatnonzero(r >= 0.97)
+    category[wild] = zipf_rank(rng.random(len(wild)), spec.n_categories, 0.9)
+    # Product: N_CANDIDATES popularity draws in the category (released ones only), the closest in price wins.
+    cand = cat.cat_start[category][:, None] + zipf_rank_c(
+        rng.random((n_e, N_CANDIDATES), dtype=np.float32), cat.zipf_c[category][:, None],
+        cat.cat_size[category][:, None], PRODUCT_ZIPF)
+    unreleased = cat.release_day[cand] * SECONDS_PER_DAY > seconds[:, None]
+    cand = np.where(unreleased, cat.fallback[cand], cand)
+    # Gumbel-max in exponential form: argmin E * exp(distance / tolerance), E ~ Exp(1).
+    gap = np.abs(cat.price[cand] - clients.price_level[client][:, None].astype(np.float32))
+    score = rng.standard_exponential((n_e, N_CANDIDATES), dtype=np.float32) * np.exp(
+        gap / clients.price_tol[client][:, None].astype(np.float32))
+    product = cand[np.arange(n_e), np.argmin(score, axis=1)]
+    del cand, unreleased, score
+    # Novelty: some choices go to the category's latest release of the last FRESH_DAYS days.
+    hot = np.flatnonzero(rng.random(n_e) < FRESH_SHARE)
+    fresh, ok = cat.latest_release(category[hot], seconds[hot] / SECONDS_PER_DAY)
+    product[hot[ok]] = fresh[ok]
+    # Page visits: the product's page, its category's page or a generic page.
+    visit = kind == EVENT_CODE[PAGE_VISIT]
+    u = rng.random(n_e)
+    product_page = visit & (u < 0.60)
+    item = np.full(n_e, -1, dtype=np.int64)
+    item[product_page] = cat.product_url[product[product_page]]
+    cat_page = visit & (u >= 0.60) & (u < 0.75)
+    item[cat_page] = cat.category_url[category[cat_page]]
+    generic = visit & (u >= 0.75)
+    item[generic] = cat.generic_url[zipf_rank(rng.random(int(generic.sum())), spec.n_generic_urls, 1.1)]
+    # Funnel: add the product last viewed in the session; buy / remove the product last added.
+    last, ok = _last_in_session(product_page, session)
+    is_add = kind == EVENT_CODE[ADD_TO_CART]
+    product = np.where(is_add & ok & (rng.random(n_e) < 0.8), product[last], product)
+    last, ok = _last_in_session(is_add, session)
+    linked = (kind == EVENT_CODE[PRODUCT_BUY]) | (kind == EVENT_CODE[REMOVE_FROM_CART])
+    product = np.where(linked & ok, product[last], product)
+    sku_event = kind <= EVENT_CODE[REMOVE_FROM_CART]
+    item[sku_event] = cat.sku[product[sku_event]]
+    # Searches: a query like the name of the product looked at next in the session.
+    search = np.flatnonzero(kind == EVENT_CODE[SEARCH_QUERY])
+    nxt = np.minimum(search + 1, n_e - 1)
+    target = np.where(session[nxt] == session[search], product[nxt], product[search])
+    template = cat.templates[cat.category[target], rng.integers(0, cat.templates.shape[1], len(search))]
+    query = _quantize(0.6 * cat.names[target] + 0.4 * template)
+    return ChunkEvents(client=client, seconds=seconds, kind=kind, item=item, query=query)
+
+
+def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
+    """Latents of a chunk of clients (truth/clients.parquet); taste categories as category ids (-1 unused)."""
+    ids = np.where(clients.taste_cat >= 0, cat.category_id[np.maximum(clients.taste_cat, 0)], -1)
+    n = len(clients.client_id)
+
+    def fixed(a: np.ndarray) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(a).reshape(-1)), K_TASTE)
+
+    cols = {CLIENT_ID: clients.client_id, "relevant": clients.relevant}
+    for name in ("session_rate", "session_len", "join_day", "death_day", "hazard", "buyer", "buy_interval",
+                 "buy_shape", "items_per_buy", "cart_mult", "search_mult", "price_level", "price_tol"):
+        value = getattr(clients, name)
+        cols[name] = value if value.dtype == bool else value.astype(np.float64)
+    table = pa.table({k: pa.array(v) for k, v in cols.items()})
+    for j, when in enumerate(("start", "end")):
+        table = table.append_column(f"taste_{when}_category", fixed(ids[:, j]))
+        table = table.append_column(f"taste_{when}_weight", fixed(clients.taste_w[:, j]))
+    assert table.num_rows == n
+    return table
+
+
+def products_truth_table(cat: Catalog) -> pa.Table:
+    """Product latents (truth/products.parquet): category index and rank, log price, release day (NaN = from the
+    start), is_new, fallback sku (the product bought in its place before the release)."""
+    release = np.where(np.isfinite(cat.release_day), cat.release_day, np.nan)
+    return pa.table({SKU: cat.sku, CATEGORY: cat.category_id[cat.category],
+                     "category_index": cat.category.astype(np.int64), "rank": cat.rank.astype(np.int64),
+                     "log_price": cat.log_price.astype(np.float64), PRICE: cat.price.astype(np.int64),
+                     "release_day": release, "is_new": np.isfinite(cat.release_day),
+                     "fallback_sku": cat.sku[cat.fallback]})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------------
+def _event_schema(kind: str) -> pa.Schema:
+    item = pa.string() if kind == SEARCH_QUERY else pa.int64()
+    return pa.schema([(CLIENT_ID, pa.int64()), (TIMESTAMP, pa.string()), (ITEM_COLUMN[kind], item)])
+
+
+def _write_kind(writer: pq.ParquetWriter, kind: str, ev: ChunkEvents, ids: np.ndarray,
+                fmt: TimestampFormatter) -> int:
+    rows = np.flatnonzero(ev.kind == EVENT_CODE[kind])
+    schema = writer.schema
+    for lo in range(0, len(rows), WRITE_SLICE):
+        part = rows[lo:lo + WRITE_SLICE]
+        if kind == SEARCH_QUERY:
+            item = codes_to_arrow(ev.query[lo:lo + WRITE_SLICE])
+        else:
+            item = pa.array(ev.item[part])
+        table = pa.Table.from_arrays([pa.array(ids[ev.client[part]]), fmt(ev.seconds[part]), item], schema=schema)
+        writer.write_table(table)
+    return len(rows)
+
+
+def write_raw_world(out: str | Path, spec: WorldSpec, progress: bool = True) -> dict[str, int]:
+    """The six raw parquet files, input/relevant_clients.npy and truth/; returns row counts per event kind.
+
+    Every file appears under its final name only when the whole world is written.
+    """
+    out = Path(out)
+    paths = DataPaths(out)
+    start = datetime.strptime(spec.start, TIMESTAMP_FORMAT)
+    cat = build_catalog(spec)
+    fmt, rhythm = TimestampFormatter(start, spec.days), Rhythm(start, spec.days)
+    id_rng = _rng(spec.seed, 1)
+    ids = id_rng.choice(10 * spec.n_clients + 1000, spec.n_clients, replace=False).astype(np.int64)
+    relevant = np.zeros(spec.n_clients, dtype=bool)
+    relevant[id_rng.choice(spec.n_clients, spec.n_relevant, replace=False)] = True
+    counts = dict.fromkeys(EVENT_TYPES, 0)
+    out.mkdir(parents=True, exist_ok=True)
+    paths.truth.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        tmp = {kind: stack.enter_context(atomic_path(paths.table(kind))) for kind in EVENT_TYPES}
+        writers = {kind: stack.enter_context(pq.ParquetWriter(tmp[kind], _event_schema(kind), **PARQUET_OPTIONS))
+                   for kind in EVENT_TYPES}
+        truth_tmp = stack.enter_context(atomic_path(paths.truth / "clients.parquet"))
+        truth_writer = None
+        chunks = range(spec.n_chunks)
+        if progress:
+            from tqdm import tqdm
+            chunks = tqdm(chunks, desc="synth: chunks", unit="chunk", file=sys.stderr)
+        for k in chunks:
+            lo, hi = k * spec.chunk_clients, min((k + 1) * spec.chunk_clients, spec.n_clients)
+            rng = _rng(spec.seed, 2, k)
+            clients = draw_clients(rng, ids[lo:hi], relevant[lo:hi], spec)
+            ev = draw_events(rng, clients, spec, cat, rhythm)
+            for kind in EVENT_TYPES:
+                counts[kind] += _write_kind(writers[kind], kind, ev, clients.client_id, fmt)
+            del ev
+            table = clients_truth_table(clients, cat)
+            if truth_writer is None:
+                truth_writer = stack.enter_context(pq.ParquetWriter(truth_tmp, table.schema, **PARQUET_OPTIONS))
+            truth_writer.write_table(table)
+        for w in [*writers.values(), truth_writer]:
+            w.close()
+        with atomic_path(paths.table(PRODUCT_PROPERTIES)) as t:
+            pq.write_table(products_table(cat), t, **PARQUET_OPTIONS)
+        with atomic_path(paths.truth / "products.parquet") as t:
+            pq.write_table(products_truth_table(cat), t, **PARQUET_OPTIONS)
+        with atomic_path(paths.truth / "world.json") as t:
+            t.write_text(json.dumps({"spec": asdict(spec), "events": counts,
+                                     "new_products": int(np.isfinite(cat.release_day).sum())}, indent=2))
+        save_npy(paths.relevant_clients, np.sort(ids[relevant]))
+    return counts
+
+
+def finish_world(out: str | Path, progress: bool = True) -> None:
+    """The official split (input/, target/ windows, active clients) and the target lists of a raw world."""
+    from competition.split import split as run_split
+    from competition.targets import write_target_lists
+    run_split(out, check=False, progress=progress)
+    write_target_lists(out, overwrite=True)
+
+
+def generate_world(out: str | Path, clients: int, seed: int, days: int = 140, chunk_clients: int = 50_000,
+                   progress: bool = True, start: str = DEFAULT_START, split: bool = True) -> Path:
+    """Write a complete synthetic world to ``out`` and return it: raw files, relevant clients, truth/, then
+    (``split=True``) the official split and the target lists. ``clients`` = number of relevant clients."""
+    spec = world_spec(clients, seed, days, chunk_clients, start)
+    write_raw_world(out, spec, progress=progress)
+    if split:
+        finish_world(out, progress=progress)
+    return Path(out)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m competition.synth",
+        description="Write a synthetic world in the organisers' layout (six parquet files, relevant clients, the "
+                    "official split and target lists) with its latents apart in OUT/truth.")
+    parser.add_argument("--out", required=True, type=Path, help="data directory to write (files in it are "
+                        "replaced)")
+    parser.add_argument("--clients", required=True, type=int, help="number of relevant clients (half as many "
+                        "lighter non-relevant clients are added)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and chunk size -> identical "
+                        "files; default 0)")
+    parser.add_argument("--days", type=int, default=140, help="length of the period in days (default 140)")
+    parser.add_argument("--start", default=DEFAULT_START, help="first instant, 'YYYY-MM-DD HH:MM:SS' "
+                        f"(default {DEFAULT_START!r})")
+    parser.add_argument("--chunk-clients", type=int, default=50_000, help="clients generated at a time; bounds "
+                        "memory (default 50000)")
+    parser.add_argument("--no-split", action="store_true", help="write only the raw files, relevant clients "
+                        "and truth/")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        spec = world_spec(args.clients, args.seed, args.days, args.chunk_clients, args.start)
+    except ValueError as exc:
+        parser.error(str(exc))
+    t0 = time.perf_counter()
+    counts = write_raw_world(args.out, spec, progress=not args.quiet)
+    t_raw = time.perf_counter() - t0
+    if not args.no_split:
+        finish_world(args.out, progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    total = sum(counts.values())
+    print(f"synth: wrote {args.out} ({spec.n_relevant:,} relevant + {spec.n_other:,} other clients, "
+          f"{spec.n_products:,} products, {spec.n_categories:,} categories)")
+    for kind in EVENT_TYPES:
+        print(f"  {kind:<17} {counts[kind]:>13,}  {counts[kind] / max(total, 1):6.2%}")
+    print(f"  {'total':<17} {total:>13,}")
+    print(f"synth: raw files {t_raw:.1f}s ({total / max(t_raw, 1e-9) / 1e6:.2f}M events/s); total {seconds:.1f}s "
+          f"(split and target lists {seconds - t_raw:.1f}s); peak RSS {peak_rss_mb():,.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -63,7 +63,8 @@ def compute_target_lists(train_window: pl.DataFrame, input_skus: np.ndarray | No
              PROPENSITY_SKU: top(SKU, train_window, N_TARGETS),
              PROPENSITY_PRICE: top(PRICE, train_window, None)}
     if input_skus is not None:
-        fresh = train_window.filter(~pl.col(SKU).is_in(pl.Series(np.asarray(input_skus, dtype=np.int64))))
+        fresh = train_window.filter(
+            ~pl.col(SKU).is_in(pl.Series(np.asarray(input_skus, dtype=np.int64)).implode()))
         lists[PROPENSITY_NEW_SKU] = top(SKU, fresh, N_TARGETS)
     return lists
 

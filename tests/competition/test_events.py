@@ -1,0 +1,315 @@
+"""competition.events: the sorted CSR event table, its cache, and its access helpers.
+
+Expected contents of the standard tiny world's input layout (cut 2022-07-24 00:00:00), by construction:
+  100: search q11 09:57, visit 77 09:58, add 1 09:59, buy 1 10:00 (2022-07-01), buy 2 2022-07-23 23:59:59
+  101: visit 78;  102: search q12;  103: buy 3;  104: add 2 / visit 77 at the same second, then remove 2
+  105 (not relevant): visit 79, buy 1
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+import competition.events as events_mod
+from competition.events import EVENT_ARRAYS, EventTable, fingerprint, load_events, main
+from competition.load import DataError, DataWarning
+from competition.schema import (ADD_TO_CART, CATEGORY, EVENT_CODE, PAGE_VISIT, PRICE, PRODUCT_BUY, QUERY,
+                                REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
+from competition.split import split
+from tests.worlds import END, PRODUCTS, TRAIN_START, codes, write_world
+
+B, A, R, V, S = (EVENT_CODE[k] for k in (PRODUCT_BUY, ADD_TO_CART, REMOVE_FROM_CART, PAGE_VISIT, SEARCH_QUERY))
+
+
+def epoch(s: str) -> int:
+    return int(datetime.strptime(s, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+
+
+def arrays(table: EventTable) -> dict[str, np.ndarray]:
+    """In-memory copies of every array of a table."""
+    names = ("client_ids", "offsets", *EVENT_ARRAYS, "query_codes")
+    return {n: np.array(getattr(table, n)) for n in names}
+
+
+def cache_dirs(data_dir, layout="input"):
+    return sorted(p.name for p in DataPaths(data_dir).cache.glob(f"events_{layout}_*"))
+
+
+@pytest.fixture
+def table(split_world):
+    return EventTable.build(split_world, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# contents
+# ---------------------------------------------------------------------------------------------------------------
+def test_tiny_input_table(table):
+    t = table
+    np.testing.assert_array_equal(t.client_ids, [100, 101, 102, 103, 104, 105])
+    np.testing.assert_array_equal(t.offsets, [0, 5, 6, 7, 8, 11, 13])
+    np.testing.assert_array_equal(t.lengths, [5, 1, 1, 1, 3, 2])
+    assert t.n_events == 13 and t.n_clients == 6
+    np.testing.assert_array_equal(t.event_type, [S, V, A, B, B, V, S, B, A, V, R, V, B])
+    np.testing.assert_array_equal(t.timestamp, [epoch(s) for s in (
+        "2022-07-01 09:57:00", "2022-07-01 09:58:00", "2022-07-01 09:59:00", "2022-07-01 10:00:00",
+        "2022-07-23 23:59:59", "2022-07-05 12:00:00", "2022-07-06 06:06:06", "2022-07-10 08:00:00",
+        "2022-07-20 00:00:00", "2022-07-20 00:00:00", "2022-07-20 00:05:00", "2022-07-02 08:59:00",
+        "2022-07-02 09:00:00")])
+    # missing fields are -1; category and price come from product_properties
+    np.testing.assert_array_equal(t.sku, [-1, -1, 1, 1, 2, -1, -1, 3, 2, -1, 2, -1, 1])
+    np.testing.assert_array_equal(t.category, [-1, -1, 10, 10, 10, -1, -1, 20, 10, -1, 10, -1, 10])
+    np.testing.assert_array_equal(t.price, [-1, -1, 5, 5, 50, -1, -1, 7, 50, -1, 50, -1, 5])
+    np.testing.assert_array_equal(t.url, [-1, 77, -1, -1, -1, 78, -1, -1, -1, 77, -1, 79, -1])
+    np.testing.assert_array_equal(t.query, [0, -1, -1, -1, -1, -1, 1, -1, -1, -1, -1, -1, -1])
+    np.testing.assert_array_equal(t.query_codes, np.concatenate([codes(11), codes(12)]))
+    for name, dtype in EVENT_ARRAYS.items():
+        assert getattr(t, name).dtype == dtype and getattr(t, name).shape == (13,), name
+    assert t.client_ids.dtype == np.int64 and t.offsets.dtype == np.int64
+    assert t.query_codes.dtype == np.uint8 and t.query_codes.shape == (2, 16)
+    # the period: first input event .. the split's train_target_start (exclusive)
+    assert t.start_time == epoch("2022-07-01 09:57:00")
+    assert t.cut_time == epoch(TRAIN_START)
+    assert t.timestamp.max() < t.cut_time
+    assert t.layout == "input" and t.meta["unknown_sku_events"] == 0 and t.meta["n_queries"] == 2
+
+
+def test_products_attribute(table):
+    assert table.products.select(SKU, CATEGORY, PRICE).rows() == PRODUCTS
+    assert EventTable.open(DataPaths(table.data_dir).cache / f"events_input_{table.fingerprint}").meta == table.meta
+
+
+def test_raw_layout(raw_world):
+    t = EventTable.build(raw_world, "raw", progress=False)
+    assert t.n_events == 20 and t.layout == "raw"
+    assert t.cut_time == epoch(END) + 1  # one second after the last event
+    np.testing.assert_array_equal(t.client_ids, [100, 101, 102, 103, 104, 105])
+    # client 101: visit 78 (07-05), buy 3 at the cut, add 6 one second later, buy 4
+    rows = slice(t.offsets[1], t.offsets[2])
+    np.testing.assert_array_equal(t.event_type[rows], [V, B, A, B])
+    np.testing.assert_array_equal(t.sku[rows], [-1, 3, 6, 4])
+    np.testing.assert_array_equal(t.category[rows], [-1, 20, 30, 20])
+    np.testing.assert_array_equal(t.price[rows], [-1, 7, 42, 99])
+    assert cache_dirs(raw_world, "raw") == [f"events_raw_{t.fingerprint}"]
+    assert cache_dirs(raw_world, "input") == []
+
+
+def sort_world(root):
+    """Ties: all five kinds at one second, several items per kind, events given out of order, clients unsorted."""
+    t0, t1 = "2022-07-01 00:00:00", "2022-07-01 00:00:01"
+    events = {
+        PRODUCT_BUY: [(9, t1, 2), (9, t0, 3), (9, t0, 1), (4, t0, 1)],
+        ADD_TO_CART: [(9, t0, 2), (9, t0, 1)],
+        REMOVE_FROM_CART: [(9, t0, 3)],
+        PAGE_VISIT: [(9, t0, 50), (9, t0, 40), (-3, t1, 1)],
+        SEARCH_QUERY: [(9, t0, 7), (9, t0, 5), (9, t0, 6)],
+    }
+    return write_world(root, events, [(1, 1, 1), (2, 2, 2), (3, 3, 3)], [9, 4])
+
+
+def test_sort_order_client_time_type_item(tmp_path):
+    t = EventTable.build(sort_world(tmp_path / "w"), "raw", progress=False)
+    np.testing.assert_array_equal(t.client_ids, [-3, 4, 9])
+    np.testing.assert_array_equal(t.offsets, [0, 1, 2, 13])
+    nine = slice(2, 13)
+    np.testing.assert_array_equal(t.event_type[nine], [B, B, A, A, R, V, V, S, S, S, B])
+    np.testing.assert_array_equal(t.sku[nine], [1, 3, 1, 2, 3, -1, -1, -1, -1, -1, 2])
+    np.testing.assert_array_equal(t.url[nine], [-1] * 5 + [40, 50] + [-1] * 4)
+    # searches tied in time keep their file order
+    np.testing.assert_array_equal(t.query_codes[t.query[nine][7:10]], np.concatenate([codes(7), codes(5),
+                                                                                      codes(6)]))
+    np.testing.assert_array_equal(t.query[nine][7:10], [0, 1, 2])  # query rows in event order
+    assert np.all(np.diff(t.timestamp[nine]) >= 0)
+
+
+@pytest.mark.parametrize("chunk_events", [1, 2, 3, 5])
+def test_chunked_build_equals_single_chunk(tmp_path, chunk_events):
+    root = sort_world(tmp_path / "w")
+    one = arrays(EventTable.build(root, "raw", progress=False, chunk_events=10**9))
+    many = EventTable.build(root, "raw", progress=False, rebuild=True, chunk_events=chunk_events)
+    for name, want in one.items():
+        np.testing.assert_array_equal(np.asarray(getattr(many, name)), want, err_msg=name)
+
+
+def test_chunked_build_equals_single_chunk_tiny(split_world):
+    one = arrays(EventTable.build(split_world, progress=False))
+    many = EventTable.build(split_world, progress=False, rebuild=True, chunk_events=2)
+    for name, want in one.items():
+        np.testing.assert_array_equal(np.asarray(getattr(many, name)), want, err_msg=name)
+    assert many.start_time == EventTable.build(split_world, progress=False).start_time
+
+
+def test_tied_searches_keep_file_order(tmp_path):
+    # 40 searches of one client in the same second, across several chunks: order = file order, every build
+    t0 = "2022-07-01 00:00:00"
+    events = {SEARCH_QUERY: [(1, t0, s) for s in range(40)] + [(2, t0, s) for s in range(40, 0, -1)],
+              PRODUCT_BUY: [(1, t0, 1)]}
+    root = write_world(tmp_path / "w", events, [(1, 1, 1)], [1, 2])
+    want = np.concatenate([codes(s) for s in [*range(40), *range(40, 0, -1)]])
+    for chunk_events in (10**9, 7, 10**9):
+        t = EventTable.build(root, "raw", progress=False, rebuild=True, chunk_events=chunk_events)
+        np.testing.assert_array_equal(t.event_type[:2], [B, S])
+        np.testing.assert_array_equal(t.query[1:], np.arange(80))
+        np.testing.assert_array_equal(t.query_codes, want)
+
+
+def test_unknown_skus_are_counted_and_kept(tmp_path):
+    events = {PRODUCT_BUY: [(1, "2022-07-01 10:00:00", 999), (1, "2022-07-02 10:00:00", 1)],
+              ADD_TO_CART: [(2, "2022-07-01 10:00:00", 998)]}
+    root = write_world(tmp_path / "w", events, [(1, 10, 5)], [1, 2])
+    with pytest.warns(DataWarning):
+        t = EventTable.build(root, "raw", progress=False)
+    assert t.meta["unknown_sku_events"] == 2
+    assert json.loads((DataPaths(root).cache / f"events_raw_{t.fingerprint}" / "manifest.json").read_text()
+                      )["unknown_sku_events"] == 2
+    np.testing.assert_array_equal(t.sku, [999, 1, 998])
+    np.testing.assert_array_equal(t.category, [-1, 10, -1])
+    np.testing.assert_array_equal(t.price, [-1, 5, -1])
+    # no search events at all: an empty query_codes matrix
+    assert t.query_codes.shape == (0, 16)
+    np.testing.assert_array_equal(t.query, [-1, -1, -1])
+
+
+def test_empty_input_period(tmp_path):
+    # every event is at or after the cut: the input table is empty but well-formed
+    events = {PRODUCT_BUY: [(1, "2022-07-24 00:00:00", 1), (1, "2022-08-20 00:00:00", 1)]}
+    root = write_world(tmp_path / "w", events, [(1, 10, 5)], [1])
+    split(root, progress=False)
+    t = EventTable.build(root, progress=False)
+    assert t.n_events == 0 and t.n_clients == 0
+    np.testing.assert_array_equal(t.offsets, [0])
+    np.testing.assert_array_equal(t.rows_of(np.array([1])), [-1])
+    assert t.cut_time == epoch("2022-07-24 00:00:00")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# access helpers
+# ---------------------------------------------------------------------------------------------------------------
+def test_rows_of(table):
+    rows = table.rows_of(np.array([105, 999, 100, 50, 104, 104]))
+    assert rows.dtype == np.int64
+    np.testing.assert_array_equal(rows, [5, -1, 0, -1, 4, 4])
+    assert table.rows_of(np.array([], dtype=np.int64)).shape == (0,)
+
+
+def test_event_client_index(table):
+    idx = table.event_client_index()
+    assert idx.dtype == np.int64
+    np.testing.assert_array_equal(idx, [0, 0, 0, 0, 0, 1, 2, 3, 4, 4, 4, 5, 5])
+    np.testing.assert_array_equal(table.client_ids[idx][[0, 12]], [100, 105])
+
+
+def test_last_events(table):
+    positions, counts = table.last_events(np.array([0, -1, 4, 1]), 2)
+    assert positions.dtype == np.int64 and counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, [2, 0, 2, 1])
+    np.testing.assert_array_equal(positions, [3, 4, 9, 10, 5])
+    positions, counts = table.last_events(np.array([4, 0]), 100)  # n larger than any history: everything
+    np.testing.assert_array_equal(counts, [3, 5])
+    np.testing.assert_array_equal(positions, [8, 9, 10, 0, 1, 2, 3, 4])
+    positions, counts = table.last_events(np.array([0, 1]), 0)
+    assert positions.shape == (0,) and list(counts) == [0, 0]
+    positions, counts = table.last_events(np.array([], dtype=np.int64), 3)
+    assert positions.shape == (0,) and counts.shape == (0,)
+    positions, counts = table.last_events(np.array([-1, -1]), 3)
+    assert positions.shape == (0,) and list(counts) == [0, 0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cache
+# ---------------------------------------------------------------------------------------------------------------
+def test_cache_is_reused(split_world, monkeypatch):
+    first = EventTable.build(split_world, progress=False)
+    folder = DataPaths(split_world).cache / f"events_input_{first.fingerprint}"
+    stamp = (folder.stat().st_ino, folder.stat().st_mtime_ns, (folder / "timestamp.npy").stat().st_mtime_ns)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the table was rebuilt although its inputs did not change")
+
+    monkeypatch.setattr(events_mod, "_build_into", fail)
+    second = EventTable.build(split_world, progress=False)
+    third = load_events(split_world, progress=False)
+    assert second.fingerprint == third.fingerprint == first.fingerprint
+    assert (folder.stat().st_ino, folder.stat().st_mtime_ns,
+            (folder / "timestamp.npy").stat().st_mtime_ns) == stamp
+    np.testing.assert_array_equal(second.timestamp, first.timestamp)
+
+
+def test_changed_input_rebuilds(split_world):
+    first = EventTable.build(split_world, progress=False)
+    old = cache_dirs(split_world)
+    assert old == [f"events_input_{first.fingerprint}"]
+    # drop client 101's only input event (a page visit)
+    path = DataPaths(split_world).table(PAGE_VISIT, "input")
+    pl.read_parquet(path).filter(pl.col("client_id") != 101).write_parquet(path)
+    assert fingerprint(split_world) != first.fingerprint
+    second = EventTable.build(split_world, progress=False)
+    assert second.fingerprint == fingerprint(split_world)
+    assert cache_dirs(split_world) == [f"events_input_{second.fingerprint}"]  # the stale table is gone
+    assert second.n_events == 12
+    np.testing.assert_array_equal(second.client_ids, [100, 102, 103, 104, 105])
+
+
+def test_touched_input_changes_fingerprint(split_world):
+    fp = fingerprint(split_world)
+    assert fingerprint(split_world) == fp
+    assert fingerprint(split_world, "raw") != fp
+    path = DataPaths(split_world).table(PRODUCT_BUY, "input")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert fingerprint(split_world) != fp
+    # product_properties is shared by both layouts
+    fp_raw = fingerprint(split_world, "raw")
+    pl.read_parquet(DataPaths(split_world).table("product_properties")).with_columns(
+        pl.col(PRICE) + 0).write_parquet(DataPaths(split_world).table("product_properties"))
+    assert fingerprint(split_world, "raw") != fp_raw
+
+
+def test_layouts_have_separate_caches(split_world):
+    EventTable.build(split_world, progress=False)
+    EventTable.build(split_world, "raw", progress=False)
+    assert len(cache_dirs(split_world, "input")) == 1 and len(cache_dirs(split_world, "raw")) == 1
+    with pytest.raises(ValueError):
+        EventTable.build(split_world, "other", progress=False)
+
+
+def test_bad_input_raises_and_leaves_no_cache(split_world):
+    path = DataPaths(split_world).table(SEARCH_QUERY, "input")
+    pl.read_parquet(path).with_columns(pl.lit("[1 2 3]").alias(QUERY)).write_parquet(path)
+    with pytest.raises(DataError, match="16 integers") as err:
+        EventTable.build(split_world, progress=False)
+    assert str(path) in str(err.value) and repr(QUERY) in str(err.value)
+    cache = DataPaths(split_world).cache
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_input_layout_needs_the_split(raw_world):
+    with pytest.raises(DataError) as err:
+        EventTable.build(raw_world, progress=False)
+    assert str(DataPaths(raw_world).table(PRODUCT_BUY, "input")) in str(err.value)
+
+
+def test_datetime_timestamps_build_the_same(tmp_path, raw_world):
+    want = arrays(EventTable.build(raw_world, "raw", progress=False))
+    for ev in (PRODUCT_BUY, ADD_TO_CART, REMOVE_FROM_CART, PAGE_VISIT, SEARCH_QUERY):
+        path = DataPaths(raw_world).table(ev)
+        pl.read_parquet(path).with_columns(pl.col(TIMESTAMP).str.strptime(pl.Datetime("ns"), "%Y-%m-%d %H:%M:%S")
+                                           ).write_parquet(path)
+    got = EventTable.build(raw_world, "raw", progress=False)
+    for name, value in want.items():
+        np.testing.assert_array_equal(np.asarray(getattr(got, name)), value, err_msg=name)
+
+
+def test_cli(split_world, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["--data-dir", str(split_world)]) == 0
+    assert json.loads(capsys.readouterr().out)["n_events"] == 13
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0

@@ -1,0 +1,119 @@
+"""competition.io: outputs appear under their final name only when complete; failures leave nothing behind."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from competition.io import atomic_dir, atomic_path, save_npy
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_atomic_path_success(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        assert tmp.suffix == ".txt"
+        tmp.write_text("hello")
+        assert not target.exists()  # invisible until the block ends
+    assert target.read_text() == "hello"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_path_replaces_existing(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.parquet"
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise Boom()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_keeps_old_file_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new, half")
+            raise Boom()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_error_before_writing(tmp_path):
+    with pytest.raises(Boom):
+        with atomic_path(tmp_path / "x.npy"):
+            raise Boom()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_npy(tmp_path):
+    arr = np.arange(6, dtype=np.int64).reshape(2, 3)
+    path = save_npy(tmp_path / "a" / "x.npy", arr)
+    assert path == tmp_path / "a" / "x.npy"
+    loaded = np.load(path)
+    assert loaded.dtype == np.int64
+    np.testing.assert_array_equal(loaded, arr)
+    assert [p.name for p in path.parent.iterdir()] == ["x.npy"]  # np.save appended no second suffix
+
+
+def test_save_npy_leaves_nothing_on_error(tmp_path, monkeypatch):
+    target = tmp_path / "x.npy"
+    np.save(target, np.zeros(3))
+
+    def half_save(path, array):
+        with open(path, "wb") as f:
+            f.write(b"\x93NUMPY half")
+        raise Boom()
+
+    monkeypatch.setattr(np, "save", half_save)
+    with pytest.raises(Boom):
+        save_npy(target, np.ones(3))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.load(target), np.zeros(3))  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]
+
+
+def test_atomic_dir_success_and_replace(tmp_path):
+    out = tmp_path / "block"
+
+    def write(d):
+        (d / "a.txt").write_text("1")
+        assert not out.exists()
+
+    assert atomic_dir(out, write) == out
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    out_stale = out / "stale.txt"
+    out_stale.write_text("old")
+    atomic_dir(out, lambda d: (d / "b.txt").write_text("2"))
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]  # replaced as a whole
+    assert [p.name for p in tmp_path.iterdir()] == ["block"]
+
+
+def test_atomic_dir_leaves_nothing_on_error(tmp_path):
+    out = tmp_path / "block"
+
+    def write(d):
+        (d / "half.txt").write_text("x")
+        raise Boom()
+
+    with pytest.raises(Boom):
+        atomic_dir(out, write)
+    assert list(tmp_path.iterdir()) == []
+    # an existing folder survives a failed rewrite untouched
+    atomic_dir(out, lambda d: (d / "good.txt").write_text("ok"))
+    with pytest.raises(Boom):
+        atomic_dir(out, write)
+    assert [p.name for p in tmp_path.iterdir()] == ["block"]
+    assert [p.name for p in out.iterdir()] == ["good.txt"]

@@ -1,0 +1,166 @@
+"""Blocks on demand: build every block an ensemble spec names that is missing or stale.
+
+A block is stale when its ``meta.json`` fingerprint differs from
+:func:`competition.events.fingerprint` of the data it must come from (the split's input period for local
+validation, every raw event for the final submission), or, when the spec names its embedder, when it was made by
+another embedder, seed or parameters (the spec's ``params`` over the embedder's defaults; runtime-only parameters
+such as ``progress`` aside). A stale or missing block is rebuilt with its spec entry's ``embedder`` and
+``params`` (or, when the spec names none, the embedder and constructor parameters recorded in its meta.json).
+
+Embedders are found by name: module ``embedders.<name>`` holds one :class:`embedders.base.Embedder` subclass whose
+``name`` is ``<name>`` (see :data:`EMBEDDERS`).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from competition.events import fingerprint
+from embedders.base import Embedder, _json_default, write_block
+from embedders.cli import embed
+from submit.ensemble import BlockSpec, EnsembleSpec, SpecError, block_meta
+
+#: Embedders pack can build, by name (module ``embedders.<name>``).
+EMBEDDERS: tuple[str, ...] = ("stats", "tfidf_svd", "item2vec", "gru_ae")
+#: Parameters that do not change a block's values: ignored when deciding whether a block is stale.
+RUNTIME_PARAMS = frozenset({"seed", "progress", "work_dir", "device", "resume", "infer_batch"})
+
+
+def embedder_class(name: str, where: str = "ensemble spec") -> type[Embedder]:
+    """The Embedder subclass called ``name``. Raises :class:`SpecError` for an unknown or absent embedder."""
+    if name not in EMBEDDERS:
+        raise SpecError(f"{where}: unknown embedder {name!r}; expected one of {list(EMBEDDERS)}")
+    try:
+        module = importlib.import_module(f"embedders.{name}")
+    except ImportError as exc:
+        raise SpecError(f"{where}: embedder {name!r} cannot be imported ({exc})") from exc
+    for obj in vars(module).values():
+        if inspect.isclass(obj) and issubclass(obj, Embedder) and obj is not Embedder and obj.name == name:
+            return obj
+    raise SpecError(f"{where}: module embedders.{name} defines no Embedder subclass named {name!r}")
+
+
+def _ctor_names(cls: type) -> set[str]:
+    return {p for p in inspect.signature(cls.__init__).parameters if p != "self"}
+
+
+def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool = True,
+                  where: str = "ensemble spec", work_dir: str | Path | None = None) -> Embedder:
+    """``embedders.<name>`` configured with ``params`` (constructor kwargs); ``seed`` unless params set one;
+    ``progress`` and ``work_dir`` (checkpoints, corpora) where the embedder takes them and params do not set them."""
+    cls = embedder_class(name, where)
+    accepted = _ctor_names(cls)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise SpecError(f"{where}: embedder {name!r} has no parameter(s) {unknown}; it takes {sorted(accepted)}")
+    kwargs = {"seed": seed, **params}
+    if "progress" in accepted and "progress" not in params:
+        kwargs["progress"] = progress
+    if work_dir is not None and "work_dir" in accepted and params.get("work_dir") is None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        kwargs["work_dir"] = str(work_dir)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where}: embedder {name!r} rejects its params {params}: {exc}") from exc
+
+
+def _norm(value: Any) -> Any:
+    """JSON round trip, so tuples and lists, numpy and Python numbers compare equal."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def recipe(b: BlockSpec, meta: dict[str, Any], where: str, why: str = "must be (re)built"
+           ) -> tuple[str, dict[str, Any]]:
+    """(embedder name, params) that build block ``b``: the spec's, else the ones its meta.json records."""
+    if b.embedder is not None:
+        return b.embedder, dict(b.params)
+    name = meta.get("embedder")
+    if name not in EMBEDDERS:
+        raise SpecError(f"{where}: block {b.name!r} is {why} and cannot be built: the spec gives no 'embedder' and "
+                        f"no meta.json names one we know ({name!r}); add \"embedder\" (one of {list(EMBEDDERS)}) "
+                        f"and \"params\" to the entry, or point 'path' at an existing block")
+    accepted = _ctor_names(embedder_class(name, where))
+    recorded = meta.get("params") or {}
+    params = {k: v for k, v in recorded.items() if k in accepted and k not in RUNTIME_PARAMS}
+    lost = sorted(k for k in recorded if k not in accepted)
+    if lost:
+        warnings.warn(f"{where}: block {b.name!r} is rebuilt from its meta.json; recorded params {lost} are not "
+                      f"constructor arguments of {name!r} and take their defaults (give \"params\" in the spec to "
+                      f"set them)", stacklevel=2)
+    return name, params
+
+
+def staleness(b: BlockSpec, path: Path, fp: str, seed: int, where: str) -> str | None:
+    """Why the block at ``path`` must be (re)built, or None when it is fresh."""
+    meta = block_meta(replace(b, path=path))
+    if not (path / "embeddings.npy").is_file() or not (path / "client_ids.npy").is_file():
+        return "missing"
+    if meta.get("fingerprint") != fp:
+        return f"stale (input fingerprint {meta.get('fingerprint')} != {fp})"
+    if b.embedder is None:
+        return None  # nothing in the spec to compare with
+    if meta.get("embedder") != b.embedder:
+        return f"stale (made by {meta.get('embedder')!r}, the spec asks for {b.embedder!r})"
+    want_seed = b.params.get("seed", seed)
+    if meta.get("seed") != want_seed:
+        return f"stale (seed {meta.get('seed')} != {want_seed})"
+    wanted = _norm(make_embedder(b.embedder, b.params, want_seed, False, where).get_params())
+    have = _norm(meta.get("params") or {})
+    diff = sorted(k for k in set(wanted) | set(have)
+                  if k not in RUNTIME_PARAMS and wanted.get(k) != have.get(k))
+    if diff:
+        return f"stale (params {diff} differ: {[have.get(k) for k in diff]} -> {[wanted.get(k) for k in diff]})"
+    return None
+
+
+def block_path(b: BlockSpec, layout: str) -> Path:
+    """Where the block lives for ``layout``: its spec path ``<root>/<name>`` for "input"; ``<root>-final/<name>``
+    for "raw". The final-submission blocks (built from events that include the target windows) thus never
+    overwrite the local-validation ones, nor sit in the folder a search scans for blocks."""
+    if layout == "input":
+        return b.path
+    root = b.path.parent
+    return root.with_name(root.name + "-final") / b.path.name
+
+
+def ensure_blocks(spec: EnsembleSpec, data_dir: str | Path, layout: str = "input", seed: int = 0,
+                  progress: bool = True, rebuild: bool = False, log=print) -> EnsembleSpec:
+    """Build every block of ``spec`` (weight > 0) that is missing or stale for ``data_dir``/``layout``.
+
+    Returns the spec with each block's path pointing at the fresh block (see :func:`block_path`).
+    """
+    fp = fingerprint(data_dir, layout)
+    out = []
+    for b in spec.blocks:
+        path = block_path(b, layout)
+        if b.weight == 0:
+            out.append(replace(b, path=path))
+            continue
+        why = "rebuild requested" if rebuild else staleness(b, path, fp, seed, spec.source)
+        if why is not None:
+            name, params = recipe(b, block_meta(replace(b, path=path)) or block_meta(b), spec.source,
+                                  f"{why} at {path}")
+            want_seed = params.get("seed", seed)
+            log(f"block {b.name}: {why}; building with {name} {params or ''} (seed {want_seed}, layout {layout})")
+            t0 = time.perf_counter()
+            embedder = make_embedder(name, params, want_seed, progress, spec.source,
+                                     work_dir=path.with_name(path.name + ".work"))
+            block = embed(embedder, Path(data_dir), layout, progress=progress)
+            block.meta["name"] = b.name
+            write_block(block, path)
+            log(f"block {b.name}: {block.vectors.shape[0]:,} x {block.dim} in {time.perf_counter() - t0:.1f}s -> {path}")
+            b = replace(b, embedder=name, params=params)
+        else:
+            log(f"block {b.name}: fresh ({path})")
+        out.append(replace(b, path=path))
+    return replace(spec, blocks=out)
+
+
+__all__ = ["EMBEDDERS", "embedder_class", "make_embedder", "ensure_blocks", "staleness", "block_path", "recipe"]

@@ -1,0 +1,149 @@
+"""The one-stop command: blocks -> ensemble -> checked submission files.
+
+``python -m submit.pack --data-dir D --spec spec.json --out OUT [--final] [--seed S]``
+    builds every block the spec names that is missing or stale (:mod:`submit.build`), assembles the ensemble
+    (:mod:`submit.ensemble`), checks it against every rule of challenge.md section 6 (:mod:`submit.check`) and
+    writes ``OUT/embeddings.npy`` and ``OUT/client_ids.npy``. Default: blocks from the split's input period (local
+    validation); ``--final``: from every event of the raw files, as the real submission requires (those blocks go
+    to ``<blocks folder>-final/<name>``, apart from the local ones).
+
+``python -m submit.pack`` (no ``--data-dir``)
+    the embedded default (:mod:`submit.default`): a small synthetic world, every block, a short search, the packed
+    submission and a table of scores, in ``--work-dir`` (default ``./runs/default``).
+
+Writing is atomic: both files are written under temporary names in OUT, read back and checked, then renamed,
+``client_ids.npy`` first and ``embeddings.npy`` last (any older ``embeddings.npy`` is removed before), so an
+interrupted run never leaves a pair that looks valid. ``OUT/pack.json`` records what was packed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from competition.io import atomic_path
+from competition.load import DataError, read_relevant_clients
+from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, TASKS
+from embedders.base import BlockError
+from embedders.cli import peak_rss_mb
+from submit.build import ensure_blocks
+from submit.check import SubmissionError, check_arrays
+from submit.ensemble import Ensemble, EnsembleSpec, Float16Error, SpecError, build_ensemble
+from validate.report import write_json
+
+PACK_REPORT = "pack.json"
+
+
+@dataclass
+class PackResult:
+    out: Path
+    ensemble: Ensemble
+    spec: EnsembleSpec
+    layout: str
+    seconds: float
+
+
+def write_submission(client_ids: np.ndarray, embeddings: np.ndarray, out: str | Path,
+                     relevant: np.ndarray) -> Path:
+    """Write ``out/client_ids.npy`` (int64 ``(n,)``) and ``out/embeddings.npy`` (float16 ``(n, D)``) atomically.
+
+    Both are written under temporary names, read back and checked against every rule (``relevant``: the relevant
+    client ids); only then is any old ``embeddings.npy`` removed and the files renamed, ``embeddings.npy`` last.
+    Raises :class:`submit.check.SubmissionError` (nothing written) when a rule fails.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Exits in reverse order: client_ids.npy is renamed first, embeddings.npy last.
+    with atomic_path(out / EMBEDDINGS_FILE) as tmp_emb, atomic_path(out / CLIENT_IDS_FILE) as tmp_ids:
+        np.save(tmp_ids, np.asarray(client_ids))
+        np.save(tmp_emb, np.asarray(embeddings))
+        failures = check_arrays(np.load(tmp_ids, mmap_mode="r"), np.load(tmp_emb, mmap_mode="r"), relevant)
+        if failures:
+            raise SubmissionError(failures, f"{out} (not written)")
+        (out / EMBEDDINGS_FILE).unlink(missing_ok=True)
+    return out
+
+
+def pack(data_dir: str | Path, spec: str | Path | EnsembleSpec, out: str | Path, final: bool = False, seed: int = 0,
+         progress: bool = True, rebuild: bool = False, log=print) -> PackResult:
+    """Build missing or stale blocks, assemble, check, write. See the module docstring."""
+    t0 = time.perf_counter()
+    data_dir, out = Path(data_dir), Path(out)
+    spec = spec if isinstance(spec, EnsembleSpec) else EnsembleSpec.load(spec)
+    layout = "raw" if final else "input"
+    relevant = read_relevant_clients(data_dir)
+    spec = ensure_blocks(spec, data_dir, layout, seed=seed, progress=progress, rebuild=rebuild, log=log)
+    ens = build_ensemble(spec, client_ids=relevant, seed=seed)
+    write_submission(ens.client_ids, ens.embeddings, out, relevant)
+    seconds = time.perf_counter() - t0
+    write_json({"data_dir": str(data_dir), "layout": layout, "final": final, "seed": seed,
+                "n_clients": int(len(ens.client_ids)), "dim": ens.dim, "columns": ens.columns,
+                "dropped": ens.dropped, "spec": spec.to_dict(), "spec_source": spec.source,
+                "seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+                "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, out / PACK_REPORT)
+    log(f"packed {len(ens.client_ids):,} clients x {ens.dim} columns ({', '.join(f'{k} {b - a}' for k, (a, b) in ens.columns.items())}) "
+        f"from {layout} events -> {out}/{{{EMBEDDINGS_FILE},{CLIENT_IDS_FILE}}} in {seconds:.1f}s")
+    return PackResult(out, ens, spec, layout, seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m submit.pack", description=__doc__.split("\n\n")[0],
+                                epilog="Without --data-dir: the embedded default run on a synthetic world "
+                                       "(see --work-dir, --clients, --trials, --epochs, --quick).")
+    p.add_argument("--data-dir", type=Path, help="data directory in the organisers' layout (split already run "
+                                                  "unless --final); omit for the embedded default run")
+    p.add_argument("--spec", type=Path, help="ensemble spec JSON (written by validate.search); required with "
+                                             "--data-dir")
+    p.add_argument("--out", type=Path, help="submission folder to write (required with --data-dir; default run: "
+                                            "WORK_DIR/submission)")
+    p.add_argument("--final", action="store_true", help="build blocks from every raw event (the real submission) "
+                                                        "instead of the split's input period")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every block, PCA and the search (default 0)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild every block even when fresh")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d = p.add_argument_group("embedded default run (no --data-dir)")
+    d.add_argument("--work-dir", type=Path, default=Path("runs/default"), help="folder for the world, blocks, "
+                                                                               "spec, submission and report (default runs/default)")
+    d.add_argument("--clients", type=int, default=None, help="relevant clients of the synthetic world "
+                                                             "(default 20000; 400 with --quick)")
+    d.add_argument("--trials", type=int, default=None, help="search trials (default 10; 1 with --quick)")
+    d.add_argument("--epochs", type=int, default=None, help="gru_ae training epochs (default 2; 1 with --quick)")
+    d.add_argument("--probe", choices=("auto", "lgbm", "mlp"), default="auto",
+                   help="probe of the final table: mlp = the organisers' replica (slow on CPU), lgbm = fast proxy, "
+                        "auto = mlp only when a GPU is present (default auto)")
+    d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",
+                   help=f"tasks of the search and the table, among {', '.join(TASKS)} (default: all six; "
+                        "--quick: conversion, propensity_category)")
+    d.add_argument("--quick", action="store_true", help="tiny sizes for tests (well under a minute): 400 clients, "
+                                                        "1 trial, 2 tasks, small blocks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.data_dir is None:
+            if args.spec is not None or args.final or args.rebuild:
+                parser.error("--spec, --final and --rebuild need --data-dir (without it, the embedded default runs)")
+            from submit.default import run_default
+            run_default(args.work_dir, clients=args.clients, trials=args.trials, epochs=args.epochs,
+                        seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
+                        progress=not args.no_progress, tasks=args.tasks)
+            return 0
+        if args.spec is None or args.out is None:
+            parser.error("--data-dir needs --spec and --out")
+        pack(args.data_dir, args.spec, args.out, final=args.final, seed=args.seed,
+             progress=not args.no_progress, rebuild=args.rebuild)
+    except (SpecError, Float16Error, SubmissionError, DataError, BlockError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

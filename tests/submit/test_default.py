@@ -1,0 +1,43 @@
+"""The embedded default run (python -m submit.pack with no --data-dir), end to end on a tiny world (--quick)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE
+from submit.check import check_submission
+from submit.ensemble import EnsembleSpec
+from submit.pack import main
+
+
+def test_default_run_quick(tmp_path, capsys):
+    work = tmp_path / "run"
+    assert main(["--quick", "--work-dir", str(work), "--no-progress", "--seed", "0"]) == 0
+    out = capsys.readouterr()
+
+    world, sub = work / "world", work / "submission"
+    assert check_submission(world, sub) == []
+    emb = np.load(sub / EMBEDDINGS_FILE)
+    assert emb.dtype == np.float16 and len(emb) == len(np.load(sub / CLIENT_IDS_FILE)) == 400
+
+    # every block was built, the search wrote a spec that pack can rebuild from
+    for name in ("stats", "tfidf_svd", "item2vec", "gru_ae"):
+        assert (work / "blocks" / name / EMBEDDINGS_FILE).is_file()
+    spec = EnsembleSpec.load(work / "spec.json")
+    assert spec.blocks and all(b.embedder in ("stats", "tfidf_svd", "item2vec", "gru_ae") for b in spec.blocks)
+    packed = json.loads((sub / "pack.json").read_text())
+    assert sum(b - a for a, b in packed["columns"].values()) == emb.shape[1]
+
+    # the table: each block alone, the stats baseline and the packed result, with the probe named
+    report = json.loads((work / "report.json").read_text())
+    assert set(report["results"]) == {"stats (baseline)", "tfidf_svd", "item2vec", "gru_ae", "packed"}
+    for res in report["results"].values():
+        assert set(res["tasks"]) == set(report["tasks"]) and np.isfinite(res["sum"])
+    assert "probe: LightGBM probe" in out.out and "packed" in out.out and "total wall time" in out.out
+    assert "[1/5] world" in out.err and "[5/5] table" in out.err
+
+    # a second run reuses the world and the fresh blocks
+    assert main(["--quick", "--work-dir", str(work), "--no-progress", "--trials", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "reusing" in err and "building" not in err

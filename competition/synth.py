@@ -59,12 +59,16 @@ TARGET_MIX = np.array([0.010, 0.030, 0.010, 0.880, 0.060])
 #: Kind weights while browsing (no purchases there; adds also come from purchase sessions), before the client's
 #: multipliers; tuned so that the event-weighted mix comes out near TARGET_MIX.
 BROWSE_MIX = np.array([0.0, 0.017, 0.0094, 0.880, 0.064])
-BUYER_SHARE = 0.20              # share of regular buyers (at average activity)
+BUYER_SHARE = 0.30              # share of regular buyers (at average activity)
 BUY_INTERVAL_DAYS = 25.0        # median days between a regular buyer's purchase sessions
 ITEMS_PER_BUY = 1.2             # mean products bought per purchase session
 K_TASTE = 8                     # categories per taste vector
 PRODUCT_ZIPF = 1.2              # within-category popularity exponent
 N_CANDIDATES = 3                # popularity draws per product choice; the closest in price wins
+EXPLORE_SESSION = 0.08          # browsing sessions whose focus is any popular category, not the client's taste
+EXPLORE_PURCHASE = 0.25         # the same for purchase sessions (gifts, one-off needs)
+EVENT_OFF_FOCUS = 0.22          # events whose category is drawn afresh (taste or, below EVENT_WILD, anything)
+EVENT_WILD = 0.06
 FRESH_SHARE = 0.10              # share of product choices that go to the category's latest release ...
 FRESH_DAYS = 30.0               # ... when it was released within this many days
 SECONDS_PER_DAY = 86_400
@@ -106,6 +110,8 @@ def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50
         raise ValueError(f"--clients must be >= 1, got {clients}")
     if days < 35:
         raise ValueError(f"--days must be >= 35 (the split cuts the last 27 days into target windows), got {days}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
     if chunk_clients < 1:
         raise ValueError(f"chunk_clients must be >= 1, got {chunk_clients}")
     datetime.strptime(start, TIMESTAMP_FORMAT)
@@ -328,7 +334,8 @@ class Clients:
     session_rate: expected browsing sessions per day (before the weekly rhythm); session_len: mean events per
     session (before the purchase tail); join_day / death_day: the alive interval; hazard: churn hazard per day
     (death = join + Exp(hazard)); buyer: a regular buyer; buy_interval: mean days between purchase sessions (regular
-    buyers weeks, others years); buy_shape: gamma shape of the gaps (higher = more regular); items_per_buy: mean
+    buyers weeks, others years); buy_shape: gamma shape of the gaps (higher = more regular); buy_start_day /
+    buy_stop_day: the purchasing phase (within the alive interval); items_per_buy: mean
     products bought per purchase session; cart_mult / search_mult: multipliers of the add/remove and search shares
     while browsing; price_level: preferred price bucket (0..99), price_tol: tolerance in buckets;
     taste_cat: int32 (n, 2, K_TASTE) category indices at the start [:, 0] and end [:, 1] of the period (-1 unused),
@@ -345,6 +352,8 @@ class Clients:
     buyer: np.ndarray
     buy_interval: np.ndarray
     buy_shape: np.ndarray
+    buy_start_day: np.ndarray
+    buy_stop_day: np.ndarray
     items_per_buy: np.ndarray
     cart_mult: np.ndarray
     search_mult: np.ndarray
@@ -368,7 +377,7 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     session_rate = np.minimum(np.exp(np.where(relevant, math.log(0.09), math.log(0.025))
                                      + np.where(relevant, 1.7, 1.6) * z), 20.0)
     session_len = 1.0 + np.exp(math.log(3.5) + 0.4 * rng.standard_normal(n))
-    hazard = np.exp(math.log(1 / 500) + 0.9 * rng.standard_normal(n) - 0.25 * z)
+    hazard = np.exp(math.log(1 / 800) + 0.9 * rng.standard_normal(n) - 0.25 * z)
     join_day = np.where(rng.random(n) < 0.7, 0.0, rng.uniform(0.0, 0.8 * spec.days, n))
     death_day = np.minimum(join_day + rng.exponential(1.0, n) / hazard, float(spec.days))
     # Purchases: a minority of regular buyers (more likely among active clients) buy every few weeks; the others
@@ -376,7 +385,10 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     buyer = rng.random(n) < 1.0 / (1.0 + np.exp(-(math.log(BUYER_SHARE / (1 - BUYER_SHARE)) + 0.5 * z)))
     buy_interval = np.where(buyer, np.exp(math.log(BUY_INTERVAL_DAYS) - 0.2 * z + 0.8 * rng.standard_normal(n)),
                             np.exp(math.log(3000.0) + rng.standard_normal(n)))
-    buy_shape = rng.uniform(1.5, 5.0, n)
+    buy_shape = rng.uniform(0.5, 1.5, n)
+    # Purchasing starts at join for half the clients, later for the others, and stops after months on average.
+    buy_start_day = join_day + np.where(rng.random(n) < 0.5, 0.0, rng.exponential(80.0, n))
+    buy_stop_day = buy_start_day + rng.exponential(250.0, n)
     items_per_buy = 1.0 + np.exp(math.log(ITEMS_PER_BUY - 1.0) + 0.5 * rng.standard_normal(n) - 0.125)
     cart_mult = np.exp(0.5 * rng.standard_normal(n) - 0.125) * np.where(buyer, 1.5, 0.8)
     search_mult = np.exp(0.8 * rng.standard_normal(n) - 0.32)
@@ -384,20 +396,20 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     price_tol = np.exp(math.log(12.0) + 0.4 * rng.standard_normal(n))
     # Tastes: up to K_TASTE categories drawn from the global category popularity; the end-of-period taste
     # replaces a client-specific share of them and reweights the rest.
-    k = 1 + np.minimum(rng.poisson(1.5, n), K_TASTE - 1)
+    k = 1 + np.minimum(rng.poisson(2.5, n), K_TASTE - 1)
     used = np.arange(K_TASTE)[None, :] < k[:, None]
     start_cat = zipf_rank(rng.random((n, K_TASTE)), spec.n_categories, 0.9)
-    drift = rng.beta(2.0, 5.0, n)
+    drift = rng.beta(2.0, 3.0, n)
     replace = rng.random((n, K_TASTE)) < drift[:, None]
     end_cat = np.where(replace, zipf_rank(rng.random((n, K_TASTE)), spec.n_categories, 0.9), start_cat)
     w0 = rng.gamma(0.8, 1.0, (n, K_TASTE)) * used + 1e-12 * used
-    w1 = w0 * np.exp(0.5 * rng.standard_normal((n, K_TASTE)))
+    w1 = w0 * np.exp(0.8 * rng.standard_normal((n, K_TASTE)))
     w = np.stack([w0, w1], axis=1)
     w /= w.sum(axis=2, keepdims=True)
     taste_cat = np.where(used[:, None, :], np.stack([start_cat, end_cat], axis=1), -1).astype(np.int32)
     return Clients(client_id=client_id, relevant=relevant, session_rate=session_rate, session_len=session_len,
                    join_day=join_day, death_day=death_day, hazard=hazard, buyer=buyer, buy_interval=buy_interval,
-                   buy_shape=buy_shape, items_per_buy=items_per_buy, cart_mult=cart_mult,
+                   buy_shape=buy_shape, buy_start_day=buy_start_day, buy_stop_day=buy_stop_day, items_per_buy=items_per_buy, cart_mult=cart_mult,
                    search_mult=search_mult, price_level=price_level, price_tol=price_tol, taste_cat=taste_cat,
                    taste_w=w.astype(np.float32))
 
@@ -486,7 +498,8 @@ def _sessions(rng: np.random.Generator, clients: Clients, spec: WorldSpec, rhyth
     n_b = np.minimum(n_b, (MAX_EVENTS_PER_CLIENT / clients.session_len).astype(np.int64))
     b_client = np.repeat(np.arange(len(n_b), dtype=np.int64), n_b)
     b_time = rhythm.invert(w_join[b_client] + rng.random(len(b_client)) * (w_death - w_join)[b_client])
-    p_client, p_day = _renewal(rng, clients.join_day, clients.death_day, clients.buy_interval, clients.buy_shape)
+    p_client, p_day = _renewal(rng, clients.buy_start_day, np.minimum(clients.death_day, clients.buy_stop_day),
+                               clients.buy_interval, clients.buy_shape)
     p_time = rhythm.time_of_day(rng, p_day)
     p_items = 1 + rng.poisson(clients.items_per_buy[p_client] - 1.0)
     s_client = np.concatenate([b_client, p_client])
@@ -503,7 +516,7 @@ def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat
     s_client, s_time, s_items = _sessions(rng, clients, spec, rhythm)
     n_s = len(s_client)
     focus = _taste_draw(rng, clients, s_client, s_time / period)
-    explore = rng.random(n_s) < 0.03
+    explore = rng.random(n_s) < np.where(s_items > 0, EXPLORE_PURCHASE, EXPLORE_SESSION)
     focus[explore] = zipf_rank(rng.random(int(explore.sum())), spec.n_categories, 0.9)
     # Events per session: a geometric body (mean session_len) then, in purchase sessions, add + buy per item;
     # seconds to minutes apart.
@@ -526,9 +539,9 @@ def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat
     # Category: the session focus, else the client's taste at that time, else anything popular.
     category = focus[session].astype(np.int64)
     r = rng.random(n_e)
-    alt = np.flatnonzero(r >= 0.80)
+    alt = np.flatnonzero(r < EVENT_OFF_FOCUS)
     category[alt] = _taste_draw(rng, clients, client[alt], seconds[alt] / period)
-    wild = np.flatnonzero(r >= 0.97)
+    wild = np.flatnonzero(r < EVENT_WILD)
     category[wild] = zipf_rank(rng.random(len(wild)), spec.n_categories, 0.9)
     # Product: N_CANDIDATES popularity draws in the category (released ones only), the closest in price wins.
     cand = cat.cat_start[category][:, None] + zipf_rank_c(
@@ -584,7 +597,7 @@ def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
 
     cols = {CLIENT_ID: clients.client_id, "relevant": clients.relevant}
     for name in ("session_rate", "session_len", "join_day", "death_day", "hazard", "buyer", "buy_interval",
-                 "buy_shape", "items_per_buy", "cart_mult", "search_mult", "price_level", "price_tol"):
+                 "buy_shape", "buy_start_day", "buy_stop_day", "items_per_buy", "cart_mult", "search_mult", "price_level", "price_tol"):
         value = getattr(clients, name)
         cols[name] = value if value.dtype == bool else value.astype(np.float64)
     table = pa.table({k: pa.array(v) for k, v in cols.items()})

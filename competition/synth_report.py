@@ -56,7 +56,7 @@ def event_statistics(data_dir: str | Path, relevant: np.ndarray) -> dict:
         frames.append(lf.group_by(CLIENT_ID).len())
     counts = (pl.concat(frames).group_by(CLIENT_ID).agg(pl.col("len").sum()).collect(engine="streaming"))
     total = sum(per_kind.values())
-    rel = counts.filter(pl.col(CLIENT_ID).is_in(pl.Series(relevant)))["len"].to_numpy()
+    rel = counts.filter(pl.col(CLIENT_ID).is_in(np.asarray(relevant)))["len"].to_numpy()
     all_counts = counts["len"].to_numpy()
 
     def q(x: np.ndarray) -> dict[str, float]:
@@ -93,7 +93,7 @@ def _rows(client_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def rf_features(data_dir: str | Path, client_ids: np.ndarray, cut: datetime) -> tuple[np.ndarray, list[str]]:
     """Recency/frequency counts from input/ for client_ids: float32 (n, f) (NaN = never), feature names."""
-    ids = pl.Series(CLIENT_ID, client_ids)
+    ids = np.asarray(client_ids)
     n = len(client_ids)
     cols, names = [], []
     first = np.full(n, np.nan)
@@ -129,11 +129,11 @@ def interaction_counts(data_dir: str | Path, client_ids: np.ndarray, key: str, e
                        products: pl.DataFrame) -> np.ndarray:
     """Input sku events (buy/add/remove) of each client whose ``key`` (sku, category or price) equals each entry:
     float32 (n, len(entries))."""
-    ids = pl.Series(CLIENT_ID, client_ids)
+    ids = np.asarray(client_ids)
     props = products.select(SKU, CATEGORY, PRICE).lazy()
     ev = pl.concat([scan_table(data_dir, e, "input").select(CLIENT_ID, SKU) for e in SKU_EVENTS])
     counts = (ev.filter(pl.col(CLIENT_ID).is_in(ids)).join(props, on=SKU, how="left")
-              .filter(pl.col(key).is_in(pl.Series(entries))).group_by(CLIENT_ID, key).len()
+              .filter(pl.col(key).is_in(np.asarray(entries))).group_by(CLIENT_ID, key).len()
               .collect(engine="streaming"))
     out = np.zeros((len(client_ids), len(entries)), dtype=np.float32)
     if len(counts):
@@ -147,7 +147,7 @@ class Latents:
 
     def __init__(self, data_dir: str | Path, client_ids: np.ndarray, end_share: float):
         truth = pl.read_parquet(DataPaths(data_dir).truth / "clients.parquet")
-        truth = truth.filter(pl.col(CLIENT_ID).is_in(pl.Series(client_ids)))
+        truth = truth.filter(pl.col(CLIENT_ID).is_in(np.asarray(client_ids)))
         rows = _rows(client_ids, truth[CLIENT_ID].to_numpy())
         n = len(client_ids)
         self.scalars = np.full((n, len(LATENT_SCALARS)), np.nan, dtype=np.float32)
@@ -184,7 +184,7 @@ class Latents:
 def target_features(task: str, entries: np.ndarray, data_dir: str | Path, client_ids: np.ndarray,
                     products: pl.DataFrame, latents: Latents | None) -> dict[str, list[np.ndarray]]:
     """Per-target feature columns: {"rf": [(n, k) ...], "latent": [(n, k) ...]}."""
-    lookup = products.filter(pl.col(SKU).is_in(pl.Series(entries)))
+    lookup = products.filter(pl.col(SKU).is_in(np.asarray(entries)))
     if task in (PROPENSITY_SKU, PROPENSITY_NEW_SKU):
         rows = _rows(lookup[SKU].to_numpy(), entries)
         cats, prices = lookup[CATEGORY].to_numpy()[rows], lookup[PRICE].to_numpy()[rows]
@@ -215,8 +215,8 @@ def fit_auroc(x: np.ndarray, y_train: np.ndarray, y_valid: np.ndarray, seed: int
     """AUROC on validation labels of a LightGBM fitted on train labels of the same rows."""
     import lightgbm as lgb
     from sklearn.metrics import roc_auc_score
-    model = lgb.LGBMClassifier(n_estimators=150, learning_rate=0.05, num_leaves=15, min_child_samples=40,
-                               subsample=1.0, colsample_bytree=1.0, reg_lambda=1.0, random_state=seed,
+    model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.06, num_leaves=15, min_child_samples=40,
+                               max_bin=63, reg_lambda=1.0, random_state=seed,
                                n_jobs=threads, deterministic=True, force_row_wise=True, verbose=-1)
     model.fit(x, y_train)
     return float(roc_auc_score(y_valid, model.predict_proba(x)[:, 1]))
@@ -255,7 +255,7 @@ def task_aurocs(task: str, d, data_dir: str | Path, base: dict[str, np.ndarray],
 # Report
 # ---------------------------------------------------------------------------------------------------------------
 def build_report(data_dir: str | Path, seed: int = 0, n_targets: int = 20, max_clients: int = 50_000,
-                 threads: int = 2, progress: bool = True) -> dict:
+                 threads: int = 1, progress: bool = True) -> dict:
     """Everything the CLI prints, as a JSON-ready dict."""
     from competition.split import read_split_times
     from competition.targets import WINDOWS, TaskData, read_window, task_dataset
@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, default=20, help="propensity targets scored per task (default 20)")
     parser.add_argument("--max-clients", type=int, default=50_000, help="relevant clients sampled for the models "
                         "(default 50000)")
-    parser.add_argument("--threads", type=int, default=2, help="LightGBM threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1: many small fits; "
+                        "more threads only pay on an idle machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     from competition.load import DataError

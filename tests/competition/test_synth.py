@@ -1,0 +1,255 @@
+"""Synthetic worlds: determinism, file format, realism statistics and the split/targets they feed."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from competition import synth
+from competition.schema import (CATEGORY, CLIENT_ID, CODE_PATTERN, EVENT_TYPES, ITEM_COLUMN, NAME, PAGE_VISIT,
+                                PRODUCT_BUY, PRODUCT_PROPERTIES, PROPENSITY_NEW_SKU, QUERY, SEARCH_QUERY, SKU,
+                                SKU_EVENTS, TIMESTAMP, TIMESTAMP_FORMAT, DataPaths)
+
+SMALL = 300          # relevant clients of the determinism worlds
+MEDIUM = 2000        # relevant clients of the realism world
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (relative path -> hex)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.parts}
+
+
+def _raw(root: Path, seed: int, chunk: int = 200) -> Path:
+    synth.write_raw_world(root, synth.world_spec(SMALL, seed, chunk_clients=chunk), progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """A ~2000-relevant-client world, split and with target lists."""
+    return synth.generate_world(tmp_path_factory.mktemp("w2k"), MEDIUM, seed=7, chunk_clients=1000, progress=False)
+
+
+@pytest.fixture(scope="module")
+def events(world) -> pl.DataFrame:
+    """All raw events: client_id, kind."""
+    return pl.concat([pl.read_parquet(DataPaths(world).table(ev), columns=[CLIENT_ID])
+                      .with_columns(pl.lit(ev).alias("kind")) for ev in EVENT_TYPES])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Determinism
+# ---------------------------------------------------------------------------------------------------------------
+def test_same_seed_same_bytes_different_seed_differs(tmp_path):
+    a, b, c = _raw(tmp_path / "a", 3), _raw(tmp_path / "b", 3), _raw(tmp_path / "c", 4)
+    da, db, dc = _digest(a), _digest(b), _digest(c)
+    assert len(da) == 10  # 6 parquet + relevant_clients.npy + truth/{clients,products}.parquet + world.json
+    assert da == db
+    differing = [k for k in da if k.endswith(".parquet") and da[k] != dc.get(k)]
+    assert len(differing) >= 6
+
+
+def test_full_world_deterministic_including_split(tmp_path):
+    a = synth.generate_world(tmp_path / "a", SMALL, seed=5, chunk_clients=200, progress=False)
+    b = synth.generate_world(tmp_path / "b", SMALL, seed=5, chunk_clients=200, progress=False)
+    da, db = _digest(a), _digest(b)
+    assert any(k.startswith("target/") for k in da) and any(k.startswith("input/") for k in da)
+    assert da == db
+
+
+def test_chunking_gives_a_valid_world_too(tmp_path):
+    """Different chunk sizes need not be identical, but the counts are of the same size."""
+    one = synth.write_raw_world(tmp_path / "one", synth.world_spec(SMALL, 3, chunk_clients=10_000), progress=False)
+    many = synth.write_raw_world(tmp_path / "many", synth.world_spec(SMALL, 3, chunk_clients=100), progress=False)
+    assert 0.5 < sum(one.values()) / sum(many.values()) < 2.0
+
+
+def test_no_temporary_files_left(tmp_path):
+    root = _raw(tmp_path / "w", 1)
+    assert not [p for p in root.rglob("*") if p.name.startswith(".")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Format
+# ---------------------------------------------------------------------------------------------------------------
+def test_codes_match_numpy_style_and_load_format():
+    codes = np.array([[0, 9, 10, 99, 100, 255, 1, 2, 3, 4, 5, 6, 7, 8, 200, 55]] * 2
+                     + [list(range(240, 256))], dtype=np.uint8)
+    got = synth.codes_to_arrow(codes).to_pylist()
+    assert got[0] == "[  0   9  10  99 100 255   1   2   3   4   5   6   7   8 200  55]"
+    assert got[2] == np.array2string(codes[2])
+    from competition.load import format_codes
+    assert got == format_codes(codes).to_list()
+
+
+def test_timestamps_match_strftime():
+    start = datetime(2022, 6, 23)
+    fmt = synth.TimestampFormatter(start, 140)
+    secs = np.array([0, 1, 59, 3600, 86_399, 86_400, 140 * 86_400 - 1, 10_345_678])
+    assert fmt(secs).to_pylist() == [(start + timedelta(seconds=int(s))).strftime(TIMESTAMP_FORMAT) for s in secs]
+    with pytest.raises(ValueError):
+        fmt(np.array([140 * 86_400]))
+
+
+def test_file_schema_and_string_formats(world):
+    paths = DataPaths(world)
+    start, stop = datetime(2022, 6, 23), datetime(2022, 6, 23) + timedelta(days=140)
+    for ev in EVENT_TYPES:
+        table = pq.read_table(paths.table(ev))
+        assert table.column_names == [CLIENT_ID, TIMESTAMP, ITEM_COLUMN[ev]]
+        frame = pl.from_arrow(table)
+        assert frame.schema[CLIENT_ID] == pl.Int64 and frame.schema[TIMESTAMP] == pl.String
+        ts = frame[TIMESTAMP].str.strptime(pl.Datetime("us"), TIMESTAMP_FORMAT, strict=True)
+        assert ts.min() >= start and ts.max() < stop
+        if ev == SEARCH_QUERY:
+            assert frame[QUERY].str.contains(CODE_PATTERN).all()
+        else:
+            assert frame.schema[ITEM_COLUMN[ev]] == pl.Int64
+    props = pl.read_parquet(paths.table(PRODUCT_PROPERTIES))
+    assert props.columns == [SKU, CATEGORY, "price", NAME]
+    assert props[NAME].str.contains(CODE_PATTERN).all()
+    assert props[SKU].is_unique().all() and props["price"].is_between(0, 99).all()
+    assert sorted(props["price"].unique().to_list()) == list(range(100))  # quantile buckets
+    meta = pq.ParquetFile(paths.table(PAGE_VISIT)).metadata.metadata
+    assert set(meta) == {b"ARROW:schema"}  # no pandas metadata, no timestamps
+
+
+def test_load_and_check_accept_the_world(world):
+    from competition.load import check_data_dir
+    rows = check_data_dir(world)
+    assert rows["unknown_sku_events"] == 0 and rows[PAGE_VISIT] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Realism
+# ---------------------------------------------------------------------------------------------------------------
+def test_event_mix_close_to_target(events):
+    share = events["kind"].value_counts(normalize=True)
+    share = dict(zip(share["kind"], share["proportion"]))
+    target = dict(zip(EVENT_TYPES, synth.TARGET_MIX))
+    for kind, tol in [(PAGE_VISIT, 0.03), (SEARCH_QUERY, 0.015), ("add_to_cart", 0.01), ("remove_from_cart", 0.005),
+                      (PRODUCT_BUY, 0.005)]:
+        assert abs(share[kind] - target[kind]) < tol, (kind, share[kind])
+
+
+def test_heavy_tailed_activity_and_relevant_subset(world, events):
+    per_client = events.group_by(CLIENT_ID).len()
+    counts = per_client["len"].to_numpy()
+    assert counts.max() > 20 * np.median(counts)
+    assert np.median(counts) < counts.mean() / 2
+    relevant = np.load(DataPaths(world).relevant_clients)
+    assert len(relevant) == MEDIUM and len(np.unique(relevant)) == MEDIUM and relevant.dtype == np.int64
+    with_events = per_client[CLIENT_ID].to_numpy()
+    assert np.isin(relevant, with_events).all()
+    assert (~np.isin(with_events, relevant)).sum() > MEDIUM // 4  # non-relevant clients have events too
+
+
+def test_names_similar_within_category(world):
+    props = pl.read_parquet(DataPaths(world).table(PRODUCT_PROPERTIES))
+    names = np.stack(props[NAME].str.extract_all(r"\d+").to_list()).astype(np.float64)
+    cats = props[CATEGORY].to_numpy()
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(cats), (2, 20_000))
+    dist = np.linalg.norm(names[i] - names[j], axis=1)
+    same = cats[i] == cats[j]
+    order = np.argsort(cats, kind="stable")  # neighbours in category order: mostly the same category
+    a, b = order[:-1], order[1:]
+    intra = np.linalg.norm(names[a] - names[b], axis=1)[cats[a] == cats[b]].mean()
+    inter = dist[~same].mean()
+    assert intra < 0.7 * inter
+
+
+def test_queries_resemble_product_names(world):
+    paths = DataPaths(world)
+    props = pl.read_parquet(paths.table(PRODUCT_PROPERTIES))
+    names = np.stack(props[NAME].str.extract_all(r"\d+").to_list()).astype(np.float32)
+    queries = pl.read_parquet(paths.table(SEARCH_QUERY))[QUERY].head(1000)
+    q = np.stack(queries.str.extract_all(r"\d+").to_list()).astype(np.float32)
+    rng = np.random.default_rng(0)
+    shuffled = np.take_along_axis(q, rng.permuted(np.tile(np.arange(16), (len(q), 1)), axis=1), axis=1)
+
+    def nearest(x):
+        d = (x ** 2).sum(1)[:, None] - 2 * x @ names.T + (names ** 2).sum(1)[None, :]
+        return np.sqrt(np.maximum(d.min(axis=1), 0)).mean()
+
+    assert nearest(q) < 0.6 * nearest(shuffled)
+
+
+def test_new_products_have_no_input_events_and_are_bought(world):
+    paths = DataPaths(world)
+    truth = pl.read_parquet(paths.truth / "products.parquet")
+    times = __import__("json").loads(paths.split_times.read_text())
+    cut_day = (datetime.fromisoformat(times["train_target_start"]) - datetime(2022, 6, 23)).days
+    late = truth.filter(pl.col("is_new") & (pl.col("release_day") >= cut_day))[SKU].to_numpy()
+    assert len(late) > 0
+    input_skus = pl.concat([pl.read_parquet(paths.table(ev, "input"), columns=[SKU]) for ev in SKU_EVENTS])[SKU]
+    assert not np.isin(late, input_skus.to_numpy()).any()
+    new_targets = np.load(paths.target_list(PROPENSITY_NEW_SKU))
+    # Targets are skus without input events: mostly late releases (the rest: rarely seen old products).
+    assert np.isin(new_targets, late).sum() >= 3
+    bought = pl.concat([pl.read_parquet(p, columns=[SKU]) for p in (paths.train_target, paths.validation_target)])
+    assert np.isin(late, bought[SKU].to_numpy()).sum() >= 3
+
+
+def test_buyers_churn_and_targets(world):
+    from competition.targets import task_dataset
+    paths = DataPaths(world)
+    active = np.load(paths.active_clients)
+    assert 0.1 * MEDIUM < len(active) < 0.6 * MEDIUM
+    churn = task_dataset(world, "churn")
+    assert 0.4 < churn.y_train.mean() < 0.85
+    times = __import__("json").loads(paths.split_times.read_text())
+    end = datetime.fromisoformat(times["end"])
+    assert datetime(2022, 6, 23) + timedelta(days=139) <= end < datetime(2022, 6, 23) + timedelta(days=140)
+    for task in ("propensity_category", "propensity_sku", "propensity_price"):
+        entries = np.load(paths.target_list(task))
+        assert len(entries) >= 50
+
+
+def test_truth_is_apart_and_complete(world, events):
+    truth = DataPaths(world).truth
+    clients = pl.read_parquet(truth / "clients.parquet")
+    assert clients[CLIENT_ID].is_unique().all()
+    assert set(events[CLIENT_ID].unique().to_list()) <= set(clients[CLIENT_ID].to_list())
+    assert clients["relevant"].sum() == MEDIUM
+    for column in ("session_rate", "price_level", "hazard", "taste_end_category", "taste_end_weight"):
+        assert column in clients.columns
+    weights = np.stack(clients["taste_start_weight"].to_list())
+    assert np.allclose(weights.sum(axis=1), 1.0, atol=1e-4)
+    products = pl.read_parquet(truth / "products.parquet")
+    assert products[SKU].is_unique().all() and products["is_new"].sum() > 0
+
+
+def test_cli_writes_raw_world(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert synth.main(["--out", str(out), "--clients", "50", "--seed", "1", "--no-split", "--quiet"]) == 0
+    assert "product_buy" in capsys.readouterr().out
+    assert all(DataPaths(out).table(ev).is_file() for ev in EVENT_TYPES)
+    with pytest.raises(SystemExit):
+        synth.main(["--out", str(out), "--clients", "0"])
+
+
+def test_zipf_rank_bounds_and_skew():
+    rng = np.random.default_rng(0)
+    ranks = synth.zipf_rank(rng.random(100_000), 50, 1.2)
+    assert ranks.min() == 0 and ranks.max() <= 49
+    counts = np.bincount(ranks, minlength=50)
+    assert counts[0] > 5 * counts[10] > 0
+
+
+def test_report_shows_learnable_tasks(world):
+    from competition import synth_report
+    report = synth_report.build_report(world, seed=0, n_targets=1, progress=False)
+    assert set(report["auroc"]) == set(report["labels"]) and len(report["auroc"]) == 6
+    assert abs(sum(report["events"]["mix"].values()) - 1) < 1e-9
+    churn = report["auroc"]["churn"]
+    assert churn["rf"] > 0.6 and churn["latent"] > 0.6
+    cat = report["auroc"]["propensity_category"]
+    assert cat["targets_evaluated"] == 1 and cat["latent+rf"] > 0.6
+    assert "AUROC" in synth_report.format_report(report)

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder
-from embedders.stats import DENSE_LIMIT, CountTable, EventChunk, gather, present_rows, row_chunks
+from embedders.chunks import DENSE_LIMIT, CountTable, EventChunk, gather, present_rows, row_chunks
 
 BUY, ADD, REMOVE, VISIT, SEARCH = (EVENT_CODE[e] for e in EVENT_TYPES)
 PRODUCT_CODES = np.array([EVENT_CODE[e] for e in SKU_EVENTS], dtype=np.uint8)

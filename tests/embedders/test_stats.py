@@ -249,7 +249,7 @@ def test_cli(tiny, tmp_path, capsys):
 def test_gather_paths_agree(rand_events):
     """Contiguous rows, a short span (read then indexed) and far-apart rows (memory-map gather) give the same
     events as plain slicing."""
-    from embedders.stats import CHUNK_COLUMNS, gather
+    from embedders.chunks import CHUNK_COLUMNS, gather
     ev = rand_events
     for rows in (np.arange(ev.n_clients), np.array([2, 3, 7, 11]), np.array([0, ev.n_clients - 1]), np.array([5])):
         c = gather(ev, rows)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from competition.events import EventTable
 from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE
-from embedders.stats import gather
+from embedders.chunks import gather
 from embedders.tfidf_svd import (TfidfSvdEmbedder, Vocabulary, count_matrix, doc_freq, main, parse_families,
                                  tfidf_inplace)
 from tests.embedders.test_stats import random_world

@@ -1,0 +1,584 @@
+"""item2vec: word2vec (skip-gram, negative sampling) over per-client chronological item sequences; a client is
+the recency-weighted mean of its items' vectors, per kind of interaction, concatenated and reduced by PCA.
+
+``python -m embedders.item2vec --data-dir D --out E [--dim 128] [--seed 0] [--sequences sku,category,url]
+[--oov content|skip] [--deterministic]``
+
+Training corpus (:func:`write_corpus`). One sentence per (client, token kind), for every client of the event table
+(relevant or not), in time order, keeping the ``max_len`` most recent tokens:
+
+- ``sku``: the sku of every product_buy / add_to_cart / remove_from_cart event;
+- ``category`` (option): the category of those same events;
+- ``url`` (option): the url of every page_visit, each kept with probability ``url_rate`` (a hash of the event's
+  position and the seed, so the choice does not depend on chunking).
+
+Tokens are dense integers (kind offset + rank of the value among the kind's sorted values), written in gensim's
+LineSentence format (space-separated, one sentence a line, client by client, kinds in the order above) by a
+vectorised encoder, chunk of clients by chunk, and trained with ``corpus_file=`` (the vocabulary comes from
+numpy counts via ``build_vocab_from_freq``, so no Python pass over tokens). ``deterministic=True`` trains with one
+worker (gensim is only reproducible single-threaded); otherwise ``workers`` threads.
+
+Item vectors: the L2-normalised word2vec vectors (``normalize=True``). Skus outside the vocabulary (below
+``min_count``, or never in the corpus, e.g. new products) with ``oov="content"`` get their content vector (the 16
+name codes of product_properties, standardised per column) mapped by a ridge regression fitted from content to
+word2vec vectors on the in-vocabulary skus; with ``oov="skip"`` they are ignored. Out-of-vocabulary urls and
+categories are always ignored.
+
+Client vector: for each part, the weighted mean of the item vectors of the client's events of that part, weight
+``0.5 ** (age_days / half_life_days)`` (``half_life_days=0``: plain mean). The mean is invariant to a common
+factor, so ages are taken from the client's latest event of the part (same result as ages from the cut, without
+float32 underflow). Parts (each ``vector_size`` wide, zero where the client has no such item):
+
+- ``bought``: product_buy skus; ``carted``: add_to_cart skus (needs ``sku``);
+- ``viewed``: page-visit urls when ``url`` is among the sequences; otherwise every sku event (buy, add, remove);
+- ``category``: categories of every sku event (when ``category`` is among the sequences).
+
+The concatenation (``n_parts * vector_size``) is centred on the mean of a sample of clients with items and
+projected on its top ``dim`` principal components (fitted in :meth:`Item2Vec.fit` on up to ``pca_sample`` clients);
+when it is already ``<= dim`` wide it is only centred (the block is then ``n_parts * vector_size`` wide).
+**Fallback**: a client without any embeddable item (no event, or only unknown items) gets the zero row, which is the
+projection of the mean client vector (the global mean).
+
+Cost: word2vec dominates, about 4.7 CPU-microseconds per corpus token and epoch (skip-gram, 64 dims, window 5,
+5 negatives), so the corpus size decides. Sku tokens are ~5% of events (about 0.9M for a 100k-client world of 18M
+input events: 26 CPU-seconds in all, peak RSS 1.3 GB); page visits are ~88%, hence ``url_rate=0.3`` by default,
+which keeps a 1M-client world with url sequences near 35M tokens (about 10 minutes on 2 cores). Client vectors are
+computed per chunk of ``chunk_events`` events with a sparse (client x item) weight matrix times the item table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from competition.load import DataError, codes_to_numpy
+from competition.schema import (ADD_TO_CART, CATEGORY, EVENT_CODE, NAME, PAGE_VISIT, PRODUCT_BUY, SKU, SKU_EVENTS,
+                                URL, DataPaths)
+from embedders.base import Block, Embedder
+
+#: Token kinds, in the order their sentences are written for a client.
+KINDS: tuple[str, ...] = (SKU, CATEGORY, URL)
+OOV_MODES: tuple[str, ...] = ("content", "skip")
+_SKU_CODES = np.array([EVENT_CODE[e] for e in SKU_EVENTS], dtype=np.uint8)
+_SECONDS_PER_DAY = 86400.0
+#: gensim's corpus_file reader cuts sentences at this many tokens.
+_MAX_SENTENCE = 10_000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------------------------------------
+def encode_lines(tokens: np.ndarray, counts: np.ndarray) -> bytes:
+    """LineSentence text of consecutive sentences: ``tokens`` (non-negative ints, concatenated sentences) split by
+    ``counts`` (tokens per sentence; zero-length sentences are dropped). Vectorised: digits are written into one
+    byte buffer by position arithmetic, no per-token Python work.
+
+    >>> encode_lines(np.array([3, 10, 7]), np.array([2, 0, 1]))
+    b'3 10\\n7\\n'
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() != len(tokens):
+        raise ValueError(f"counts sum to {counts.sum()} but there are {len(tokens)} tokens")
+    if len(tokens) == 0:
+        return b""
+    if tokens.min() < 0:
+        raise ValueError("tokens must be non-negative")
+    n_digits = np.ones(len(tokens), dtype=np.int64)
+    power = 10
+    while power <= tokens.max():
+        n_digits += tokens >= power
+        power *= 10
+    end = np.cumsum(n_digits + 1)
+    start = end - (n_digits + 1)
+    buf = np.full(int(end[-1]), ord(" "), dtype=np.uint8)
+    last_of_line = np.cumsum(counts[counts > 0]) - 1
+    buf[end[last_of_line] - 1] = ord("\n")
+    rest = tokens.copy()
+    for j in range(int(n_digits.max())):
+        has = n_digits > j
+        buf[start[has] + n_digits[has] - 1 - j] = ord("0") + (rest[has] % 10)
+        rest //= 10
+    return buf.tobytes()
+
+
+def hash_uniform(positions: np.ndarray, seed: int) -> np.ndarray:
+    """A float64 in [0, 1) per position, from a splitmix64 hash of (position, seed): reproducible, chunk-free."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(positions, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + 1) % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def row_chunks(offsets: np.ndarray, chunk_events: int) -> list[tuple[int, int]]:
+    """Contiguous client-row ranges ``[r0, r1)`` of about ``chunk_events`` events each (a heavier client alone)."""
+    offsets = np.asarray(offsets)
+    n = len(offsets) - 1
+    bounds = [0]
+    while bounds[-1] < n:
+        r0 = bounds[-1]
+        r1 = int(np.searchsorted(offsets, offsets[r0] + chunk_events, side="right")) - 1
+        bounds.append(min(n, max(r1, r0 + 1)))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _kind_values(events, kind: str, sl: slice, event_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask over the slice's events, values of the masked events) for one token kind."""
+    if kind == URL:
+        values = np.asarray(events.url[sl])
+        mask = (event_type == EVENT_CODE[PAGE_VISIT]) & (values >= 0)
+    else:
+        values = np.asarray(events.sku[sl] if kind == SKU else events.category[sl])
+        mask = np.isin(event_type, _SKU_CODES) & (values >= 0)
+    return mask, values[mask]
+
+
+def _keep_recent(local: np.ndarray, n_clients: int, max_len: int) -> np.ndarray:
+    """Mask keeping the last ``max_len`` entries of each client (``local`` nondecreasing client index)."""
+    counts = np.bincount(local, minlength=n_clients)
+    group_end = np.cumsum(counts)
+    from_end = group_end[local] - 1 - np.arange(len(local))
+    return from_end < max_len
+
+
+@dataclass
+class Corpus:
+    """What :func:`write_corpus` wrote: the file, its size, and the token dictionary.
+
+    keys[kind]: sorted int64 values of that kind (sku / category / url ids); token of value ``keys[kind][i]`` is
+    ``base[kind] + i``. counts: int64 ``(n_tokens_total,)`` occurrences of each token in the file.
+    """
+
+    path: Path
+    kinds: tuple[str, ...]
+    keys: dict[str, np.ndarray]
+    base: dict[str, int]
+    counts: np.ndarray
+    n_tokens: int
+    n_sentences: int
+
+    def token_values(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(kind index into ``kinds``, original value) of dense tokens."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        bases = np.array([self.base[k] for k in self.kinds], dtype=np.int64)
+        kind = np.searchsorted(bases, tokens, side="right") - 1
+        values = np.empty(len(tokens), dtype=np.int64)
+        for i, k in enumerate(self.kinds):
+            m = kind == i
+            values[m] = self.keys[k][tokens[m] - bases[i]]
+        return kind, values
+
+
+def _chunk_tokens(events, r0: int, r1: int, kinds, keys, base, max_len: int, url_rate: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense tokens of client rows [r0, r1), ordered by (client, kind, time), and tokens per (client, kind)."""
+    e0, e1 = int(events.offsets[r0]), int(events.offsets[r1])
+    sl = slice(e0, e1)
+    n_rows = r1 - r0
+    event_type = np.asarray(events.event_type[sl])
+    local_all = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(np.asarray(events.offsets[r0:r1 + 1])))
+    toks, locs, kind_ix = [], [], []
+    for ki, kind in enumerate(kinds):
+        mask, values = _kind_values(events, kind, sl, event_type)
+        if kind == URL and url_rate < 1.0:
+            pos = np.flatnonzero(mask)
+            keep = hash_uniform(pos + e0, seed) < url_rate
+            mask[pos[~keep]] = False
+            values = values[keep]
+        local = local_all[mask]
+        keep = _keep_recent(local, n_rows, max_len)
+        local, values = local[keep], values[keep]
+        toks.append(base[kind] + np.searchsorted(keys[kind], values))
+        locs.append(local)
+        kind_ix.append(np.full(len(local), ki, dtype=np.int64))
+    tokens = np.concatenate(toks)
+    line = np.concatenate(locs) * len(kinds) + np.concatenate(kind_ix)
+    order = np.argsort(line, kind="stable")
+    counts = np.bincount(line, minlength=n_rows * len(kinds))
+    return tokens[order], counts
+
+
+def write_corpus(events, path: str | Path, kinds: tuple[str, ...] = (SKU,), max_len: int = 200,
+                 url_rate: float = 1.0, seed: int = 0, chunk_events: int = 10_000_000,
+                 progress: bool = True) -> Corpus:
+    """Write the training corpus of ``events`` (an EventTable) to ``path`` (see the module docstring).
+
+    Two passes over contiguous chunks of client rows (about ``chunk_events`` events each): the sorted distinct
+    values of each kind, then the tokens (counted with ``np.bincount`` for the vocabulary) and their text.
+    """
+    path = Path(path)
+    kinds = tuple(k for k in KINDS if k in kinds)
+    chunks = row_chunks(events.offsets, chunk_events)
+    keys: dict[str, list[np.ndarray] | np.ndarray] = {k: [] for k in kinds}
+    for r0, r1 in tqdm(chunks, desc="item2vec: vocabulary", disable=not progress, unit="chunk"):
+        sl = slice(int(events.offsets[r0]), int(events.offsets[r1]))
+        event_type = np.asarray(events.event_type[sl])
+        for kind in kinds:
+            keys[kind].append(np.unique(_kind_values(events, kind, sl, event_type)[1]))
+    keys = {k: (np.unique(np.concatenate(v)) if v else np.zeros(0, np.int64)).astype(np.int64)
+            for k, v in keys.items()}
+    base, total = {}, 0
+    for kind in kinds:
+        base[kind] = total
+        total += len(keys[kind])
+    counts = np.zeros(total, dtype=np.int64)
+    n_tokens = n_sentences = 0
+    with open(path, "wb") as f:
+        for r0, r1 in tqdm(chunks, desc="item2vec: corpus", disable=not progress, unit="chunk"):
+            tokens, line_counts = _chunk_tokens(events, r0, r1, kinds, keys, base, max_len, url_rate, seed)
+            counts += np.bincount(tokens, minlength=total)
+            n_tokens += len(tokens)
+            n_sentences += int((line_counts > 0).sum())
+            f.write(encode_lines(tokens, line_counts))
+    return Corpus(path, kinds, keys, base, counts, n_tokens, n_sentences)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The embedder
+# ---------------------------------------------------------------------------------------------------------------
+def _lookup(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Row of each value in sorted ``keys``, -1 where absent."""
+    if len(keys) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return np.where(keys[pos] == values, pos, -1).astype(np.int64)
+
+
+class Item2Vec(Embedder):
+    """word2vec item vectors -> recency-weighted client means per part -> PCA (see the module docstring).
+
+    Fitted attributes: ``item_keys_[kind]`` int64 sorted ids and ``item_vectors_[kind]`` float32
+    ``(n_items, vector_size)``; ``content_mean_`` / ``content_scale_`` ``(16,)``, ``content_coef_``
+    ``(vector_size, 16)``, ``content_intercept_`` ``(vector_size,)`` (the ridge from standardised name codes to item
+    vectors; None when not fitted); ``parts_`` (part names); ``mean_`` ``(n_parts * vector_size,)`` and
+    ``components_`` float32 ``(out_dim, n_parts * vector_size)``; ``stats_`` (counts and seconds for meta.json).
+    """
+
+    name = "item2vec"
+
+    def __init__(self, dim: int = 128, seed: int = 0, sequences: tuple[str, ...] | str = (SKU,),
+                 vector_size: int = 64, window: int = 5, negative: int = 5, epochs: int = 5, min_count: int = 3,
+                 sample: float = 1e-3, alpha: float = 0.025, max_len: int = 200, url_rate: float = 0.3,
+                 half_life_days: float = 14.0, oov: str = "content", ridge_alpha: float = 1.0,
+                 normalize: bool = True, deterministic: bool = False, workers: int = 2,
+                 pca_sample: int = 200_000, chunk_events: int = 10_000_000, work_dir: str | None = None,
+                 progress: bool = True):
+        super().__init__(dim=dim, seed=seed)
+        if isinstance(sequences, str):
+            sequences = tuple(s.strip() for s in sequences.split(",") if s.strip())
+        bad = [s for s in sequences if s not in KINDS]
+        if bad or not sequences:
+            raise ValueError(f"sequences must be a non-empty subset of {','.join(KINDS)}, got {','.join(sequences)!r}")
+        if oov not in OOV_MODES:
+            raise ValueError(f"oov must be one of {OOV_MODES}, got {oov!r}")
+        checks = {"dim": dim >= 1, "vector_size": vector_size >= 1, "window": window >= 1, "negative": negative >= 1,
+                  "epochs": epochs >= 1, "min_count": min_count >= 1, "workers": workers >= 1,
+                  "max_len": 1 <= max_len <= _MAX_SENTENCE, "url_rate": 0.0 < url_rate <= 1.0,
+                  "half_life_days": half_life_days >= 0, "sample": sample >= 0, "ridge_alpha": ridge_alpha >= 0,
+                  "pca_sample": pca_sample >= 1, "chunk_events": chunk_events >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name} out of range: {locals()[name]!r}"
+                                 + (f" (at most {_MAX_SENTENCE})" if name == "max_len" else ""))
+        self.sequences = tuple(k for k in KINDS if k in sequences)
+        self.vector_size, self.window, self.negative, self.epochs = vector_size, window, negative, epochs
+        self.min_count, self.sample, self.alpha = min_count, sample, alpha
+        self.max_len, self.url_rate, self.half_life_days = max_len, url_rate, half_life_days
+        self.oov, self.ridge_alpha, self.normalize = oov, ridge_alpha, normalize
+        self.deterministic, self.workers = deterministic, workers
+        self.pca_sample, self.chunk_events = pca_sample, chunk_events
+        self.work_dir, self.progress = work_dir, progress
+
+    # -- parts -----------------------------------------------------------------------------------------------------
+    def _part_specs(self) -> list[tuple[str, str, np.ndarray]]:
+        """(part name, kind of its item vectors, event-type codes it reads)."""
+        specs = []
+        if SKU in self.sequences:
+            specs += [("bought", SKU, np.array([EVENT_CODE[PRODUCT_BUY]], np.uint8)),
+                      ("carted", SKU, np.array([EVENT_CODE[ADD_TO_CART]], np.uint8))]
+        if URL in self.sequences:
+            specs.append(("viewed", URL, np.array([EVENT_CODE[PAGE_VISIT]], np.uint8)))
+        elif SKU in self.sequences:
+            specs.append(("viewed", SKU, _SKU_CODES))
+        if CATEGORY in self.sequences:
+            specs.append(("category", CATEGORY, _SKU_CODES))
+        return specs
+
+    # -- fit -------------------------------------------------------------------------------------------------------
+    def fit(self, events) -> "Item2Vec":
+        """Write the corpus, train word2vec, build item tables (with the content fallback) and the projection."""
+        stats: dict[str, Any] = {}
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="item2vec-") as tmp:
+            corpus = write_corpus(events, Path(tmp) / "corpus.txt", self.sequences, self.max_len, self.url_rate,
+                                  self.seed, self.chunk_events, self.progress)
+            stats.update(corpus_tokens=corpus.n_tokens, corpus_sentences=corpus.n_sentences,
+                         corpus_mb=round(corpus.path.stat().st_size / 2**20, 1),
+                         corpus_seconds=round(time.perf_counter() - t, 2))
+            if corpus.n_tokens == 0:
+                raise DataError(self._source(events), f"no events of the kinds {','.join(self.sequences)} to train "
+                                "item2vec on" + (" (after --url-rate subsampling)" if URL in self.sequences else ""),
+                                column=self.sequences[0])
+            t = time.perf_counter()
+            model = self._train(corpus, events)
+            stats["train_seconds"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        self._build_tables(model, corpus, events, stats)
+        del model
+        self._fit_projection(events, stats)
+        stats["tables_projection_seconds"] = round(time.perf_counter() - t, 2)
+        self.stats_ = stats
+        return self
+
+    def _source(self, events) -> Path | str:
+        """The event file behind the first token kind (for error messages)."""
+        if events.data_dir is None:
+            return "event table"
+        return DataPaths(events.data_dir).table(PAGE_VISIT if self.sequences[0] == URL else PRODUCT_BUY,
+                                                events.layout)
+
+    def _train(self, corpus: Corpus, events):
+        from gensim.models import Word2Vec
+        from gensim.models.callbacks import CallbackAny2Vec
+
+        keep = np.flatnonzero(corpus.counts >= self.min_count)
+        if len(keep) == 0:
+            raise DataError(self._source(events), f"no item occurs at least min_count={self.min_count} times in the "
+                            f"{','.join(self.sequences)} sequences; lower --min-count", column=self.sequences[0])
+        freq = dict(zip(keep.astype(str).tolist(), corpus.counts[keep].tolist()))
+        workers = 1 if self.deterministic else self.workers
+        model = Word2Vec(vector_size=self.vector_size, window=self.window, min_count=self.min_count, sg=1, hs=0,
+                         negative=self.negative, sample=self.sample, alpha=self.alpha, seed=self.seed,
+                         workers=workers, epochs=self.epochs)
+        model.build_vocab_from_freq(freq, corpus_count=corpus.n_sentences)
+        del freq
+        bar = tqdm(total=self.epochs, desc="item2vec: word2vec epochs", disable=not self.progress, unit="epoch")
+
+        class _Progress(CallbackAny2Vec):
+            def on_epoch_end(self, model):
+                bar.update(1)
+
+        model.train(corpus_file=str(corpus.path), total_words=corpus.n_tokens, epochs=self.epochs,
+                    callbacks=[_Progress()])
+        bar.close()
+        return model
+
+    def _build_tables(self, model, corpus: Corpus, events, stats: dict) -> None:
+        tokens = np.asarray(model.wv.index_to_key).astype(np.int64)
+        vectors = model.wv.get_normed_vectors() if self.normalize else model.wv.vectors
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        kind_ix, values = corpus.token_values(tokens)
+        self.item_keys_, self.item_vectors_ = {}, {}
+        for i, kind in enumerate(corpus.kinds):
+            m = kind_ix == i
+            order = np.argsort(values[m], kind="stable")
+            self.item_keys_[kind] = values[m][order]
+            self.item_vectors_[kind] = vectors[m][order]
+            stats[f"vocab_{kind}"] = int(m.sum())
+            stats[f"distinct_{kind}"] = int(len(corpus.keys[kind]))
+        self.content_mean_ = self.content_scale_ = self.content_coef_ = self.content_intercept_ = None
+        stats["oov_content_skus"] = 0
+        if SKU in corpus.kinds and self.oov == "content" and events.data_dir is not None:
+            self._fit_content(events, stats)
+
+    def _fit_content(self, events, stats: dict) -> None:
+        """Ridge from standardised name codes to item vectors on in-vocab skus; add predicted rows for the others."""
+        from sklearn.linear_model import Ridge
+
+        products = events.products
+        skus = products[SKU].to_numpy().astype(np.int64)
+        codes = codes_to_numpy(products[NAME]).astype(np.float64)
+        self.content_mean_ = codes.mean(axis=0) if len(codes) else np.zeros(codes.shape[1])
+        scale = codes.std(axis=0) if len(codes) else np.ones(codes.shape[1])
+        self.content_scale_ = np.where(scale > 0, scale, 1.0)
+        x = (codes - self.content_mean_) / self.content_scale_
+        keys, vecs = self.item_keys_[SKU], self.item_vectors_[SKU]
+        rows = _lookup(keys, skus)
+        known = rows >= 0
+        if known.sum() < 2:
+            stats["content_note"] = "fewer than 2 in-vocabulary skus with content: no content fallback"
+            return
+        ridge = Ridge(alpha=self.ridge_alpha).fit(x[known], vecs[rows[known]])
+        self.content_coef_ = ridge.coef_.astype(np.float64)
+        self.content_intercept_ = np.asarray(ridge.intercept_, dtype=np.float64)
+        new = ~known
+        new_keys = skus[new]
+        new_vecs = self.content_vectors(codes[new])
+        all_keys = np.concatenate([keys, new_keys])
+        order = np.argsort(all_keys, kind="stable")
+        self.item_keys_[SKU] = all_keys[order]
+        self.item_vectors_[SKU] = np.concatenate([vecs, new_vecs])[order]
+        stats["oov_content_skus"] = int(new.sum())
+        stats["content_r2_train"] = round(float(ridge.score(x[known], vecs[rows[known]])), 4)
+
+    def content_vectors(self, codes: np.ndarray) -> np.ndarray:
+        """Ridge projection of name codes (uint8 ``(n, 16)``) into the item space: float32 ``(n, vector_size)``."""
+        if self.content_coef_ is None:
+            raise ValueError("the content projection is not fitted (oov='skip' or too few in-vocabulary skus)")
+        x = (np.asarray(codes, dtype=np.float64) - self.content_mean_) / self.content_scale_
+        return (x @ self.content_coef_.T + self.content_intercept_).astype(np.float32)
+
+    def _fit_projection(self, events, stats: dict) -> None:
+        self.parts_ = [p for p, _, _ in self._part_specs()]
+        width = len(self.parts_) * self.vector_size
+        out_dim = min(self.dim, width)
+        n = events.n_clients
+        rows = np.arange(n, dtype=np.int64)
+        if n > self.pca_sample:
+            rows = np.sort(np.random.default_rng(self.seed).choice(n, self.pca_sample, replace=False))
+        parts = [raw[has] for _, raw, has in self._raw_chunks(events, rows, "item2vec: projection fit")]
+        x = np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, width))
+        self.mean_ = (x.mean(axis=0) if len(x) else np.zeros(width)).astype(np.float32)
+        components = np.zeros((out_dim, width), dtype=np.float32)
+        if width <= self.dim:
+            components[:] = np.eye(width, dtype=np.float32)
+        elif len(x) >= 2:
+            from sklearn.decomposition import PCA
+            k = min(out_dim, len(x))
+            pca = PCA(n_components=k, svd_solver="covariance_eigh", random_state=self.seed).fit(x)
+            components[:k] = pca.components_
+            stats["pca_explained_variance"] = round(float(pca.explained_variance_ratio_.sum()), 4)
+        self.components_ = components
+        stats.update(parts=self.parts_, raw_width=width, out_dim=out_dim, projection_fit_clients=int(len(x)),
+                     reduced=bool(width > self.dim))
+
+    # -- client vectors --------------------------------------------------------------------------------------------
+    def _raw(self, events, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Concatenated part means for client rows (ascending, >= 0): float32 ``(len(rows), width)``, and whether
+        each client has any embeddable item."""
+        specs = self._part_specs()
+        vs = self.vector_size
+        raw = np.zeros((len(rows), len(specs) * vs), dtype=np.float32)
+        has = np.zeros(len(rows), dtype=bool)
+        if len(rows) == 0:
+            return raw, has
+        lengths = np.asarray(events.offsets[1:])[rows] - np.asarray(events.offsets[:-1])[rows]
+        pos, counts = events.last_events(rows, int(max(lengths.max(), 1)))
+        nc = len(rows)
+        local = np.repeat(np.arange(nc, dtype=np.int64), counts)
+        event_type = np.asarray(events.event_type[pos])
+        ts = np.asarray(events.timestamp[pos])
+        arrays: dict[str, np.ndarray] = {}
+        for j, (part, kind, codes) in enumerate(specs):
+            if kind not in arrays:
+                arrays[kind] = np.asarray((events.url if kind == URL else
+                                           events.sku if kind == SKU else events.category)[pos])
+            keys, table = self.item_keys_[kind], self.item_vectors_[kind]
+            item = _lookup(keys, arrays[kind])
+            m = np.isin(event_type, codes) & (item >= 0)
+            loc_m, ts_m, item_m = local[m], ts[m], item[m]
+            per_client = np.bincount(loc_m, minlength=nc)
+            indptr = np.concatenate([[0], np.cumsum(per_client)])
+            present = per_client > 0
+            if self.half_life_days > 0:
+                last_ts = np.zeros(nc, dtype=np.int64)
+                last_ts[present] = ts_m[indptr[1:][present] - 1]  # events are in time order within a client
+                age_days = (last_ts[loc_m] - ts_m) / _SECONDS_PER_DAY
+                w = np.exp2(-age_days / self.half_life_days).astype(np.float32)
+            else:
+                w = np.ones(len(ts_m), dtype=np.float32)
+            mat = sp.csr_matrix((w, item_m, indptr), shape=(nc, len(keys)))
+            num = np.asarray(mat @ table, dtype=np.float32)
+            den = np.bincount(loc_m, weights=w, minlength=nc)
+            ok = den > 0
+            raw[ok, j * vs:(j + 1) * vs] = num[ok] / den[ok, None].astype(np.float32)
+            has |= ok
+        return raw, has
+
+    def _raw_chunks(self, events, rows: np.ndarray, desc: str):
+        """Yield ``(slice of rows, raw, has)`` over chunks of ascending client ``rows`` of at most
+        ``chunk_events`` events each (one heavier client alone), so memory stays bounded."""
+        lengths = np.asarray(events.offsets[1:])[rows] - np.asarray(events.offsets[:-1])[rows]
+        chunks = row_chunks(np.concatenate([[0], np.cumsum(lengths)]), self.chunk_events)
+        for a, b in tqdm(chunks, desc=desc, disable=not self.progress, unit="chunk"):
+            yield (slice(a, b), *self._raw(events, rows[a:b]))
+
+    def transform(self, events, client_ids: np.ndarray) -> Block:
+        """Float32 ``(len(client_ids), out_dim)`` in the order of ``client_ids``; the zero row for clients without
+        any embeddable item (see the module docstring)."""
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        rows = events.rows_of(client_ids)
+        out = np.zeros((len(client_ids), self.components_.shape[0]), dtype=np.float32)
+        idx = np.flatnonzero(rows >= 0)
+        idx = idx[np.argsort(rows[idx], kind="stable")]
+        n_with = 0
+        for sl, raw, has in self._raw_chunks(events, rows[idx], "item2vec: clients"):
+            sel = idx[sl]
+            proj = (raw - self.mean_) @ self.components_.T
+            proj[~has] = 0.0
+            out[sel] = proj
+            n_with += int(has.sum())
+        meta = {"name": self.name, "fallback": "zero row (= projection of the mean client) for clients without any "
+                "embeddable item", "clients_with_items": n_with,
+                "clients_without_items": int(len(client_ids) - n_with), **getattr(self, "stats_", {})}
+        return Block(client_ids, out, meta)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from embedders.cli import base_parser
+
+    p = base_parser("python -m embedders.item2vec", __doc__.split("\n\n")[0], default_dim=128)
+    d = Item2Vec()
+    p.add_argument("--sequences", default=",".join(d.sequences),
+                   help=f"comma-separated token kinds to train on, among {','.join(KINDS)}")
+    p.add_argument("--oov", choices=OOV_MODES, default=d.oov,
+                   help="skus outside the word2vec vocabulary: 'content' = ridge projection of their name codes, "
+                        "'skip' = ignored")
+    p.add_argument("--deterministic", action="store_true",
+                   help="train with one worker so the same seed gives the same block (slower)")
+    p.add_argument("--workers", type=int, default=d.workers, help="word2vec threads when not --deterministic")
+    p.add_argument("--vector-size", type=int, default=d.vector_size, help="word2vec dimension (per part)")
+    p.add_argument("--window", type=int, default=d.window, help="skip-gram window")
+    p.add_argument("--negative", type=int, default=d.negative, help="negative samples")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="word2vec epochs")
+    p.add_argument("--min-count", type=int, default=d.min_count, help="minimum token count in the vocabulary")
+    p.add_argument("--sample", type=float, default=d.sample, help="word2vec frequent-token downsampling threshold")
+    p.add_argument("--max-len", type=int, default=d.max_len,
+                   help="most recent tokens per client and kind in the training corpus")
+    p.add_argument("--url-rate", type=float, default=d.url_rate,
+                   help="fraction of page visits kept in the training corpus (url sequences only)")
+    p.add_argument("--half-life-days", type=float, default=d.half_life_days,
+                   help="recency half-life of the client means, days (0 = plain mean)")
+    p.add_argument("--ridge-alpha", type=float, default=d.ridge_alpha, help="ridge penalty of the content projection")
+    p.add_argument("--pca-sample", type=int, default=d.pca_sample, help="clients used to fit the PCA")
+    p.add_argument("--chunk-events", type=int, default=d.chunk_events,
+                   help="events per chunk of clients (corpus writing and client vectors); bounds memory")
+    p.add_argument("--work-dir", default=None, help="folder for the temporary corpus file (default: system temp)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from embedders.cli import run
+
+    parser = build_parser()
+
+    def make(args: argparse.Namespace) -> Item2Vec:
+        try:
+            return Item2Vec(dim=args.dim, seed=args.seed, sequences=args.sequences, vector_size=args.vector_size,
+                            window=args.window, negative=args.negative, epochs=args.epochs,
+                            min_count=args.min_count, sample=args.sample, max_len=args.max_len,
+                            url_rate=args.url_rate, half_life_days=args.half_life_days, oov=args.oov,
+                            ridge_alpha=args.ridge_alpha, deterministic=args.deterministic, workers=args.workers,
+                            pca_sample=args.pca_sample, chunk_events=args.chunk_events, work_dir=args.work_dir,
+                            progress=not args.no_progress)
+        except ValueError as exc:
+            parser.error(str(exc))
+
+    return run(parser, make, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,3 +17,19 @@ def split_world(raw_world):
     split(raw_world, progress=False)
     write_target_lists(raw_world)
     return raw_world
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The standard tiny world, split (module scope: shared by a test module's read-only tests)."""
+    from competition.split import split
+    root = tiny_world(tmp_path_factory.mktemp("tiny") / "world")
+    split(root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_events(tiny):
+    """The event table (input layout) of :func:`tiny`."""
+    from competition.events import EventTable
+    return EventTable.build(tiny, "input", progress=False)

@@ -13,7 +13,7 @@ from competition.events import EventTable
 from competition.schema import BLOCK_META_FILE, EMBEDDINGS_FILE, EVENT_TYPES
 from embedders.stats import (FEATURE_NAMES, FEATURES, N_FEATURES, CountTable, StatsEmbedder, distinct_count, main,
                              row_chunks)
-from tests.worlds import TRAIN_START, tiny_world, write_world
+from tests.worlds import TRAIN_START, write_world
 
 # the random worlds hold events with skus missing from product_properties on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::competition.load.DataWarning")
@@ -23,19 +23,6 @@ DAY = 86_400.0
 
 def epoch(s: str) -> int:
     return int(datetime.fromisoformat(s).replace(tzinfo=timezone.utc).timestamp())
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from competition.split import split
-    root = tiny_world(tmp_path_factory.mktemp("stats") / "world")
-    split(root, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_events(tiny):
-    return EventTable.build(tiny, "input", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -16,25 +16,12 @@ from embedders.chunks import gather
 from embedders.tfidf_svd import (TfidfSvdEmbedder, Vocabulary, count_matrix, doc_freq, main, parse_families,
                                  tfidf_inplace)
 from tests.embedders.test_stats import random_world
-from tests.worlds import codes, tiny_world
+from tests.worlds import codes
 
 # the random worlds hold events with skus missing from product_properties on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::competition.load.DataWarning")
 
 FAMILY_OF_TYPE = {0: "buy", 1: "add", 2: "remove"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from competition.split import split
-    root = tiny_world(tmp_path_factory.mktemp("tfidf") / "world")
-    split(root, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_events(tiny):
-    return EventTable.build(tiny, "input", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ epoch, the task's score = the best epoch's.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from validate.cpu import free_cores
 from validate.metrics import task_score
 
 INIT_SEED = 1278
@@ -72,20 +72,29 @@ def replica_param_count(embedding_dim: int, output_dim: int, thin: int = HIDDEN_
 
 
 def build_model(embedding_dim: int, output_dim: int, thin: int = HIDDEN_THIN, wide: int = HIDDEN_WIDE,
-                seed: int = INIT_SEED) -> tuple[ReplicaNet, torch.optim.Optimizer]:
-    """The net initialised under ``torch.manual_seed(seed)`` and its AdamW optimiser (organisers' settings)."""
+                seed: int = INIT_SEED, device: torch.device | str = "cpu") -> tuple[ReplicaNet, torch.optim.Optimizer]:
+    """The net initialised under ``torch.manual_seed(seed)`` (on the CPU, as the organisers build it), moved to
+    ``device``, and its AdamW optimiser (lr 1e-3, weight decay 0.01, default betas and eps).
+
+    On the CPU the optimiser uses torch's fused kernel: the same update up to float rounding, and about 10x faster
+    than the default per-parameter loop there (0.04 s instead of 0.35 s per step for the 51.6M-parameter net, a third
+    of the whole step). On CUDA it keeps torch's default (foreach), as the organisers' Lightning run had it."""
     torch.manual_seed(seed)
-    net = ReplicaNet(embedding_dim, output_dim, thin, wide)
-    opt = torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    net = ReplicaNet(embedding_dim, output_dim, thin, wide).to(device)
+    fused = {"fused": True} if torch.device(device).type == "cpu" else {}
+    opt = torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY, **fused)
     return net, opt
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else CPU with one torch thread per available core."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-    return torch.device("cpu")
+def resolve_device(device: str | None = None, thin: int = HIDDEN_THIN, wide: int = HIDDEN_WIDE,
+                   threads: int | None = None) -> torch.device:
+    """``device``, or CUDA when present, else CPU. On CPU, torch uses ``threads``, by default one per free core
+    (:func:`validate.cpu.free_cores`) for the real net and a single thread for small test nets (whose steps are too
+    short to gain from threads)."""
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cpu":
+        torch.set_num_threads(threads or (free_cores() if thin * wide >= 2**20 else 1))
+    return dev
 
 
 @dataclass
@@ -94,6 +103,7 @@ class MLPProbe:
 
     thin / wide: hidden sizes; anything but 2048 / 4096 is NOT the replica (tests use small nets for speed).
     epochs / batch_size: the organisers' 3 / 128. device: None = CUDA when present, else CPU.
+    threads: CPU threads for torch (None: see :func:`resolve_device`; on a busy machine 1 can be faster).
     """
 
     thin: int = HIDDEN_THIN
@@ -101,6 +111,7 @@ class MLPProbe:
     epochs: int = EPOCHS
     batch_size: int = BATCH_SIZE
     device: str | None = None
+    threads: int | None = None
     progress: bool = True
 
     @property
@@ -112,15 +123,15 @@ class MLPProbe:
         """Train, validate after each epoch, return the best epoch's figures.
 
         X: float32 ``(n, D)`` rows in the organisers' client order. y_train / y_valid: ``(n,)`` or ``(n, k)`` 0/1.
-        Returns ``{"score", "best_epoch", "epochs": [per-epoch task_score dicts], "seconds"}``.
+        Returns the best epoch's :func:`~validate.metrics.task_score` figures plus ``"best_epoch"``, ``"epochs"``
+        (every epoch's figures) and ``"seconds"``.
         """
         t0 = time.perf_counter()
-        device = torch.device(self.device) if self.device else default_device()
+        device = resolve_device(self.device, self.thin, self.wide, self.threads)
         y_tr = np.asarray(y_train, dtype=np.float32).reshape(len(X), -1)
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
         yt = torch.from_numpy(y_tr).to(device)
-        net, opt = build_model(xt.shape[1], yt.shape[1], self.thin, self.wide)
-        net.to(device)
+        net, opt = build_model(xt.shape[1], yt.shape[1], self.thin, self.wide, device=device)
         loss_fn = nn.BCEWithLogitsLoss()
         n = len(xt)
         epochs = []
@@ -134,9 +145,8 @@ class MLPProbe:
                 loss.backward()
                 opt.step()
             epochs.append(task_score(task, y_valid, predict(net, xt), popularity))
-        best = int(np.argmax([e["score"] for e in epochs]))
-        return {"score": epochs[best]["score"], "best_epoch": best, "epochs": epochs,
-                "seconds": time.perf_counter() - t0}
+        best = int(np.argmax([e["score"] for e in epochs]))  # the first best on ties, like the organisers' max()
+        return {**epochs[best], "best_epoch": best, "epochs": epochs, "seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()

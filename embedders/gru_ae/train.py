@@ -1,0 +1,364 @@
+"""Training and inference for the GRU autoencoder: the :class:`GruAE` embedder.
+
+- Clients: the relevant clients with events (``train_on="relevant"``) or every client of the event table
+  (``"all"``); a seeded ``holdout`` fraction of them is kept apart to pick the best epoch by held-out reconstruction
+  loss (sum over fields of the token-weighted mean cross-entropy). The vocabularies come from the others.
+- Batches: clients sorted by length (random tie-break) and cut into batches of ``batch_size``, whose order is then
+  shuffled; both from a generator seeded by ``(seed, epoch)``, so a batch holds sequences of similar length and is
+  cut to its longest one. Dropout and sku negatives use streams seeded by ``(seed, epoch, rank)`` at each epoch
+  start, so a run resumed from an epoch checkpoint continues exactly as the uninterrupted run would have.
+- Checkpoints (``work_dir``): ``last.pt`` after every epoch (model, optimiser, epoch, best loss, history, RNG
+  states, the run's key) and ``best.pt`` when the held-out loss improves; both written atomically. ``resume=True``
+  continues from ``last.pt`` (a checkpoint of another configuration or input is refused). The best weights are
+  reloaded for inference.
+- Data parallel: under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in DDP; every rank
+  builds the same batch list and takes batches ``rank, rank + K, ...`` (the list is padded by wrapping so all ranks
+  take the same number of steps). Held-out losses are summed over ranks. Rank 0 writes checkpoints and does the
+  inference alone; other ranks return an empty block. Each rank writes ``weights_rank<r>.sha256`` (a hash of its
+  final weights) to the work dir.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from competition.io import atomic_path
+from competition.load import read_relevant_clients
+from competition.schema import SKU
+from embedders.base import Block, Embedder
+from embedders.gru_ae.model import PRESETS, GruAutoencoder, ModelConfig, batch_tensors
+from embedders.gru_ae.sku_table import SKU_INITS, SkuTable
+from embedders.gru_ae.tokens import Tokens, Vocab, tokenize
+
+TRAIN_ON = ("relevant", "all")
+#: Parameters that may differ between a run and its resumption.
+_NOT_IN_KEY = {"epochs", "resume", "progress", "device", "work_dir", "max_batches", "infer_batch"}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when present (this rank's GPU under torchrun), else cpu."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for but no CUDA device is available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device != "cpu":
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return torch.device("cpu")
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _seed_of(*key: int) -> int:
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices grouped into batches of similar length (sorted, random tie-break), batch order shuffled."""
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def shard(batches: list, rank: int, world: int) -> list:
+    """Deterministic share of ``batches`` for ``rank``: every world-th batch, the list wrapped so all ranks get the
+    same count."""
+    if world == 1 or not batches:
+        return batches
+    per = -(-len(batches) // world)
+    return [batches[i % len(batches)] for i in range(rank, per * world, world)]
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    """sha256 of a module's state (sorted keys, raw bytes)."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_atomic(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+class GruAE(Embedder):
+    """GRU sequence autoencoder; the user vector is the encoder's top-layer final state (width = hidden = dim).
+
+    variant: a key of :data:`~embedders.gru_ae.model.PRESETS`; dim / field_dim / layers / dropout override it.
+    sku_init: one of :data:`~embedders.gru_ae.sku_table.SKU_INITS`; delta_max bounds the ``content`` deltas;
+    vocab_cap caps the url vocabulary, sku_cap the sku one for ``id`` (default: vocab_cap). full_softmax_max:
+    catalogue size above which the sku head uses a sampled softmax with ``sku_negatives`` uniform negatives plus
+    in-batch skus.
+    """
+
+    name = "gru_ae"
+
+    def __init__(self, variant: str = "week_all", dim: int | None = None, seed: int = 0, epochs: int = 5,
+                 field_dim: int | None = None, layers: int | None = None, dropout: float | None = None,
+                 query: bool = False, sku_init: str = "content", delta_max: float = 0.5, vocab_cap: int = 5000,
+                 sku_cap: int | None = None,
+                 batch_size: int = 256, lr: float = 1e-3, holdout: float = 0.05, full_softmax_max: int = 100_000,
+                 sku_negatives: int = 4096, train_on: str = "relevant", device: str = "auto",
+                 work_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+                 max_batches: int | None = None, infer_batch: int = 1024):
+        if variant not in PRESETS:
+            raise ValueError(f"variant must be one of {sorted(PRESETS)}, got {variant!r}")
+        preset = PRESETS[variant]
+        self.variant = variant
+        self.dim = int(dim if dim is not None else preset.hidden)
+        self.seed = int(seed)
+        self.epochs = int(epochs)
+        self.field_dim = int(field_dim if field_dim is not None else preset.field_dim)
+        self.layers = int(layers if layers is not None else preset.layers)
+        self.dropout = float(dropout if dropout is not None else preset.dropout)
+        self.query, self.sku_init, self.delta_max = bool(query), sku_init, float(delta_max)
+        self.vocab_cap = int(vocab_cap)
+        self.sku_cap = None if sku_cap is None else int(sku_cap)
+        self.batch_size, self.lr, self.holdout = int(batch_size), float(lr), float(holdout)
+        self.full_softmax_max, self.sku_negatives, self.train_on = int(full_softmax_max), int(sku_negatives), train_on
+        self.device, self.work_dir, self.resume, self.progress = device, work_dir, bool(resume), bool(progress)
+        self.max_batches, self.infer_batch = max_batches, int(infer_batch)
+        self._check()
+
+    def _check(self) -> None:
+        problems = []
+        for k in ("dim", "field_dim", "layers", "batch_size", "vocab_cap", "infer_batch", "sku_negatives"):
+            if getattr(self, k) < 1:
+                problems.append(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.sku_cap is not None and self.sku_cap < 1:
+            problems.append(f"sku_cap must be >= 1, got {self.sku_cap}")
+        if self.epochs < 0:
+            problems.append(f"epochs must be >= 0, got {self.epochs}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.holdout < 1.0:
+            problems.append(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.delta_max <= 0:
+            problems.append(f"delta_max must be > 0, got {self.delta_max}")
+        if self.sku_init not in SKU_INITS:
+            problems.append(f"sku_init must be one of {SKU_INITS}, got {self.sku_init!r}")
+        if self.train_on not in TRAIN_ON:
+            problems.append(f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
+        if self.max_batches is not None and self.max_batches < 1:
+            problems.append(f"max_batches must be >= 1, got {self.max_batches}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    # -- building ---------------------------------------------------------------------------------------------------
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return PRESETS[self.variant].fields
+
+    def _run_key(self, events, world: int) -> dict:
+        params = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.get_params().items()
+                  if k not in _NOT_IN_KEY}
+        return {"params": params, "fingerprint": events.fingerprint, "world_size": world}
+
+    def build_model(self, vocab: Vocab) -> GruAutoencoder:
+        """A freshly initialised network for ``vocab`` (seeded by ``seed``)."""
+        torch.manual_seed(self.seed)
+        cfg = ModelConfig(fields=self.fields, vocab_sizes=dict(vocab.sizes), field_dim=self.field_dim,
+                          combine=PRESETS[self.variant].combine, layers=self.layers, hidden=self.dim,
+                          dropout=self.dropout, query=self.query, full_softmax_max=self.full_softmax_max,
+                          sku_negatives=self.sku_negatives)
+        table = None
+        if SKU in self.fields:
+            content = self.sku_init != "id"
+            table = SkuTable(self.sku_init, len(vocab.skus), self.field_dim,
+                             names=vocab.names if content else None,
+                             seen=(vocab.catalogue_counts > 0) if content else None,
+                             delta_max=self.delta_max, seed=self.seed)
+        return GruAutoencoder(cfg, table)
+
+    def _train_rows(self, events) -> np.ndarray:
+        if self.train_on == "all":
+            return np.arange(events.n_clients, dtype=np.int64)
+        if events.data_dir is None:
+            raise ValueError("train_on='relevant' needs an event table opened with its data directory")
+        rows = events.rows_of(read_relevant_clients(events.data_dir))
+        return np.unique(rows[rows >= 0])
+
+    # -- training ---------------------------------------------------------------------------------------------------
+    def fit(self, events) -> "GruAE":
+        """Train on ``events`` (an :class:`~competition.events.EventTable`); keeps the best epoch's weights."""
+        rank, world = dist_info()
+        device = resolve_device(self.device)
+        rows = self._train_rows(events)
+        if len(rows) == 0:
+            raise ValueError("no training clients with events (check relevant_clients.npy and the event files)")
+        rng = np.random.default_rng(self.seed)
+        perm = rng.permutation(rows)
+        n_val = min(int(round(self.holdout * len(rows))), len(rows) - 1) if self.holdout > 0 else 0
+        n_val = max(n_val, 1) if (self.holdout > 0 and len(rows) >= 2) else n_val
+        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.vocab_ = Vocab.fit(events, train_rows, self.fields, self.query,
+                                "id" if self.sku_init == "id" else "catalogue", self.vocab_cap, self.sku_cap)
+        train_tok = tokenize(events, self.vocab_, train_rows)
+        val_tok = tokenize(events, self.vocab_, val_rows)
+        self.n_train_, self.n_holdout_ = int(len(train_rows)), int(len(val_rows))
+        self.holdout_rows_ = val_rows
+
+        model = self.build_model(self.vocab_).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        work = self._work_dir()
+        key = self._run_key(events, world)
+        start_epoch, best, best_epoch, history = 0, math.inf, -1, []
+        last = work / "last.pt"
+        if self.resume and last.is_file():
+            ck = torch.load(last, map_location=device, weights_only=False)
+            if ck["key"] != key:
+                raise ValueError(f"{last}: checkpoint of another run (configuration, input or world size differ); "
+                                 f"use another --work-dir or drop --resume.\n  checkpoint: {ck['key']}\n  now: {key}")
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            start_epoch, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
+            torch.set_rng_state(ck["rng"]["torch"])
+            self._log(rank, f"resumed from {last} after epoch {start_epoch}")
+        elif self.resume:
+            self._log(rank, f"--resume: no checkpoint in {work}; starting from scratch")
+
+        net = model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        qcodes = events.query_codes if self.query else None
+        for epoch in range(start_epoch, self.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
+            gen = torch.Generator().manual_seed(_seed_of(self.seed, epoch, rank, 2))
+            batches = shard(length_batches(train_tok.lengths, self.batch_size,
+                                           np.random.default_rng([self.seed, epoch])), rank, world)
+            if self.max_batches is not None:
+                batches = batches[:self.max_batches]
+            net.train()
+            tot_loss, n_events = 0.0, 0
+            bar = tqdm(batches, desc=f"gru_ae epoch {epoch + 1}/{self.epochs}", unit="batch",
+                       disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
+            for i, idx in enumerate(bar):
+                grids, lengths = train_tok.batch(idx)
+                batch, lens = batch_tensors(grids, lengths, qcodes, device)
+                loss = net(batch, lens, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if model.sku is not None:
+                    model.sku.clip_()
+                tot_loss += float(loss.detach())
+                n_events += int((lengths - 2).sum())
+                if i % 10 == 0 or i == len(batches) - 1:
+                    rate = n_events * world / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{tot_loss / (i + 1):.3f}", ev_s=f"{rate:,.0f}")
+            bar.close()
+            train_loss = tot_loss / max(len(batches), 1)
+            val_loss = self._heldout_loss(model, val_tok, qcodes, device, rank, world) if len(val_tok) else train_loss
+            seconds = time.perf_counter() - t0
+            improved = val_loss < best
+            if improved:
+                best, best_epoch = val_loss, epoch + 1
+            history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "heldout_loss": round(val_loss, 5),
+                            "seconds": round(seconds, 2), "batches": len(batches),
+                            "events_per_second": round(n_events * world / max(seconds, 1e-9), 1)})
+            if rank == 0:
+                if improved:
+                    save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "loss": val_loss, "key": key},
+                                work / "best.pt")
+                save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                             "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key,
+                             "rng": {"torch": torch.get_rng_state()}}, last)
+            self._log(rank, f"epoch {epoch + 1}/{self.epochs}: train {train_loss:.4f}  held-out {val_loss:.4f}"
+                            f"{'  (best)' if improved else ''}  {seconds:.1f}s  "
+                            f"{history[-1]['events_per_second']:,.0f} events/s")
+        (work / f"weights_rank{rank}.sha256").write_text(state_hash(model) + "\n")
+        if rank == 0 and (work / "best.pt").is_file() and best_epoch > 0:
+            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
+        self.model_, self.device_, self.history_ = model.eval(), device, history
+        self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
+        return self
+
+    def _work_dir(self) -> Path:
+        if self.work_dir is None:
+            raise ValueError("work_dir is required (checkpoints are written there)")
+        work = Path(self.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+
+    @staticmethod
+    def _log(rank: int, msg: str) -> None:
+        if rank == 0:
+            print(f"gru_ae: {msg}", file=sys.stderr, flush=True)
+
+    @torch.no_grad()
+    def _heldout_loss(self, model, tokens: Tokens, qcodes, device, rank: int, world: int) -> float:
+        """Sum over fields of the token-weighted mean cross-entropy on the held-out clients (all ranks)."""
+        model.eval()
+        names = list(model.cfg.fields) + (["query"] if model.cfg.query else [])
+        sums = torch.zeros(2 * len(names), dtype=torch.float64)
+        order = np.argsort(tokens.lengths, kind="stable")
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        gen = torch.Generator().manual_seed(_seed_of(self.seed, 3))  # sku negatives, if sampled: fixed
+        for idx in batches[rank::world]:
+            grids, lengths = tokens.batch(idx)
+            batch, lens = batch_tensors(grids, lengths, qcodes, device)
+            parts = model.losses(batch, lens, gen)
+            for j, f in enumerate(names):
+                s, n = parts[f]
+                sums[2 * j] += float(s)
+                sums[2 * j + 1] += n
+        if world > 1:
+            dist.all_reduce(sums)
+        return float(sum(sums[2 * j] / max(sums[2 * j + 1], 1) for j in range(len(names))))
+
+    # -- inference --------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_rows(self, events, rows: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """User vectors float32 ``(len(rows), dim)`` for event-table rows (-1: a client without events, which gets
+        the vector of the empty sequence [start, end])."""
+        tokens = tokenize(events, self.vocab_, rows)
+        model = self.model_.eval()
+        qcodes = events.query_codes if self.query else None
+        out = np.zeros((len(tokens), self.dim), dtype=np.float32)
+        order = np.argsort(tokens.lengths, kind="stable")
+        bs = batch_size or self.infer_batch
+        for i in tqdm(range(0, len(order), bs), desc="gru_ae embed", unit="batch",
+                      disable=not self.progress, file=sys.stderr, leave=False):
+            idx = order[i:i + bs]
+            grids, lengths = tokens.batch(idx)
+            batch, lens = batch_tensors(grids, lengths, qcodes, self.device_)
+            out[idx] = model.user_vectors(batch, lens).float().cpu().numpy()
+        return out
+
+    def transform(self, events, client_ids: np.ndarray) -> Block:
+        """Block for ``client_ids`` (rank 0; other ranks of a torchrun job return an empty block)."""
+        rank, _ = dist_info()
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        if rank != 0:
+            return Block(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), {"name": self.name})
+        rows = events.rows_of(client_ids)
+        vectors = self.encode_rows(events, rows)
+        meta = {"name": self.name, "variant": self.variant, "history": self.history_, "best_epoch": self.best_epoch_,
+                "best_heldout_loss": self.best_loss_, "n_train_clients": self.n_train_,
+                "n_holdout_clients": self.n_holdout_, "clients_without_events": int((rows < 0).sum()),
+                "vocab_sizes": self.vocab_.sizes, "n_parameters": sum(p.numel() for p in self.model_.parameters())}
+        return Block(client_ids, vectors, meta)
+
+
+__all__ = ["GruAE", "length_batches", "shard", "state_hash", "resolve_device", "dist_info", "TRAIN_ON"]

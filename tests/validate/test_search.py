@@ -1,0 +1,114 @@
+import json
+import shutil
+
+import numpy as np
+import optuna
+import pytest
+
+from embedders.base import Block, read_block, write_block
+from validate import search
+from validate.ensemble_ops import assemble
+from validate.probe import TaskLabels, client_order
+from validate.search import (BlockMatrices, SearchObjective, dim_options, find_blocks, run_search, split_folds)
+
+TASKS = ["churn", "conversion"]
+
+
+@pytest.fixture(scope="module")
+def root(planted, tmp_path_factory):
+    """Block root: the planted signal and random blocks plus a wide 1100-column noise block."""
+    data_dir, ids, _, dirs = planted
+    r = tmp_path_factory.mktemp("root")
+    for name, d in dirs.items():
+        shutil.copytree(d, r / name)
+    rng = np.random.default_rng(5)
+    write_block(Block(ids, rng.standard_normal((len(ids), 1100)).astype(np.float32), {"embedder": "noise"}),
+                r / "wide")
+    return r
+
+
+def test_dim_options_and_folds():
+    assert dim_options(8) == [8]
+    assert dim_options(100) == [16, 32, 64, 100]
+    assert dim_options(1100) == [16, 32, 64, 128, 256, 1100]
+    ids = np.arange(1000, 1600, dtype=np.int64)
+    s, r = split_folds(ids, seed=3)
+    assert len(s) == len(r) == 300
+    assert not np.intersect1d(s, r).size and np.array_equal(np.sort(np.r_[s, r]), ids)
+    s2, r2 = split_folds(ids[::-1], seed=3)  # the same sets whatever the input order, in that order
+    assert np.array_equal(np.sort(s2), np.sort(s)) and np.array_equal(s2, s[::-1])
+    assert not np.array_equal(np.sort(split_folds(ids, seed=4)[0]), np.sort(s))
+
+
+def test_over_the_cap_is_pruned_before_scoring(planted, root, monkeypatch):
+    data_dir = planted[0]
+    blocks = {p.name: read_block(p) for p in find_blocks(root)}
+    ids = client_order(data_dir)
+    labels = TaskLabels.load(data_dir, TASKS, ids)
+    objective = SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)), labels,
+                                TASKS, "lgbm", 0)
+    calls = []
+    monkeypatch.setattr(search, "score_matrix", lambda *a, **k: calls.append(a) or {"mean": 0.5, "tasks": {},
+                                                                                      "seconds": 0})
+    base = {f"weight_{n}": 1.0 for n in blocks}
+    two_wide = {"use_signal": True, "use_random": True, "use_wide": True, "dims_signal": 8, "dims_random": 8,
+                "dims_wide": 1100, **base}
+    # 8 + 8 + 1100 fits; the objective scores it
+    assert objective(optuna.trial.FixedTrial(two_wide)) == 0.5
+    assert calls[-1][2].shape == (len(ids), 1116)
+    monkeypatch.setattr(search, "MAX_EMBEDDING_COLUMNS", 1000)  # now 1116 > cap: pruned, not scored
+    n_calls = len(calls)
+    with pytest.raises(optuna.TrialPruned):
+        objective(optuna.trial.FixedTrial(two_wide))
+    assert len(calls) == n_calls
+    with pytest.raises(optuna.TrialPruned):  # no block at all
+        objective(optuna.trial.FixedTrial({**two_wide, "use_signal": False, "use_random": False,
+                                           "use_wide": False}))
+
+
+def test_search_respects_cap_separates_folds_and_matches_assemble(planted, root, tmp_path, monkeypatch):
+    data_dir = planted[0]
+    monkeypatch.setattr(search, "MAX_EMBEDDING_COLUMNS", 300)  # the wide block at full width (1100) breaks it
+    seen = []
+    real = search.score_matrix
+    monkeypatch.setattr(search, "score_matrix", lambda d, ids, X, *a, **k: seen.append(ids) or real(d, ids, X, *a, **k))
+    spec = run_search(data_dir, root, tmp_path / "spec.json", trials=12, tasks=TASKS, progress=False)
+    study = optuna.load_study(study_name=search.STUDY_NAME, storage=f"sqlite:///{tmp_path / 'search.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert all(t.user_attrs["columns"] <= 300 for t in complete)
+    assert all(t.user_attrs["columns"] > 300 or t.user_attrs["columns"] == 0 for t in pruned)
+    assert spec["search"]["columns"] <= 300
+    # every trial scored the search fold; the final figure the report fold; the two are disjoint
+    search_ids, report_ids = seen[0], seen[-1]
+    assert all(np.array_equal(s, search_ids) for s in seen[:-1])
+    assert not np.intersect1d(search_ids, report_ids).size
+    assert len(search_ids) + len(report_ids) == len(planted[1])
+    assert spec["search"]["report_fold"]["n_clients"] == len(report_ids)
+    # the spec file is what submit consumes, and it rebuilds the matrix the search scored
+    on_disk = json.loads((tmp_path / "spec.json").read_text())
+    assert on_disk["version"] == 1 and on_disk["blocks"] == spec["blocks"]
+    for b in on_disk["blocks"]:
+        assert set(b) == {"name", "path", "transform", "weight", "dims"}
+    ids = client_order(data_dir)
+    blocks = {p.name: read_block(p) for p in find_blocks(root)}
+    chosen = [(b["name"], b["weight"], b["dims"] or blocks[b["name"]].dim) for b in spec["blocks"]]
+    assert np.allclose(assemble(blocks, on_disk, ids), BlockMatrices(blocks, ids).ensemble(chosen), atol=1e-5)
+    assert (tmp_path / "search_history.png").is_file()
+
+
+def test_resume_continues_the_stored_study(planted, root, tmp_path):
+    data_dir = planted[0]
+    out = tmp_path / "spec.json"
+    run_search(data_dir, root, out, trials=3, tasks=["conversion"], progress=False)
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    first = [t.params for t in optuna.load_study(study_name=search.STUDY_NAME, storage=storage).trials]
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_search(data_dir, root, out, trials=1, tasks=["conversion"], progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        run_search(data_dir, root, out, trials=1, tasks=["churn"], resume=True, progress=False)
+    spec = run_search(data_dir, root, out, trials=2, tasks=["conversion"], resume=True, progress=False)
+    trials = optuna.load_study(study_name=search.STUDY_NAME, storage=storage).trials
+    assert len(trials) == 5 and spec["search"]["trials_total"] == 5
+    assert [t.params for t in trials[:3]] == first
+    assert all(t.params not in first for t in trials[3:])  # new suggestions, not a replay of the start

@@ -1,0 +1,271 @@
+"""Score embedding blocks on the six tasks, as the organisers would (MLP replica) or fast (LightGBM proxy).
+
+``python -m validate.probe --data-dir D --embeddings-dir E1 [E2 ...] [--tasks ...] [--probe mlp|lgbm]
+[--seed S] [--out report.json]``
+
+Several ``--embeddings-dir`` are concatenated column-wise (rows aligned by client id; a client missing from a block
+gets that block's column means) for a quick ensemble check; ``--each`` also scores every block alone. A block folder
+is a submission folder: ``embeddings.npy`` + ``client_ids.npy`` (+ ``meta.json``).
+
+What the organisers do, and so do we: rows are the submission's clients in the order of its ``client_ids.npy``
+(here: the first block's order, relevant clients only; relevant clients it lacks follow in relevant-file order);
+churn keeps only active clients, in that same order; the embedding matrix goes through float16 (the submission
+dtype) and is read as float32; the net trains on train-window labels and is scored on validation-window labels of
+the same clients.
+
+Python API: :func:`score_blocks` (folders or :class:`embedders.base.Block` objects) and :func:`score_matrix`
+(an in-memory matrix), both returning a dict with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from competition.load import read_relevant_clients
+from competition.schema import TASKS, DataPaths
+from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
+from embedders.base import Block, read_block
+from validate.lgbm import LGBMProbe
+from validate.mlp import HIDDEN_THIN, HIDDEN_WIDE, MLPProbe
+
+PROBES = ("mlp", "lgbm")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+AS_SUBMITTED_ROWS = 65_536
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs: blocks, client order, labels
+# ---------------------------------------------------------------------------------------------------------------
+def load_blocks(blocks: Sequence[str | Path | Block]) -> list[Block]:
+    """Blocks from folders (read with :func:`embedders.base.read_block`) or given as :class:`Block` objects."""
+    if isinstance(blocks, (str, Path, Block)):
+        blocks = [blocks]
+    out = [b if isinstance(b, Block) else read_block(b) for b in blocks]
+    if not out:
+        raise ValueError("no blocks given")
+    return out
+
+
+def block_name(block: Block, index: int = 0) -> str:
+    return str(block.meta.get("name", f"block{index}"))
+
+
+def client_order(data_dir: str | Path, first_ids: np.ndarray | None = None,
+                 clients: np.ndarray | None = None) -> np.ndarray:
+    """Rows in the organisers' order: ``first_ids`` (a submission's client_ids) restricted to relevant clients,
+    then relevant clients it lacks (relevant-file order); restricted to ``clients`` when given. int64 ``(n,)``."""
+    relevant = read_relevant_clients(data_dir)
+    if first_ids is None:
+        order = relevant
+    else:
+        first_ids = np.asarray(first_ids, dtype=np.int64)
+        head = first_ids[np.isin(first_ids, relevant)]
+        order = np.concatenate([head, relevant[~np.isin(relevant, head)]])
+    if clients is not None:
+        order = order[np.isin(order, np.asarray(clients, dtype=np.int64))]
+    return order
+
+
+def concat_blocks(blocks: Sequence[Block], client_ids: np.ndarray) -> np.ndarray:
+    """Blocks side by side for ``client_ids``: float32 ``(n, sum of widths)``; missing rows = column means."""
+    return np.concatenate([b.align(client_ids)[0] for b in blocks], axis=1)
+
+
+def as_submitted(X: np.ndarray) -> np.ndarray:
+    """The matrix as the organisers read a submission: cast to float16, read back as float32 ``(n, D)``.
+
+    Values beyond the float16 range would become Inf (a rejected submission); they are clipped, with a warning.
+    """
+    X = np.asarray(X)
+    out = np.empty(X.shape, dtype=np.float32)
+    clipped = 0
+    for s in range(0, len(X), AS_SUBMITTED_ROWS):  # in row chunks: no full-size float16 temporary
+        chunk = X[s:s + AS_SUBMITTED_ROWS].astype(np.float32, copy=False)
+        big = np.abs(chunk) > FLOAT16_MAX
+        if big.any():
+            clipped += int(big.sum())
+            chunk = np.clip(chunk, -FLOAT16_MAX, FLOAT16_MAX)
+        out[s:s + AS_SUBMITTED_ROWS] = chunk.astype(np.float16)
+    if clipped:
+        warnings.warn(f"{clipped} values exceed the float16 range (|x| > {FLOAT16_MAX:g}) and are clipped; "
+                      "a submission needs them scaled", stacklevel=2)
+    return out
+
+
+@dataclass
+class TaskLabels:
+    """Labels of several tasks for one ordered list of clients.
+
+    client_ids: int64 ``(n,)`` the row order. per task: ``rows[task]`` int64 positions into client_ids (churn keeps
+    active clients only, in row order) and ``data[task]`` the :class:`competition.targets.TaskData` of those rows.
+    """
+
+    client_ids: np.ndarray
+    rows: dict[str, np.ndarray]
+    data: dict[str, TaskData]
+
+    @classmethod
+    def load(cls, data_dir: str | Path, tasks: Sequence[str], client_ids: np.ndarray,
+             windows: dict[str, pl.DataFrame] | None = None) -> "TaskLabels":
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        windows = windows or {w: read_window(data_dir, w) for w in WINDOWS}
+        rows, data = {}, {}
+        for task in tasks:
+            rows[task] = np.flatnonzero(np.isin(client_ids, task_clients(data_dir, task)))
+            data[task] = task_dataset(data_dir, task, client_ids[rows[task]], windows=windows)
+        return cls(client_ids, rows, data)
+
+    def restrict(self, client_ids: np.ndarray) -> "TaskLabels":
+        """The same labels for a subset of the clients, in the order of ``client_ids`` (unknown ids dropped)."""
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        client_ids = client_ids[np.isin(client_ids, self.client_ids)]
+        rows, data = {}, {}
+        for task, td in self.data.items():
+            order = np.argsort(td.client_ids, kind="stable")
+            pos = np.searchsorted(td.client_ids[order], client_ids)
+            pos = np.minimum(pos, len(order) - 1)
+            hit = (td.client_ids[order[pos]] == client_ids) if len(order) else np.zeros(len(client_ids), bool)
+            take = order[pos[hit]]
+            rows[task] = np.flatnonzero(hit)
+            data[task] = replace(td, client_ids=td.client_ids[take], y_train=td.y_train[take],
+                                 y_valid=td.y_valid[take])
+        return TaskLabels(client_ids, rows, data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------------------------
+def make_probe(probe: str = "mlp", seed: int = 0, progress: bool = True, mlp_width: tuple[int, int] | None = None,
+               device: str | None = None, threads: int | None = None):
+    """An :class:`~validate.mlp.MLPProbe` (the replica unless ``mlp_width`` differs) or a
+    :class:`~validate.lgbm.LGBMProbe`. ``seed`` affects only LightGBM (the replica's seed is fixed at 1278).
+    threads: CPU threads (default: one per free core, see :func:`validate.cpu.free_cores`)."""
+    if probe == "mlp":
+        thin, wide = mlp_width or (HIDDEN_THIN, HIDDEN_WIDE)
+        return MLPProbe(thin=thin, wide=wide, device=device, threads=threads, progress=progress)
+    if probe == "lgbm":
+        return LGBMProbe(seed=seed, n_jobs=threads or 0)
+    raise ValueError(f"unknown probe {probe!r}; expected one of {PROBES}")
+
+
+def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, tasks: Sequence[str] = TASKS,
+                 probe: str = "mlp", seed: int = 0, labels: TaskLabels | None = None, progress: bool = True,
+                 mlp_width: tuple[int, int] | None = None, device: str | None = None,
+                 threads: int | None = None) -> dict:
+    """Score an in-memory matrix: rows of ``X`` float ``(n, D)`` belong to ``client_ids`` int64 ``(n,)``, in the
+    order the probe will see them.
+
+    labels: precomputed :class:`TaskLabels` for exactly these ``client_ids`` (saves re-reading the windows).
+    Returns ``{"probe", "replica", "seed", "n_clients", "dim", "tasks": {task: figures}, "sum", "mean",
+    "seconds"}``; figures hold "score", its parts, "n_clients", "seconds" (and per-epoch figures for the MLP).
+    """
+    t0 = time.perf_counter()
+    tasks = list(tasks)
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise ValueError(f"unknown task(s) {bad}; expected some of {TASKS}")
+    client_ids = np.asarray(client_ids, dtype=np.int64)
+    X = as_submitted(X)
+    if X.ndim != 2 or len(X) != len(client_ids):
+        raise ValueError(f"X has shape {X.shape}; expected ({len(client_ids)}, D)")
+    if labels is None:
+        labels = TaskLabels.load(data_dir, tasks, client_ids)
+    elif not np.array_equal(labels.client_ids, client_ids):
+        raise ValueError("labels were loaded for other client ids than the rows of X")
+    runner = make_probe(probe, seed, progress, mlp_width, device, threads)
+    results = {}
+    for task in tasks:
+        td, rows = labels.data[task], labels.rows[task]
+        if len(rows) == 0:
+            raise ValueError(f"task {task}: none of the {len(client_ids)} clients is scored on it")
+        if td.y_train.ndim == 2 and td.y_train.shape[1] == 0:
+            raise ValueError(f"task {task}: its target list {DataPaths(data_dir).target_list(task)} is empty")
+        X_task = X if len(rows) == len(X) else X[rows]  # rows are sorted positions: all rows -> no copy
+        figures = runner.score(task, X_task, td.y_train, td.y_valid, td.popularity)
+        figures["n_clients"] = int(len(rows))
+        results[task] = figures
+    total = float(sum(r["score"] for r in results.values()))
+    replica = probe == "mlp" and runner.is_replica
+    return {"probe": probe, "replica": bool(replica), "seed": seed, "n_clients": int(len(client_ids)),
+            "dim": int(X.shape[1]), "tasks": results, "sum": total, "mean": total / len(tasks),
+            "seconds": time.perf_counter() - t0}
+
+
+def score_blocks(data_dir: str | Path, block_dirs_or_blocks: Sequence[str | Path | Block], tasks: Sequence[str] = TASKS,
+                 probe: str = "mlp", seed: int = 0, clients: np.ndarray | None = None, progress: bool = True,
+                 mlp_width: tuple[int, int] | None = None, device: str | None = None,
+                 threads: int | None = None) -> dict:
+    """Score one block or the concatenation of several (see the module doc for row order and alignment).
+
+    clients: optional subset of client ids to train and score on (e.g. a fold of the search).
+    Returns :func:`score_matrix`'s dict plus ``"name"`` and ``"blocks"`` (name, path, dim, covered clients).
+    """
+    blocks = load_blocks(block_dirs_or_blocks)
+    ids = client_order(data_dir, blocks[0].client_ids, clients)
+    X = concat_blocks(blocks, ids)
+    out = score_matrix(data_dir, ids, X, tasks, probe, seed, progress=progress, mlp_width=mlp_width, device=device,
+                       threads=threads)
+    out["name"] = "+".join(block_name(b, i) for i, b in enumerate(blocks))
+    out["blocks"] = [{"name": block_name(b, i), "path": b.meta.get("path"), "dim": b.dim,
+                      "covered": int(np.isin(ids, b.client_ids).sum())} for i, b in enumerate(blocks)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m validate.probe", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-dir", required=True, type=Path, help="data directory, split, with target lists")
+    p.add_argument("--embeddings-dir", required=True, nargs="+", type=Path,
+                   help="block folder(s) (embeddings.npy + client_ids.npy); several are concatenated")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="tasks to score")
+    p.add_argument("--probe", choices=PROBES, default="mlp",
+                   help="mlp: the organisers' net (replica); lgbm: fast LightGBM proxy")
+    p.add_argument("--seed", type=int, default=0, help="LightGBM seed and fold (the replica's seed is fixed)")
+    p.add_argument("--each", action="store_true", help="also score every block alone")
+    p.add_argument("--out", type=Path, default=None, help="report JSON (a PNG bar chart is written beside it)")
+    p.add_argument("--mlp-width", nargs=2, type=int, metavar=("THIN", "WIDE"), default=None,
+                   help="hidden sizes of the MLP; anything but 2048 4096 is NOT the replica (for tests)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: one per free core: cores minus the load average)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from validate.report import format_table, write_report
+
+    args = build_parser().parse_args(argv)
+    blocks = load_blocks(args.embeddings_dir)
+    runs = [[b] for b in blocks] if args.each and len(blocks) > 1 else []
+    runs.append(blocks)
+    results = {}
+    for run in runs:
+        res = score_blocks(args.data_dir, run, args.tasks, args.probe, args.seed, progress=not args.no_progress,
+                           mlp_width=tuple(args.mlp_width) if args.mlp_width else None, device=args.device,
+                           threads=args.threads)
+        results[res["name"]] = res
+        print(f"{res['name']}: sum {res['sum']:.4f} over {len(args.tasks)} task(s) in {res['seconds']:.1f} s",
+              file=sys.stderr)
+    print(format_table(results, args.tasks))
+    if args.out:
+        report = {"data_dir": str(args.data_dir), "probe": args.probe, "seed": args.seed, "tasks": args.tasks,
+                  "results": results}
+        json_path, png_path = write_report(report, args.out)
+        print(f"wrote {json_path} and {png_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -142,6 +142,26 @@ def trial_choice(trial, blocks: dict[str, Block], tune_weights: bool = True) -> 
     return chosen
 
 
+def enqueue_baselines(study, blocks: dict[str, Block], tune_weights: bool, limit: int) -> None:
+    """Queue the obvious candidates as the first trials (at most ``limit``, so none is left waiting): every block
+    at full width and weight 1, then each block alone. With enough trials the search never ends below the best
+    single block on the search fold, and TPE starts from them."""
+    def params(used: set[str]) -> dict:
+        out = {}
+        for name, b in blocks.items():
+            out[f"use_{name}"] = name in used
+            if tune_weights:
+                out[f"weight_{name}"] = 1.0
+            out[f"dims_{name}"] = b.dim
+        return out
+
+    candidates = [set(blocks)] if sum(b.dim for b in blocks.values()) <= MAX_EMBEDDING_COLUMNS else []
+    if len(blocks) > 1:
+        candidates += [{name} for name in blocks]
+    for used in candidates[:limit]:
+        study.enqueue_trial(params(used))
+
+
 def choice_of(params: dict, blocks: dict[str, Block]) -> list[tuple[str, float, int]]:
     """The ``(name, weight, dims)`` choices of a finished trial's params."""
     return [(n, float(params.get(f"weight_{n}", 1.0)), int(params[f"dims_{n}"])) for n in blocks if params[f"use_{n}"]]
@@ -260,6 +280,8 @@ def run_search(data_dir: str | Path, embeddings_root: str | Path, out: str | Pat
               "seed": seed, "max_clients": max_clients, "mlp_width": list(mlp_width) if mlp_width else None}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(out.parent / DB_FILE, seed, resume, overwrite, config)
+    if not study.trials:
+        enqueue_baselines(study, blocks, tune_weights=probe in SCALE_SENSITIVE, limit=trials)
     objective = SearchObjective(data_dir, blocks, mats, search_ids, search_rows, search_labels, tasks, probe, seed,
                                 mlp_width)
 

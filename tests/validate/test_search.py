@@ -112,3 +112,15 @@ def test_resume_continues_the_stored_study(planted, root, tmp_path):
     assert len(trials) == 5 and spec["search"]["trials_total"] == 5
     assert [t.params for t in trials[:3]] == first
     assert all(t.params not in first for t in trials[3:])  # new suggestions, not a replay of the start
+
+
+def test_new_study_starts_from_all_blocks_then_each_alone(planted, root, tmp_path):
+    data_dir = planted[0]
+    names = sorted(p.name for p in find_blocks(root))
+    n = 1 + len(names)
+    run_search(data_dir, root, tmp_path / "spec.json", trials=n, tasks=["conversion"], progress=False)
+    trials = optuna.load_study(study_name=search.STUDY_NAME, storage=f"sqlite:///{tmp_path / 'search.db'}").trials
+    used = [{k[4:] for k, v in t.params.items() if k.startswith("use_") and v} for t in trials]
+    assert used == [set(names)] + [{name} for name in names]
+    blocks = {p.name: read_block(p) for p in find_blocks(root)}
+    assert all(t.params[f"dims_{name}"] == blocks[name].dim for t in trials for name in names)

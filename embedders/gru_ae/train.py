@@ -93,6 +93,13 @@ def state_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def _key_diff(old: dict, new: dict) -> str:
+    """'name: checkpoint -> now' for every differing entry of two run keys."""
+    flat = lambda k: {**k.get("params", {}), **{x: v for x, v in k.items() if x != "params"}}  # noqa: E731
+    a, b = flat(old), flat(new)
+    return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+
+
 def save_atomic(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -226,8 +233,8 @@ class GruAE(Embedder):
         if self.resume and last.is_file():
             ck = torch.load(last, map_location=device, weights_only=False)
             if ck["key"] != key:
-                raise ValueError(f"{last}: checkpoint of another run (configuration, input or world size differ); "
-                                 f"use another --work-dir or drop --resume.\n  checkpoint: {ck['key']}\n  now: {key}")
+                raise ValueError(f"{last}: checkpoint of another run ({_key_diff(ck['key'], key)}); use the same "
+                                 f"flags and input, another --work-dir, or drop --resume")
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             start_epoch, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
@@ -269,14 +276,20 @@ class GruAE(Embedder):
                     bar.set_postfix(loss=f"{tot_loss / (i + 1):.3f}", ev_s=f"{rate:,.0f}")
             bar.close()
             train_loss = tot_loss / max(len(batches), 1)
+            train_seconds = time.perf_counter() - t0
+            if world > 1:  # events trained by all ranks
+                total = torch.tensor([n_events], dtype=torch.float64, device=device)  # nccl reduces on the GPU
+                dist.all_reduce(total)
+                n_events = int(total.item()) // world  # per-rank mean; figures below multiply by world
             val_loss = self._heldout_loss(model, val_tok, qcodes, device, rank, world) if len(val_tok) else train_loss
             seconds = time.perf_counter() - t0
             improved = val_loss < best
             if improved:
                 best, best_epoch = val_loss, epoch + 1
             history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "heldout_loss": round(val_loss, 5),
-                            "seconds": round(seconds, 2), "batches": len(batches),
-                            "events_per_second": round(n_events * world / max(seconds, 1e-9), 1)})
+                            "seconds": round(seconds, 2), "train_seconds": round(train_seconds, 2),
+                            "batches": len(batches), "events": n_events * world,
+                            "events_per_second": round(n_events * world / max(train_seconds, 1e-9), 1)})
             if rank == 0:
                 if improved:
                     save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "loss": val_loss, "key": key},
@@ -324,7 +337,9 @@ class GruAE(Embedder):
                 sums[2 * j] += float(s)
                 sums[2 * j + 1] += n
         if world > 1:
+            sums = sums.to(device)  # nccl reduces on the GPU
             dist.all_reduce(sums)
+            sums = sums.cpu()
         return float(sum(sums[2 * j] / max(sums[2 * j + 1], 1) for j in range(len(names))))
 
     # -- inference --------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ TINY = dict(dim=8, field_dim=8, layers=2, batch_size=8, progress=False, device="
 
 def random_world(root: Path, n_clients: int = 48, n_products: int = 40, seed: int = 0, long_client: bool = True):
     """A small random world: clients 1000.. with 0-40 events each (client 1000 has 140 events, client 1001 none),
+    events on skus 0..n_products-1 (the catalogue has 10 more skus without events),
     the last buy on 2022-08-20 so the split keeps ~3 months of input."""
     rng = np.random.default_rng(seed)
     t0 = datetime(2022, 5, 1)
@@ -48,7 +49,7 @@ def random_world(root: Path, n_clients: int = 48, n_products: int = 40, seed: in
         events[kind].append((int(c), ts, item))
     events["product_buy"].append((1002, "2022-08-20 12:00:00", 1))
     events["product_buy"].append((1003, "2022-08-01 12:00:00", 2))
-    products = [(s, int(s % 7), int(rng.integers(0, 100))) for s in range(n_products)]
+    products = [(s, int(s % 7), int(rng.integers(0, 100))) for s in range(n_products + 10)]  # 10 never seen
     write_world(root, events, products, list(range(1000, 1000 + n_clients)))
     from competition.split import split
     from competition.targets import write_target_lists
@@ -153,6 +154,11 @@ def test_delta_rows_bounded_after_training(events, tmp_path):
     norms = emb.model_.sku.delta.detach().norm(dim=1)
     assert len(norms) == int((emb.vocab_.catalogue_counts > 0).sum()) > 0
     assert norms.max() <= 0.05 + 1e-6 and norms.max() > 0.04  # the bound binds
+    table = emb.model_.sku  # after training, unseen catalogue skus still have exactly their content row
+    unseen = torch.from_numpy(np.flatnonzero(emb.vocab_.catalogue_counts == 0))
+    assert len(unseen) > 0
+    with torch.no_grad():
+        assert torch.equal(table.rows(unseen + N_RESERVED), table.scale * table.content(unseen))
     free = GruAE(variant="all", epochs=2, seed=1, sku_init="content-finetune", lr=0.05, work_dir=tmp_path / "f",
                  **TINY).fit(events)
     assert free.model_.sku.delta.detach().norm(dim=1).max() > 0.05
@@ -228,7 +234,7 @@ def _cli(world, out, *extra):
             *extra]
 
 
-def test_resume_gives_the_uninterrupted_result(world, tmp_path):
+def test_resume_gives_the_uninterrupted_result(world, tmp_path, capsys):
     assert main(_cli(world, tmp_path / "full", "--epochs", "3")) == 0
     assert main(_cli(world, tmp_path / "part", "--epochs", "1")) == 0
     assert main(_cli(world, tmp_path / "part", "--epochs", "3", "--resume")) == 0
@@ -239,6 +245,7 @@ def test_resume_gives_the_uninterrupted_result(world, tmp_path):
     assert (tmp_path / "part.work" / "last.pt").is_file() and (tmp_path / "part.work" / "best.pt").is_file()
     # a checkpoint of another configuration is refused, with the reason
     assert main(_cli(world, tmp_path / "part", "--epochs", "4", "--resume", "--lr", "0.01")) == 2
+    assert "lr: 0.001 -> 0.01" in capsys.readouterr().err
 
 
 def test_bad_flags_and_missing_inputs(world, tmp_path, capsys):

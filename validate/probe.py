@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from competition.load import read_relevant_clients
+from competition.load import DataError, read_relevant_clients
 from competition.schema import TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
-from embedders.base import Block, read_block
+from embedders.base import Block, BlockError, read_block
 from validate.lgbm import LGBMProbe
 from validate.mlp import HIDDEN_THIN, HIDDEN_WIDE, MLPProbe
 
@@ -244,9 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (BlockError, DataError, FileNotFoundError, ValueError) as exc:  # bad input: one clear line
+        print(f"validate.probe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from validate.report import format_table, write_report
 
-    args = build_parser().parse_args(argv)
     blocks = load_blocks(args.embeddings_dir)
     runs = [[b] for b in blocks] if args.each and len(blocks) > 1 else []
     runs.append(blocks)

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from competition.load import DataError
 from competition.schema import EMBEDDINGS_FILE, MAX_EMBEDDING_COLUMNS, TASKS
-from embedders.base import Block, read_block
+from embedders.base import Block, BlockError, read_block
 from validate.ensemble_ops import SPEC_VERSION, apply_transform, default_transform, fit_pca, scale_block
 from validate.probe import PROBES, TaskLabels, client_order, score_matrix
 from validate.report import write_json
@@ -342,9 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.trials < 1:
         raise SystemExit("--trials must be >= 1")
-    spec = run_search(args.data_dir, args.embeddings_root, args.out, args.trials, args.timeout, args.probe,
-                      args.seed, args.resume, args.overwrite, args.tasks, args.max_clients, not args.no_progress,
-                      tuple(args.mlp_width) if args.mlp_width else None)
+    try:
+        spec = run_search(args.data_dir, args.embeddings_root, args.out, args.trials, args.timeout, args.probe,
+                          args.seed, args.resume, args.overwrite, args.tasks, args.max_clients, not args.no_progress,
+                          tuple(args.mlp_width) if args.mlp_width else None)
+    except (BlockError, DataError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"validate.search: error: {exc}", file=sys.stderr)
+        return 2
     s = spec["search"]
     print(f"best trial {s['best_trial']} of {s['trials_total']} ({s['pruned']} pruned): "
           f"search fold mean {s['search_fold']['mean']:.4f}, report fold mean {s['report_fold']['mean']:.4f}")

@@ -101,3 +101,10 @@ def test_cli_writes_table_json_and_png(planted, tmp_path, capsys):
     fig = report["results"]["signal"]["tasks"]["churn"]
     assert {"score", "auroc", "seconds", "n_clients"} <= set(fig)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_bad_block_folder_is_one_clear_error(planted, tmp_path, capsys):
+    data_dir = planted[0]
+    rc = probe.main(["--data-dir", str(data_dir), "--embeddings-dir", str(tmp_path / "nope"), "--probe", "lgbm"])
+    assert rc == 2
+    assert "nope/embeddings.npy: missing" in capsys.readouterr().err

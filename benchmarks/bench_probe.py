@@ -1,0 +1,121 @@
+"""Time of the MLP replica probe (a script, not a test): all six tasks on N clients with a D-wide block.
+
+The replica's cost is linear in rows: per task and epoch, ``ceil(rows / 128)`` training steps of the 51.6M-parameter
+net, one forward pass over every row, and the task's metrics. This script measures each of the three on this
+machine (random inputs and labels of the real shapes: the cost does not depend on the values) and adds them up for
+the six tasks, instead of spending hours on a full CPU run:
+
+    python benchmarks/bench_probe.py --clients 100000 --dim 512 --threads 1 2 [--active-share 0.29] [--steps 20]
+
+``--data-dir W`` takes the row counts (relevant and active clients) from a world instead. Prints a markdown table
+(per thread count: seconds per step, forward rows/s, metric seconds, extrapolated minutes per task and in total)
+and, with ``--out``, writes the figures as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from competition.schema import CHURN, CHURN_TASKS, N_TARGETS, TASKS  # noqa: E402
+from competition.targets import task_clients  # noqa: E402
+from validate.metrics import task_score  # noqa: E402
+from validate.mlp import BATCH_SIZE, EPOCHS, build_model, predict  # noqa: E402
+
+
+
+def task_rows(args) -> dict[str, int]:
+    """Rows each task is trained and scored on."""
+    if args.data_dir:
+        return {t: len(task_clients(args.data_dir, t)) for t in TASKS}
+    return {t: round(args.clients * args.active_share) if t == CHURN else args.clients for t in TASKS}
+
+
+def outputs_of(task: str) -> int:
+    return 1 if task in CHURN_TASKS else N_TARGETS
+
+
+def measure(dim: int, outputs: int, steps: int, rows_for_metric: int, task: str, seed: int) -> dict:
+    """Seconds per training step, forward rows/s and metric seconds at the current torch thread count."""
+    rng = np.random.default_rng(seed)
+    net, opt = build_model(dim, outputs)
+    loss_fn = nn.BCEWithLogitsLoss()
+    x = torch.from_numpy(rng.standard_normal((BATCH_SIZE * (steps + 2), dim), dtype=np.float32))
+    y = torch.from_numpy((rng.random((len(x), outputs)) < 0.05).astype(np.float32))
+    times = []
+    for i in range(steps + 2):  # the first two steps warm up allocators and kernels
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(x[i * BATCH_SIZE:(i + 1) * BATCH_SIZE]), y[i * BATCH_SIZE:(i + 1) * BATCH_SIZE]).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    step = float(np.median(times[2:]))
+    t0 = time.perf_counter()
+    predict(net, x)
+    forward_rate = len(x) / (time.perf_counter() - t0)
+    labels = (rng.random((rows_for_metric, outputs)) < 0.05).astype(np.int8)
+    scores = rng.standard_normal((rows_for_metric, outputs)).astype(np.float32)
+    popularity = np.sort(rng.random(outputs))[::-1] if outputs > 1 else None
+    t0 = time.perf_counter()
+    task_score(task, labels.ravel() if outputs == 1 else labels, scores.ravel() if outputs == 1 else scores,
+               popularity)
+    return {"step_seconds": step, "forward_rows_per_second": forward_rate, "metric_seconds": time.perf_counter() - t0}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=100_000, help="relevant clients (ignored with --data-dir)")
+    p.add_argument("--active-share", type=float, default=0.29,
+                   help="share of relevant clients that are active (churn's rows); the synthetic worlds have ~0.29")
+    p.add_argument("--data-dir", type=Path, default=None, help="take the row counts from this world")
+    p.add_argument("--dim", type=int, default=512, help="block width")
+    p.add_argument("--steps", type=int, default=20, help="training steps timed per measurement")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    rows = task_rows(args)
+    result = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}",
+              "dim": args.dim, "rows": rows, "epochs": EPOCHS, "batch_size": BATCH_SIZE, "threads": {}}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        per_task = {}
+        cache: dict[int, dict] = {}
+        for task in TASKS:
+            k = outputs_of(task)
+            m = cache.get(k) or measure(args.dim, k, args.steps, rows[task], task, args.seed)
+            cache[k] = m
+            n = rows[task]
+            seconds = EPOCHS * (math.ceil(n / BATCH_SIZE) * m["step_seconds"] + n / m["forward_rows_per_second"]
+                                + m["metric_seconds"])
+            per_task[task] = {**m, "rows": n, "minutes": seconds / 60}
+            print(f"threads {threads} {task}: {m['step_seconds']:.3f} s/step, {n:,} rows -> {seconds / 60:.1f} min",
+                  flush=True)
+        result["threads"][threads] = {"tasks": per_task, "total_minutes": sum(t["minutes"] for t in per_task.values())}
+    print(f"\nMLP replica, {args.dim}-d block, rows {rows} ({result['machine']}); minutes extrapolated from "
+          f"{args.steps} timed steps:\n")
+    print("| threads | s/step (100 outputs) | forward rows/s | " + " | ".join(TASKS) + " | total |")
+    print("|---|---|---|" + "---|" * (len(TASKS) + 1))
+    for threads, r in result["threads"].items():
+        t = r["tasks"]
+        print(f"| {threads} | {t['propensity_sku']['step_seconds']:.3f} | "
+              f"{t['propensity_sku']['forward_rows_per_second']:,.0f} | "
+              + " | ".join(f"{t[k]['minutes']:.1f}" for k in TASKS) + f" | {r['total_minutes']:.1f} |")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

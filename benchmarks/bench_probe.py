@@ -7,6 +7,11 @@ the six tasks, instead of spending hours on a full CPU run:
 
     python benchmarks/bench_probe.py --clients 100000 --dim 512 --threads 1 2 [--active-share 0.29] [--steps 20]
 
+``--run`` instead trains and scores the replica for real on random data of those shapes (measured, not
+extrapolated; what a GPU makes affordable, and on CPU at small ``--clients`` a check of the extrapolation):
+
+    python benchmarks/bench_probe.py --run --clients 100000 --dim 512 --device cuda
+
 ``--data-dir W`` takes the row counts (relevant and active clients) from a world instead. Prints a markdown table
 (per thread count: seconds per step, forward rows/s, metric seconds, extrapolated minutes per task and in total)
 and, with ``--out``, writes the figures as JSON.
@@ -31,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from competition.schema import CHURN, CHURN_TASKS, N_TARGETS, TASKS  # noqa: E402
 from competition.targets import task_clients  # noqa: E402
 from validate.metrics import task_score  # noqa: E402
-from validate.mlp import BATCH_SIZE, EPOCHS, build_model, predict  # noqa: E402
+from validate.mlp import BATCH_SIZE, EPOCHS, MLPProbe, build_model, predict  # noqa: E402
 
 
 
@@ -73,6 +78,24 @@ def measure(dim: int, outputs: int, steps: int, rows_for_metric: int, task: str,
     return {"step_seconds": step, "forward_rows_per_second": forward_rate, "metric_seconds": time.perf_counter() - t0}
 
 
+def run_full(rows: dict[str, int], dim: int, device: str | None, seed: int) -> dict:
+    """Train and score the replica on random data of each task's shape; measured seconds per task."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for task in TASKS:
+        n, k = rows[task], outputs_of(task)
+        X = rng.standard_normal((n, dim), dtype=np.float32)
+        y_train = (rng.random((n, k)) < 0.05).astype(np.float32)
+        y_valid = (rng.random((n, k)) < 0.05).astype(np.float32)
+        if k == 1:
+            y_train, y_valid = y_train[:, 0], y_valid[:, 0]
+        popularity = np.sort(rng.random(k))[::-1] if k > 1 else None
+        r = MLPProbe(device=device, progress=False).score(task, X, y_train, y_valid, popularity)
+        out[task] = {"rows": n, "seconds": r["seconds"], "minutes": r["seconds"] / 60}
+        print(f"{task}: {n:,} rows, {r['seconds']:.1f} s", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=100_000, help="relevant clients (ignored with --data-dir)")
@@ -83,9 +106,26 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="training steps timed per measurement")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", action="store_true", help="train and score for real instead of extrapolating")
+    p.add_argument("--device", default=None, help="with --run: cpu or cuda (default: CUDA when present)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     rows = task_rows(args)
+    if args.run:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        name = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()} CPUs"
+        if device == "cpu":
+            torch.set_num_threads(args.threads[0])
+        tasks = run_full(rows, args.dim, device, args.seed)
+        total = sum(t["minutes"] for t in tasks.values())
+        print(f"\nMLP replica run for real on {name} (torch {torch.__version__}), {args.dim}-d block, rows {rows}:\n")
+        print("| device | " + " | ".join(TASKS) + " | total |")
+        print("|---|" + "---|" * (len(TASKS) + 1))
+        print(f"| {name} | " + " | ".join(f"{tasks[t]['minutes']:.2f} min" for t in TASKS) + f" | {total:.2f} min |")
+        if args.out:
+            args.out.write_text(json.dumps({"device": name, "dim": args.dim, "rows": rows, "tasks": tasks,
+                                            "total_minutes": total}, indent=2))
+        return 0
     result = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}",
               "dim": args.dim, "rows": rows, "epochs": EPOCHS, "batch_size": BATCH_SIZE, "threads": {}}
     for threads in args.threads:

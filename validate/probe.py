@@ -51,7 +51,25 @@ def load_blocks(blocks: Sequence[str | Path | Block]) -> list[Block]:
     out = [b if isinstance(b, Block) else read_block(b) for b in blocks]
     if not out:
         raise ValueError("no blocks given")
+    _unique_names(out)
     return out
+
+
+def _unique_names(blocks: list[Block]) -> None:
+    """Blocks that share a name (two folders written by the same embedder) are renamed after their folders, then
+    numbered, so results keyed by name never overwrite each other."""
+    names = [block_name(b, i) for i, b in enumerate(blocks)]
+    shared = {n for n in names if names.count(n) > 1}
+    for i, b in enumerate(blocks):
+        if names[i] in shared and b.meta.get("path"):
+            names[i] = Path(b.meta["path"]).name
+    seen: dict[str, int] = {}
+    for i, b in enumerate(blocks):
+        if names.count(names[i]) > 1:
+            seen[names[i]] = seen.get(names[i], 0) + 1
+            b.meta["name"] = f"{names[i]}#{seen[names[i]]}"
+        else:
+            b.meta["name"] = names[i]
 
 
 def block_name(block: Block, index: int = 0) -> str:

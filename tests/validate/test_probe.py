@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from competition.targets import task_clients
-from embedders.base import Block, read_block
+from embedders.base import Block, read_block, write_block
 from validate import probe
 from validate.probe import TaskLabels, as_submitted, client_order, score_blocks, score_matrix
 
@@ -108,3 +108,12 @@ def test_cli_bad_block_folder_is_one_clear_error(planted, tmp_path, capsys):
     rc = probe.main(["--data-dir", str(data_dir), "--embeddings-dir", str(tmp_path / "nope"), "--probe", "lgbm"])
     assert rc == 2
     assert "nope/embeddings.npy: missing" in capsys.readouterr().err
+
+
+def test_blocks_of_the_same_embedder_keep_apart_names(tmp_path):
+    ids = np.arange(5, dtype=np.int64)
+    for folder in ("queries", "urls"):
+        write_block(Block(ids, np.ones((5, 2), np.float32), {"name": "tfidf_svd"}), tmp_path / folder)
+    same = [Block(ids, np.zeros((5, 2), np.float32), {"name": "x"}) for _ in range(2)]
+    blocks = probe.load_blocks([tmp_path / "queries", tmp_path / "urls", *same])
+    assert [b.meta["name"] for b in blocks] == ["queries", "urls", "x#1", "x#2"]

@@ -2,7 +2,7 @@
 the recency-weighted mean of its items' vectors, per kind of interaction, concatenated and reduced by PCA.
 
 ``python -m embedders.item2vec --data-dir D --out E [--dim 128] [--seed 0] [--sequences sku,category,url]
-[--oov content|skip] [--deterministic]``
+[--oov content|skip] [--no-deterministic --workers N]``
 
 Training corpus (:func:`write_corpus`). One sentence per (client, token kind), for every client of the event table
 (relevant or not), in time order, keeping the ``max_len`` most recent tokens:
@@ -15,8 +15,8 @@ Training corpus (:func:`write_corpus`). One sentence per (client, token kind), f
 Tokens are dense integers (kind offset + rank of the value among the kind's sorted values), written in gensim's
 LineSentence format (space-separated, one sentence a line, client by client, kinds in the order above) by a
 vectorised encoder, chunk of clients by chunk, and trained with ``corpus_file=`` (the vocabulary comes from
-numpy counts via ``build_vocab_from_freq``, so no Python pass over tokens). ``deterministic=True`` trains with one
-worker (gensim is only reproducible single-threaded); otherwise ``workers`` threads.
+numpy counts via ``build_vocab_from_freq``, so no Python pass over tokens). ``deterministic=True`` (the default)
+trains with one worker (gensim is only reproducible single-threaded); otherwise ``workers`` threads.
 
 Item vectors: the L2-normalised word2vec vectors (``normalize=True``). Skus outside the vocabulary (below
 ``min_count``, or never in the corpus, e.g. new products) with ``oov="content"`` get their content vector (the 16
@@ -270,7 +270,7 @@ class Item2Vec(Embedder):
                  vector_size: int = 64, window: int = 5, negative: int = 5, epochs: int = 5, min_count: int = 3,
                  sample: float = 1e-3, alpha: float = 0.025, max_len: int = 200, url_rate: float = 0.3,
                  half_life_days: float = 14.0, oov: str = "content", ridge_alpha: float = 1.0,
-                 normalize: bool = True, deterministic: bool = False, workers: int = 2,
+                 normalize: bool = True, deterministic: bool = True, workers: int = 2,
                  pca_sample: int = 200_000, chunk_events: int = 10_000_000, work_dir: str | None = None,
                  progress: bool = True):
         super().__init__(dim=dim, seed=seed)
@@ -537,9 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oov", choices=OOV_MODES, default=d.oov,
                    help="skus outside the word2vec vocabulary: 'content' = ridge projection of their name codes, "
                         "'skip' = ignored")
-    p.add_argument("--deterministic", action="store_true",
-                   help="train with one worker so the same seed gives the same block (slower)")
-    p.add_argument("--workers", type=int, default=d.workers, help="word2vec threads when not --deterministic")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=d.deterministic,
+                   help="train with one worker so the same seed gives the same block; --no-deterministic trains "
+                        "with --workers threads (faster, not reproducible: gensim is only reproducible "
+                        "single-threaded)")
+    p.add_argument("--workers", type=int, default=d.workers, help="word2vec threads with --no-deterministic")
     p.add_argument("--vector-size", type=int, default=d.vector_size, help="word2vec dimension (per part)")
     p.add_argument("--window", type=int, default=d.window, help="skip-gram window")
     p.add_argument("--negative", type=int, default=d.negative, help="negative samples")

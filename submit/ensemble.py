@@ -15,13 +15,15 @@ align rows to the relevant clients (a client the block does not cover gets that 
 submission needs on top: spec validation with clear errors, the 2048-column limit, and the float16 cast, which must
 neither overflow nor flatten a block's columns (an error naming the block, never a silent inf).
 
-Relative block paths are read relative to the spec file's folder (or, when nothing is there, the working folder).
+Relative block paths are read relative to the spec file's folder, never the working folder. A path naming one of
+the toolkit's own temporaries (``.<name>.tmp-*`` / ``.<name>.old-*``, left by a killed write) is an error.
 A block with weight 0 carries no information and is left out (reported in ``Ensemble.dropped``).
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from competition.io import dir_leftover_pattern
 from competition.load import read_relevant_clients
 from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE, MAX_EMBEDDING_COLUMNS
 from embedders.base import Block, BlockError, read_block
@@ -171,17 +174,23 @@ def _parse_entry(e: Any, i: int, base_dir: str | Path | None, source: str) -> Bl
         raise SpecError(f"{where}: 'embedder' must be a string, got {embedder!r}")
     if not isinstance(params, Mapping):
         raise SpecError(f"{where}: 'params' must be an object, got {type(params).__name__}")
-    return BlockSpec(name, resolve_path(e["path"], base_dir), e["transform"], float(w), dims, embedder, dict(params))
+    if not isinstance(e["path"], str) or not e["path"]:
+        raise SpecError(f"{where}: 'path' must be a non-empty string, got {e['path']!r}")
+    path = resolve_path(e["path"], base_dir)
+    if re.fullmatch(dir_leftover_pattern(r".+"), path.name):
+        raise SpecError(f"{where}: path {e['path']!r} is a temporary folder left by an interrupted write, not a "
+                        f"block; point 'path' at the block itself")
+    return BlockSpec(name, path, e["transform"], float(w), dims, embedder, dict(params))
 
 
 def resolve_path(path: str | Path, base_dir: str | Path | None) -> Path:
-    """``path`` as is when absolute; else relative to ``base_dir`` (the spec's folder), or to the working folder
-    when nothing is at ``base_dir/path`` but something is at ``./path``."""
+    """``path`` as is when absolute; else relative to ``base_dir`` (the spec's folder) and nothing else, whether or
+    not a block is there (a missing block is built there or is an error, never looked for elsewhere). Without a
+    ``base_dir`` (a spec given as a dict, not a file) relative paths are relative to the working folder."""
     p = Path(path)
     if p.is_absolute() or base_dir is None:
         return p
-    candidate = Path(base_dir) / p
-    return p if (not candidate.exists() and p.exists()) else candidate
+    return Path(base_dir) / p
 
 
 def block_width(b: BlockSpec, source: str = "ensemble spec") -> int:

@@ -47,11 +47,14 @@ CACHE_BYTES = 4 * 2**30
 
 
 def find_blocks(root: str | Path) -> list[Path]:
-    """Subfolders of ``root`` holding a block (an ``embeddings.npy``), sorted by name."""
+    """Subfolders of ``root`` holding a block (an ``embeddings.npy``), sorted by name. Hidden entries (a name
+    starting with '.', such as the ``.<name>.tmp-*`` / ``.<name>.old-*`` temporaries a killed write leaves) are
+    never blocks."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: embeddings root is not a folder")
-    found = sorted(p for p in root.iterdir() if p.is_dir() and (p / EMBEDDINGS_FILE).is_file())
+    found = sorted(p for p in root.iterdir()
+                   if not p.name.startswith(".") and p.is_dir() and (p / EMBEDDINGS_FILE).is_file())
     if not found:
         raise FileNotFoundError(f"{root}: no block folders (subfolders with {EMBEDDINGS_FILE})")
     return found

@@ -117,3 +117,40 @@ def test_atomic_dir_leaves_nothing_on_error(tmp_path):
         atomic_dir(out, write)
     assert [p.name for p in tmp_path.iterdir()] == ["block"]
     assert [p.name for p in out.iterdir()] == ["good.txt"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_a_killed_run_are_removed_at_the_next_write(tmp_path, capsys):
+    import os
+    dead, alive = _dead_pid(), os.getpid()
+    # what a killed atomic_dir / atomic_path of these targets leaves (old names without a pid, too)
+    for name in (".stats.old-1a2b3c4d", f".stats.tmp-{dead}-0badcafe", f".stats.tmp-{alive}-12345678",
+                 ".statsx.tmp-1a2b3c4d", ".other.tmp-1a2b3c4d"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / EMB).write_bytes(b"x")
+    (tmp_path / f".embeddings.tmp-{dead}-1a2b3c4d.npy").write_bytes(b"half")
+    (tmp_path / ".embeddings.tmp-1a2b3c4d.json").write_bytes(b"other suffix")
+    (tmp_path / ".hidden").write_text("a user's file")
+    atomic_dir(tmp_path / "stats", lambda d: (d / "a.txt").write_text("1"))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "removed 2 leftover temporaries" in err
+    assert ".stats.old-1a2b3c4d" in err and f".stats.tmp-{dead}-0badcafe" in err
+    save_npy(tmp_path / EMB, np.zeros(2))
+    assert "removed 1 leftover temporary" in capsys.readouterr().err
+    # only the toolkit's own names of the same target, and none a running process owns
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".embeddings.tmp-1a2b3c4d.json", ".hidden", ".other.tmp-1a2b3c4d", ".statsx.tmp-1a2b3c4d",
+         f".stats.tmp-{alive}-12345678", EMB, "stats"])
+    # nothing to clean: nothing said
+    atomic_dir(tmp_path / "stats", lambda d: (d / "a.txt").write_text("2"))
+    assert capsys.readouterr().err == ""
+
+
+EMB = "embeddings.npy"

@@ -131,3 +131,24 @@ def test_float16_problems_unit():
     # the same verdicts when the rows are read in several chunks
     assert "overflow" in float16_problems(big, "x", chunk_rows=3)[0]
     assert float16_problems(ok, "x", chunk_rows=3) == []
+
+
+def test_relative_paths_resolve_against_the_spec_folder_only(tmp_path, monkeypatch):
+    """A spec naming blocks/a, read from another working folder holding blocks/a, never takes that one."""
+    _blocks(tmp_path / "world")
+    spec = EnsembleSpec.load(_write_spec(tmp_path / "world", _spec()))
+    assert [b.path for b in spec.blocks] == [tmp_path / "world" / "blocks" / "a", tmp_path / "world" / "blocks" / "b"]
+    elsewhere = tmp_path / "elsewhere"
+    _blocks(elsewhere)
+    (tmp_path / "spec_only").mkdir()
+    monkeypatch.chdir(elsewhere)  # ./blocks/a exists here, but not beside the spec
+    spec = EnsembleSpec.load(_write_spec(tmp_path / "spec_only", _spec()))
+    assert spec.blocks[0].path == tmp_path / "spec_only" / "blocks" / "a"
+    with pytest.raises(SpecError, match="unknown block 'a': no block folder at .*spec_only/blocks/a"):
+        spec.check_blocks()
+
+
+@pytest.mark.parametrize("path", ["blocks/.a.old-1a2b3c4d", "blocks/.a.tmp-4242-1a2b3c4d"])
+def test_a_leftover_temporary_is_not_a_block_path(tmp_path, path):
+    with pytest.raises(SpecError, match="temporary folder left by an interrupted write"):
+        EnsembleSpec.from_dict(_spec(b0={"path": path}), base_dir=tmp_path)

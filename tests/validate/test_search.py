@@ -124,3 +124,15 @@ def test_new_study_starts_from_all_blocks_then_each_alone(planted, root, tmp_pat
     assert used == [set(names)] + [{name} for name in names]
     blocks = {p.name: read_block(p) for p in find_blocks(root)}
     assert all(t.params[f"dims_{name}"] == blocks[name].dim for t in trials for name in names)
+
+
+def test_find_blocks_ignores_leftovers_of_a_killed_write(tmp_path):
+    """A killed atomic write leaves hidden '.<name>.old-*' / '.<name>.tmp-*' copies: they are never blocks."""
+    ids = np.arange(5, dtype=np.int64)
+    write_block(Block(ids, np.ones((5, 2), np.float32), {"embedder": "stats"}), tmp_path / "stats")
+    for name in (".stats.old-1a2b3c4d", ".stats.tmp-123-1a2b3c4d"):
+        shutil.copytree(tmp_path / "stats", tmp_path / name)
+    assert [p.name for p in find_blocks(tmp_path)] == ["stats"]
+    shutil.rmtree(tmp_path / "stats")
+    with pytest.raises(FileNotFoundError, match="no block folders"):
+        find_blocks(tmp_path)

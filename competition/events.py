@@ -12,14 +12,18 @@ Layout (numpy arrays, memory-mapped from ``DATA_DIR/.cache/events_<layout>_<fing
 Ties in time are broken by event type, then item, then row order in the source file (searches have no sortable
 item), so the order is deterministic. The build is chunked by client-id range (one pass to count, one to
 partition, then one chunk at a time), so peak memory stays bounded by the chunk size whatever the number of events.
-The cache key is a fingerprint of the input files (path, size, mtime) and of :data:`BUILD_VERSION`; a changed input
-builds a new table.
+The cache key is a fingerprint of the input files' content (name, size and a hash of each parquet file's footer:
+schema, row groups, their sizes and statistics; the split times) and of :data:`BUILD_VERSION`, never their
+modification times: a changed input builds a new table, re-running the split with the same result does not. A block
+records :func:`block_fingerprint` (that, plus the clients it was made for). Opening a cached table checks every
+array's size against the manifest; a damaged cache is said so in one line and rebuilt.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import sys
 import time
@@ -30,8 +34,9 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from competition.io import atomic_dir
-from competition.load import DataError, check_table, codes_to_numpy, count_unknown_skus, read_products, scan_table
+from competition.io import atomic_dir, dir_leftover_pattern, remove_leftovers
+from competition.load import (DataError, check_table, codes_to_numpy, count_unknown_skus, read_products,
+                              read_relevant_clients, scan_table)
 from competition.split import read_split_times
 from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS, PRICE,
                                 PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
@@ -47,16 +52,61 @@ _BUCKET = "__bucket"
 _ROW = "__row"
 
 
+#: Bytes of a file hashed whole when it is not a readable parquet file (its first and last this many otherwise).
+_SMALL_FILE = 1 << 20
+
+
+def file_fingerprint(path: Path) -> str:
+    """Content digest of one input file, without reading its data: its size and a sha256 of its parquet footer
+    (schema, row groups with their sizes, offsets and column statistics); a file that is not parquet (the split
+    times, or a broken file the builders will reject) is hashed whole, or its ends when large."""
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    h = hashlib.sha256(f"{size}:".encode())
+    with open(path, "rb") as f:
+        footer = None
+        if size >= 12:
+            f.seek(size - 8)
+            tail = f.read(8)
+            n = int.from_bytes(tail[:4], "little")
+            if tail[4:] == b"PAR1" and n + 8 <= size - 4:
+                f.seek(size - 8 - n)
+                footer = f.read(n)
+        if footer is not None:
+            h.update(b"parquet:" + footer)
+        elif size <= 2 * _SMALL_FILE:
+            f.seek(0)
+            h.update(f.read())
+        else:
+            f.seek(0)
+            h.update(f.read(_SMALL_FILE))
+            f.seek(size - _SMALL_FILE)
+            h.update(f.read(_SMALL_FILE))
+    return h.hexdigest()
+
+
 def fingerprint(data_dir: str | Path, layout: str = "input") -> str:
-    """Hex digest of the input files of a layout (path, size, mtime) and the build version."""
+    """Hex digest of the content of a layout's input files (:func:`file_fingerprint`) and the build version; the
+    event table's cache key. Modification times do not count."""
     paths = DataPaths(data_dir)
     h = hashlib.sha256(f"v{BUILD_VERSION}:{layout}".encode())
     files = [paths.table(name, layout) for name in (*EVENT_TYPES, PRODUCT_PROPERTIES)]
     if layout == "input":
         files.append(paths.split_times)  # sets cut_time
     for p in files:
-        st = p.stat() if p.exists() else None
-        h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+        h.update(f"{p.name}:{file_fingerprint(p)};".encode())
+    return h.hexdigest()[:16]
+
+
+def block_fingerprint(data_dir: str | Path, layout: str = "input", client_ids: np.ndarray | None = None,
+                      events_fingerprint: str | None = None) -> str:
+    """What a block depends on: the events' :func:`fingerprint` (``events_fingerprint`` when already known) and
+    the set of clients it is made for (default: ``input/relevant_clients.npy``; their order does not matter)."""
+    fp = events_fingerprint if events_fingerprint is not None else fingerprint(data_dir, layout)
+    ids = read_relevant_clients(data_dir) if client_ids is None else np.asarray(client_ids, dtype=np.int64)
+    h = hashlib.sha256(f"{fp}:clients:{len(ids)}:".encode())
+    h.update(np.unique(ids).astype("<i8").tobytes())
     return h.hexdigest()[:16]
 
 
@@ -91,18 +141,30 @@ class EventTable:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         data_dir = Path(data_dir)
         fp = fingerprint(data_dir, layout)
-        cache = DataPaths(data_dir).cache / f"events_{layout}_{fp}"
+        root = DataPaths(data_dir).cache
+        cache = root / f"events_{layout}_{fp}"
+        if not rebuild and (cache / _MANIFEST).is_file():
+            problem = cache_problem(cache)
+            if problem is not None:
+                print(f"events: the cached table {cache} is damaged ({problem}); rebuilding it", file=sys.stderr,
+                      flush=True)
+                rebuild = True
         if rebuild or not (cache / _MANIFEST).is_file():
-            for old in DataPaths(data_dir).cache.glob(f"events_{layout}_*"):
+            for old in root.glob(f"events_{layout}_*"):
                 if old != cache and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)  # stale tables of the same layout
+            # temporaries of interrupted builds of this layout (any fingerprint); this one's go in atomic_dir
+            remove_leftovers(root, dir_leftover_pattern(rf"events_{layout}_(?!{re.escape(fp)}\.)[0-9a-f]+"))
             atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress, chunk_events))
         return cls.open(cache, data_dir=data_dir)
 
     @classmethod
     def open(cls, folder: str | Path, data_dir: str | Path | None = None) -> "EventTable":
-        """Memory-map a built table."""
+        """Memory-map a built table. Raises :class:`DataError` naming the file when the cache is damaged."""
         folder = Path(folder)
+        problem = cache_problem(folder)
+        if problem is not None:
+            raise DataError(folder, f"damaged event table cache: {problem}; rebuild it (EventTable.build)")
         manifest = json.loads((folder / _MANIFEST).read_text())
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r")
                   for name in ("client_ids", "offsets", *EVENT_ARRAYS, "query_codes")}
@@ -159,6 +221,47 @@ class EventTable:
         counts = (stop - start).astype(np.int64)
         base = np.repeat(start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         return base + np.arange(counts.sum(), dtype=np.int64), counts
+
+
+def _expected_arrays(manifest: dict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of a table, from its manifest."""
+    n, c, q = int(manifest["n_events"]), int(manifest["n_clients"]), int(manifest["n_queries"])
+    out = {"client_ids": ((c,), np.dtype(np.int64)), "offsets": ((c + 1,), np.dtype(np.int64)),
+           "query_codes": ((q, CODE_LEN), np.dtype(np.uint8))}
+    out.update({name: ((n,), dt) for name, dt in EVENT_ARRAYS.items()})
+    return out
+
+
+def cache_problem(folder: str | Path) -> str | None:
+    """Why the cached table in ``folder`` cannot be used (a missing, truncated or foreign array, an unreadable
+    manifest), or None when every array has the shape, dtype and file size its manifest implies. Reads headers
+    only."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+        expected = _expected_arrays(manifest)
+        for key in ("start_time", "cut_time", "fingerprint", "layout"):
+            manifest[key]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{_MANIFEST} unreadable ({type(exc).__name__}: {exc})"
+    for name, (shape, dtype) in expected.items():
+        path = folder / f"{name}.npy"
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                got_shape, fortran, got_dtype = read_header(f)
+                offset = f.tell()
+        except (OSError, ValueError) as exc:
+            return f"{path.name}: cannot be read ({type(exc).__name__}: {exc})"
+        if tuple(got_shape) != shape or np.dtype(got_dtype) != dtype or fortran:
+            return f"{path.name}: {np.dtype(got_dtype)} {tuple(got_shape)}, the manifest implies {dtype} {shape}"
+        want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = path.stat().st_size
+        if size != want:
+            return f"{path.name}: {size:,} bytes, expected {want:,} (truncated or overwritten)"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,7 +384,8 @@ def load_events(data_dir: str | Path, layout: str = "input", progress: bool = Tr
     return EventTable.build(data_dir, layout, progress=progress)
 
 
-__all__ = ["EventTable", "load_events", "fingerprint", "EVENT_ARRAYS"]
+__all__ = ["EventTable", "load_events", "fingerprint", "block_fingerprint", "file_fingerprint", "cache_problem",
+           "EVENT_ARRAYS"]
 
 
 def main(argv: list[str] | None = None) -> int:

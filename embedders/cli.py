@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.events import EventTable
+from competition.events import EventTable, block_fingerprint
 from competition.load import DataError, read_relevant_clients
 from competition.schema import LAYOUTS
 from embedders.base import Block, BlockError, Embedder, write_block
@@ -46,7 +46,8 @@ def embed(embedder: Embedder, data_dir: Path, layout: str = "input", progress: b
           client_ids: np.ndarray | None = None) -> Block:
     """Fit ``embedder`` on the event table and embed ``client_ids`` (default: the relevant clients).
 
-    The block's meta records the embedder, its params, seed, layout, input fingerprint, seconds, events/s and
+    The block's meta records the embedder, its params, seed, layout, input fingerprint
+    (:func:`competition.events.block_fingerprint`: the events and the clients embedded), seconds, events/s and
     peak RSS.
     """
     t0 = time.perf_counter()
@@ -58,7 +59,8 @@ def embed(embedder: Embedder, data_dir: Path, layout: str = "input", progress: b
     seconds = time.perf_counter() - t1
     block.meta.update({
         "embedder": embedder.name, "params": embedder.get_params(), "seed": embedder.seed, "layout": layout,
-        "data_dir": str(data_dir), "fingerprint": events.fingerprint, "n_events": events.n_events,
+        "data_dir": str(data_dir), "events_fingerprint": events.fingerprint, "n_events": events.n_events,
+        "fingerprint": block_fingerprint(data_dir, layout, clients, events.fingerprint),
         "event_table_seconds": round(t_events, 2), "seconds": round(seconds, 2),
         "events_per_second": round(events.n_events / max(seconds, 1e-9), 1), "peak_rss_mb": round(peak_rss_mb(), 1),
     })

@@ -1,7 +1,8 @@
 """Blocks on demand: build every block an ensemble spec names that is missing or stale.
 
 A block is stale when its ``meta.json`` fingerprint differs from
-:func:`competition.events.fingerprint` of the data it must come from (the split's input period for local
+:func:`competition.events.block_fingerprint` (the content of the input files and the relevant clients) of the data
+it must come from (the split's input period for local
 validation, every raw event for the final submission), or, when the spec names its embedder, when it was made by
 another embedder, seed or parameters (the spec's ``params`` over the embedder's defaults; runtime-only parameters
 such as ``progress`` aside). A stale or missing block is rebuilt with its spec entry's ``embedder`` and
@@ -21,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from competition.events import fingerprint
+from competition.events import block_fingerprint
 from embedders.base import Embedder, _json_default, write_block
 from embedders.cli import embed
 from submit.ensemble import BlockSpec, EnsembleSpec, SpecError, block_meta
@@ -136,7 +137,7 @@ def ensure_blocks(spec: EnsembleSpec, data_dir: str | Path, layout: str = "input
 
     Returns the spec with each block's path pointing at the fresh block (see :func:`block_path`).
     """
-    fp = fingerprint(data_dir, layout)
+    fp = block_fingerprint(data_dir, layout)
     out = []
     for b in spec.blocks:
         path = block_path(b, layout)

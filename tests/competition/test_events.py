@@ -255,18 +255,22 @@ def test_changed_input_rebuilds(split_world):
     np.testing.assert_array_equal(second.client_ids, [100, 102, 103, 104, 105])
 
 
-def test_touched_input_changes_fingerprint(split_world):
+def test_fingerprint_follows_content_not_modification_times(split_world):
     fp = fingerprint(split_world)
     assert fingerprint(split_world) == fp
     assert fingerprint(split_world, "raw") != fp
     path = DataPaths(split_world).table(PRODUCT_BUY, "input")
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert fingerprint(split_world) == fp  # touched, same content
+    split(split_world, progress=False)  # the split re-run: every file rewritten, the same content
+    assert fingerprint(split_world) == fp
+    pl.read_parquet(path).head(3).write_parquet(path)  # a changed file
     assert fingerprint(split_world) != fp
     # product_properties is shared by both layouts
     fp_raw = fingerprint(split_world, "raw")
     pl.read_parquet(DataPaths(split_world).table("product_properties")).with_columns(
-        pl.col(PRICE) + 0).write_parquet(DataPaths(split_world).table("product_properties"))
+        pl.col(PRICE) // 2).write_parquet(DataPaths(split_world).table("product_properties"))
     assert fingerprint(split_world, "raw") != fp_raw
 
 
@@ -313,3 +317,49 @@ def test_cli(split_world, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
+
+
+def test_block_fingerprint_follows_the_clients(split_world):
+    fp = events_mod.block_fingerprint(split_world)
+    ids = np.load(DataPaths(split_world).relevant_clients)
+    assert events_mod.block_fingerprint(split_world, client_ids=ids[::-1]) == fp  # order does not count
+    assert events_mod.block_fingerprint(split_world, client_ids=ids[1:]) != fp
+    assert events_mod.block_fingerprint(split_world, "raw") != fp
+    np.save(DataPaths(split_world).relevant_clients, np.r_[ids[1:], 999])
+    assert events_mod.block_fingerprint(split_world) != fp
+    assert fingerprint(split_world) == fingerprint(split_world)  # the event table does not depend on them
+
+
+@pytest.mark.parametrize("damage", ["truncate", "manifest", "missing"])
+def test_damaged_cache_is_said_and_rebuilt(split_world, capsys, damage):
+    """A complete-looking cache with a truncated array: one line, then a rebuild (not a 34-line mmap traceback)."""
+    first = arrays(EventTable.build(split_world, progress=False))
+    folder = DataPaths(split_world).cache / f"events_input_{fingerprint(split_world)}"
+    target = folder / ("manifest.json" if damage == "manifest" else "timestamp.npy")
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-16])
+    elif damage == "manifest":
+        target.write_text('{"n_events": 3')
+    else:
+        target.unlink()
+    with pytest.raises(DataError, match=f"{folder}: damaged event table cache"):
+        EventTable.open(folder)
+    capsys.readouterr()
+    table = EventTable.build(split_world, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is damaged" in err and "rebuilding" in err
+    assert events_mod.cache_problem(folder) is None
+    for name, value in first.items():
+        np.testing.assert_array_equal(np.asarray(getattr(table, name)), value, err_msg=name)
+
+
+def test_leftover_build_temporaries_are_removed(split_world, capsys):
+    cache = DataPaths(split_world).cache
+    cache.mkdir(parents=True)
+    for name in (".events_input_0123456789abcdef.tmp-1a2b3c4d", ".events_raw_0123456789abcdef.tmp-1a2b3c4d"):
+        (cache / name).mkdir()
+        (cache / name / "timestamp.npy").write_bytes(b"half a table")
+    EventTable.build(split_world, progress=False)
+    assert "removed 1 leftover temporary" in capsys.readouterr().err
+    assert sorted(p.name for p in cache.iterdir()) == [".events_raw_0123456789abcdef.tmp-1a2b3c4d",
+                                                      f"events_input_{fingerprint(split_world)}"]

@@ -5,9 +5,11 @@ import json
 import os
 
 import numpy as np
+import polars as pl
 import pytest
 
-from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE
+from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, DataPaths
+from competition.split import split
 from embedders.base import read_block
 from submit import pack as pack_mod
 from submit.build import make_embedder
@@ -74,9 +76,15 @@ def test_blocks_are_rebuilt_only_when_stale(split_world, tmp_path):
     logs.clear()
     pack(split_world, spec, tmp_path / "out", progress=False, log=logs.append)
     assert any("stats: fresh" in m for m in logs) and not any("building" in m for m in logs)
-    # a changed input file changes the fingerprint: the block is rebuilt
+    # the split re-run (every file rewritten, same content) and a touched file: still fresh
+    split(split_world, progress=False)
     page = split_world / "input" / "page_visit.parquet"
     os.utime(page, ns=(page.stat().st_atime_ns, page.stat().st_mtime_ns + 10**9))
+    logs.clear()
+    pack(split_world, spec, tmp_path / "out", progress=False, log=logs.append)
+    assert any("stats: fresh" in m for m in logs) and not any("building" in m for m in logs)
+    # a changed input file changes the fingerprint: the block is rebuilt
+    pl.read_parquet(page).head(2).write_parquet(page)
     logs.clear()
     pack(split_world, spec, tmp_path / "out", progress=False, log=logs.append)
     assert any("stats: stale (input fingerprint" in m for m in logs)
@@ -175,3 +183,16 @@ def test_block_without_embedder_is_rebuilt_from_its_meta(split_world, tmp_path):
     with pytest.warns(UserWarning, match=r"\['transform_kind'\] are not constructor arguments"):
         pack(split_world, spec_from(d, tmp_path), tmp_path / "final", final=True, progress=False, log=logs.append)
     assert read_block(tmp_path / "blocks-final" / "stats").meta["layout"] == "raw"
+
+
+def test_changed_relevant_clients_make_blocks_stale(split_world, tmp_path):
+    """Clients removed and one added: the block no longer fits them, so it is rebuilt (never mean-filled)."""
+    spec = _spec(tmp_path, tmp_path / "blocks")
+    pack(split_world, spec, tmp_path / "out", progress=False, log=lambda m: None)
+    rel = DataPaths(split_world).relevant_clients
+    np.save(rel, np.r_[np.load(rel)[2:], 105])
+    logs = []
+    pack(split_world, spec, tmp_path / "out", progress=False, log=logs.append)
+    assert any("stats: stale (input fingerprint" in m for m in logs), logs
+    assert sorted(read_block(tmp_path / "blocks" / "stats").client_ids) == [102, 103, 104, 105]
+    assert check_submission(split_world, tmp_path / "out") == []

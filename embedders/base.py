@@ -52,6 +52,10 @@ class Block:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    def covers(self, client_ids: np.ndarray) -> int:
+        """How many of ``client_ids`` have a row in this block (the others would be filled)."""
+        return int(np.isin(np.asarray(client_ids, dtype=np.int64), self.client_ids).sum())
+
     def align(self, client_ids: np.ndarray, fill: str | float = "mean") -> tuple[np.ndarray, np.ndarray]:
         """Rows for ``client_ids`` in that order, float32 ``(len(client_ids), dim)``, and a bool mask of covered rows.
 
@@ -107,14 +111,40 @@ def read_block(block_dir: str | Path, mmap: bool = False) -> Block:
         raise BlockError(f"{ids_path}: must be a 1-D integer array, got {client_ids.dtype} {client_ids.shape}")
     if vectors.ndim != 2 or vectors.shape[0] != client_ids.shape[0]:
         raise BlockError(f"{emb_path}: shape {vectors.shape} does not match {client_ids.shape[0]} client ids")
+    if not (np.issubdtype(vectors.dtype, np.floating) or np.issubdtype(vectors.dtype, np.integer)):
+        raise BlockError(f"{emb_path}: dtype {vectors.dtype} is not numeric")
+    n_unique = len(np.unique(client_ids))
+    if n_unique != len(client_ids):
+        raise BlockError(f"{ids_path}: {len(client_ids) - n_unique} duplicate client id(s); a block holds one row "
+                         f"per client")
     meta_path = block_dir / BLOCK_META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise BlockError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise BlockError(f"{meta_path}: must hold a JSON object, got {type(meta).__name__}")
     meta.setdefault("name", block_dir.name)
     meta["path"] = str(block_dir)
+    meta["source_dtype"] = str(vectors.dtype)
     try:
         return Block(client_ids, np.asarray(vectors, dtype=np.float32), meta)
     except BlockError as exc:
         raise BlockError(f"{block_dir}: {exc}") from exc
+
+
+#: dtypes a block file holds without a notice (the vectors are float32 in memory, float16 in a submission).
+QUIET_DTYPES = ("float32", "float16")
+
+
+def cast_notice(block: Block) -> str | None:
+    """One line when the block was read from another dtype than float32/float16 (e.g. float64) and cast, else
+    None. Said by every command that packs or probes a block."""
+    src = block.meta.get("source_dtype")
+    if src is None or src in QUIET_DTYPES:
+        return None
+    return (f"notice: block {block.meta.get('name')!r} ({block.meta.get('path')}) is stored as {src}; cast to float32 "
+            f"here and to float16 in a submission")
 
 
 def _json_default(obj: Any) -> Any:

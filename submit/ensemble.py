@@ -34,7 +34,7 @@ import numpy as np
 from competition.io import dir_leftover_pattern
 from competition.load import read_relevant_clients
 from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE, MAX_EMBEDDING_COLUMNS
-from embedders.base import Block, BlockError, read_block
+from embedders.base import Block, BlockError, cast_notice, read_block
 from validate.ensemble_ops import SPEC_VERSION, TRANSFORMS, assemble
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
@@ -51,6 +51,10 @@ class SpecError(ValueError):
 
 class Float16Error(ValueError):
     """A block's values do not survive the float16 cast (overflow, or its columns collapse to constants)."""
+
+
+class CoverageError(SpecError):
+    """A block covers too few of the clients to be packed (the rest would be filled with its column means)."""
 
 
 @dataclass
@@ -269,26 +273,37 @@ def float16_problems(Z: np.ndarray, name: str, chunk_rows: int = CHUNK_ROWS) -> 
 class Ensemble:
     """The submission: ``client_ids`` int64 ``(n,)`` and ``embeddings`` float16 ``(n, D)``, D <= 2048.
 
-    columns: block name -> (first, last + 1) column; dropped: names of weight-0 blocks left out.
+    columns: block name -> (first, last + 1) column; dropped: names of weight-0 blocks left out; coverage: block
+    name -> how many of the clients it holds a row for (the others got its column means); notices: one line each
+    (a block cast from float64, a block not covering every client).
     """
 
     client_ids: np.ndarray
     embeddings: np.ndarray
     columns: dict[str, tuple[int, int]]
     dropped: list[str] = field(default_factory=list)
+    coverage: dict[str, int] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
 
     @property
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
 
 
+def coverage_line(name: str, covered: int, n: int, what: str = "clients") -> str:
+    """``block NAME covers C of N clients (P%)``, the one wording of a block's coverage."""
+    return f"block {name} covers {covered:,} of {n:,} {what} ({100.0 * covered / max(n, 1):.1f}%)"
+
+
 def build_ensemble(spec: EnsembleSpec | Mapping | str | Path, client_ids: np.ndarray | None = None,
                    data_dir: str | Path | None = None, blocks: Mapping[str, Block] | None = None,
-                   seed: int = 0) -> Ensemble:
+                   seed: int = 0, min_coverage: float = 0.0) -> Ensemble:
     """Assemble ``spec`` for ``client_ids`` (default: ``data_dir``'s relevant clients, in file order).
 
-    blocks: blocks already in memory, by name (others are read from their folders). Raises :class:`SpecError`
-    for a bad spec (unknown block, over 2048 columns, ...) and :class:`Float16Error` naming every block whose
+    blocks: blocks already in memory, by name (others are read from their folders). min_coverage: the least share
+    (0..1) of ``client_ids`` each active block must hold a row for (the others get its column means). Raises
+    :class:`SpecError` for a bad spec (unknown block, over 2048 columns, a block with duplicate client ids, ...),
+    :class:`CoverageError` for a block below ``min_coverage`` and :class:`Float16Error` naming every block whose
     values do not fit float16.
     """
     if not isinstance(spec, EnsembleSpec):
@@ -307,6 +322,15 @@ def build_ensemble(spec: EnsembleSpec | Mapping | str | Path, client_ids: np.nda
                 blocks[b.name] = read_block(b.path)
             except BlockError as exc:
                 raise SpecError(f"{spec.source}: block {b.name!r}: {exc}") from exc
+    notices = [n for n in (cast_notice(blocks[b.name]) for b in active) if n]
+    coverage = {b.name: blocks[b.name].covers(client_ids) for b in active}
+    low = {k: v for k, v in coverage.items() if v < min_coverage * len(client_ids)}
+    if low:
+        raise CoverageError(f"{spec.source}: " + "; ".join(coverage_line(k, v, len(client_ids)) for k, v in low.items())
+                            + f", below the {100 * min_coverage:g}% asked for (rebuild it for these clients, or "
+                              f"lower --min-coverage to fill the rest with its column means)")
+    notices += [f"notice: {coverage_line(k, v, len(client_ids))}; the other {len(client_ids) - v:,} get its column "
+                f"means" for k, v in coverage.items() if v < len(client_ids)]
     ops_spec = {"version": SPEC_VERSION, "blocks": [b.to_dict() for b in active]}
     X = assemble({b.name: blocks[b.name] for b in active}, ops_spec, client_ids, seed=seed)
     columns, start = {}, 0
@@ -318,8 +342,9 @@ def build_ensemble(spec: EnsembleSpec | Mapping | str | Path, client_ids: np.nda
     problems = [p for b in active for p in float16_problems(X[:, slice(*columns[b.name])], b.name)]
     if problems:
         raise Float16Error(f"{spec.source}: the ensemble does not fit float16:\n" + "\n".join(f"  - {p}" for p in problems))
-    return Ensemble(client_ids, X.astype(np.float16), columns, [b.name for b in spec.blocks if b.weight == 0])
+    return Ensemble(client_ids, X.astype(np.float16), columns, [b.name for b in spec.blocks if b.weight == 0],
+                    coverage, notices)
 
 
-__all__ = ["SpecError", "Float16Error", "BlockSpec", "EnsembleSpec", "Ensemble", "build_ensemble",
+__all__ = ["SpecError", "Float16Error", "CoverageError", "coverage_line", "BlockSpec", "EnsembleSpec", "Ensemble", "build_ensemble",
            "float16_problems", "resolve_path", "block_width", "block_meta", "FLOAT16_MAX"]

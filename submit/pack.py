@@ -14,6 +14,10 @@
 Writing is atomic: both files are written under temporary names in OUT, read back and checked, then renamed,
 ``client_ids.npy`` first and ``embeddings.npy`` last (any older ``embeddings.npy`` is removed before), so an
 interrupted run never leaves a pair that looks valid. ``OUT/pack.json`` records what was packed.
+
+Nothing is filled silently: pack says, per block, how many relevant clients it covers, and refuses a block that
+covers fewer than ``--min-coverage`` percent of them (default 99; the rest would get the block's column means) or
+holds a client id twice; a block stored in another dtype than float32/float16 (float64) is cast with a notice.
 """
 from __future__ import annotations
 
@@ -32,10 +36,12 @@ from embedders.base import BlockError
 from embedders.cli import peak_rss_mb
 from submit.build import ensure_blocks
 from submit.check import SubmissionError, check_arrays
-from submit.ensemble import Ensemble, EnsembleSpec, Float16Error, SpecError, build_ensemble
+from submit.ensemble import Ensemble, EnsembleSpec, Float16Error, SpecError, build_ensemble, coverage_line
 from validate.report import write_json
 
 PACK_REPORT = "pack.json"
+#: Default least share of the relevant clients every packed block must cover.
+MIN_COVERAGE = 0.99
 
 
 @dataclass
@@ -69,20 +75,26 @@ def write_submission(client_ids: np.ndarray, embeddings: np.ndarray, out: str | 
 
 
 def pack(data_dir: str | Path, spec: str | Path | EnsembleSpec, out: str | Path, final: bool = False, seed: int = 0,
-         progress: bool = True, rebuild: bool = False, log=print) -> PackResult:
-    """Build missing or stale blocks, assemble, check, write. See the module docstring."""
+         progress: bool = True, rebuild: bool = False, log=print, min_coverage: float = MIN_COVERAGE) -> PackResult:
+    """Build missing or stale blocks, assemble, check, write. See the module docstring.
+
+    min_coverage: least share (0..1) of the relevant clients each block must cover (:class:`CoverageError`)."""
     t0 = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
     spec = spec if isinstance(spec, EnsembleSpec) else EnsembleSpec.load(spec)
     layout = "raw" if final else "input"
     relevant = read_relevant_clients(data_dir)
     spec = ensure_blocks(spec, data_dir, layout, seed=seed, progress=progress, rebuild=rebuild, log=log)
-    ens = build_ensemble(spec, client_ids=relevant, seed=seed)
+    ens = build_ensemble(spec, client_ids=relevant, seed=seed, min_coverage=min_coverage)
+    for name, covered in ens.coverage.items():
+        log(coverage_line(name, covered, len(relevant), "relevant clients"))
+    for line in ens.notices:
+        log(line)
     write_submission(ens.client_ids, ens.embeddings, out, relevant)
     seconds = time.perf_counter() - t0
     write_json({"data_dir": str(data_dir), "layout": layout, "final": final, "seed": seed,
                 "n_clients": int(len(ens.client_ids)), "dim": ens.dim, "columns": ens.columns,
-                "dropped": ens.dropped, "spec": spec.to_dict(), "spec_source": spec.source,
+                "dropped": ens.dropped, "coverage": ens.coverage, "notices": ens.notices, "spec": spec.to_dict(), "spec_source": spec.source,
                 "seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, out / PACK_REPORT)
     log(f"packed {len(ens.client_ids):,} clients x {ens.dim} columns ({', '.join(f'{k} {b - a}' for k, (a, b) in ens.columns.items())}) "
@@ -104,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "instead of the split's input period")
     p.add_argument("--seed", type=int, default=0, help="random seed of every block, PCA and the search (default 0)")
     p.add_argument("--rebuild", action="store_true", help="rebuild every block even when fresh")
+    p.add_argument("--min-coverage", type=float, default=100 * MIN_COVERAGE, metavar="PCT",
+                   help="refuse a block covering fewer than PCT percent of the relevant clients (the others would "
+                        f"get its column means; default {100 * MIN_COVERAGE:g})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     d = p.add_argument_group("embedded default run (no --data-dir)")
     d.add_argument("--work-dir", type=Path, default=Path("runs/default"), help="folder for the world, blocks, "
@@ -137,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.spec is None or args.out is None:
             parser.error("--data-dir needs --spec and --out")
+        if not 0 <= args.min_coverage <= 100:
+            parser.error(f"--min-coverage must be a percentage in 0..100, got {args.min_coverage:g}")
         pack(args.data_dir, args.spec, args.out, final=args.final, seed=args.seed,
-             progress=not args.no_progress, rebuild=args.rebuild)
+             progress=not args.no_progress, rebuild=args.rebuild, min_coverage=args.min_coverage / 100)
     except (SpecError, Float16Error, SubmissionError, DataError, BlockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,10 @@
 
 Several ``--embeddings-dir`` are concatenated column-wise (rows aligned by client id; a client missing from a block
 gets that block's column means) for a quick ensemble check; ``--each`` also scores every block alone. A block folder
-is a submission folder: ``embeddings.npy`` + ``client_ids.npy`` (+ ``meta.json``).
+is a submission folder: ``embeddings.npy`` + ``client_ids.npy`` (+ ``meta.json``). Nothing is filled or cast
+silently: the table states each block's coverage of the scored clients, a block stored as float64 is cast with a
+notice, and a matrix wider than the submission limit (2048 columns) is scored but marked as a probe of an over-wide
+block, not of a possible submission.
 
 What the organisers do, and so do we: rows are the submission's clients in the order of its ``client_ids.npy``
 (here: the first block's order, relevant clients only; relevant clients it lacks follow in relevant-file order);
@@ -30,9 +33,9 @@ import numpy as np
 import polars as pl
 
 from competition.load import DataError, read_relevant_clients
-from competition.schema import TASKS, DataPaths
+from competition.schema import MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
-from embedders.base import Block, BlockError, read_block
+from embedders.base import Block, BlockError, cast_notice, read_block
 from validate.lgbm import LGBMProbe
 from validate.mlp import HIDDEN_THIN, HIDDEN_WIDE, MLPProbe
 
@@ -182,8 +185,8 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
     order the probe will see them.
 
     labels: precomputed :class:`TaskLabels` for exactly these ``client_ids`` (saves re-reading the windows).
-    Returns ``{"probe", "replica", "seed", "n_clients", "dim", "tasks": {task: figures}, "sum", "mean",
-    "seconds"}``; figures hold "score", its parts, "n_clients", "seconds" (and per-epoch figures for the MLP).
+    Returns ``{"probe", "replica", "seed", "n_clients", "dim", "over_limit", "tasks": {task: figures}, "sum",
+    "mean", "seconds"}`` (over_limit: wider than a submission may be); figures hold "score", its parts, "n_clients", "seconds" (and per-epoch figures for the MLP).
     """
     t0 = time.perf_counter()
     tasks = list(tasks)
@@ -213,7 +216,7 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
     total = float(sum(r["score"] for r in results.values()))
     replica = probe == "mlp" and runner.is_replica
     return {"probe": probe, "replica": bool(replica), "seed": seed, "n_clients": int(len(client_ids)),
-            "dim": int(X.shape[1]), "tasks": results, "sum": total, "mean": total / len(tasks),
+            "dim": int(X.shape[1]), "over_limit": bool(X.shape[1] > MAX_EMBEDDING_COLUMNS), "tasks": results, "sum": total, "mean": total / len(tasks),
             "seconds": time.perf_counter() - t0}
 
 
@@ -224,7 +227,8 @@ def score_blocks(data_dir: str | Path, block_dirs_or_blocks: Sequence[str | Path
     """Score one block or the concatenation of several (see the module doc for row order and alignment).
 
     clients: optional subset of client ids to train and score on (e.g. a fold of the search).
-    Returns :func:`score_matrix`'s dict plus ``"name"`` and ``"blocks"`` (name, path, dim, covered clients).
+    Returns :func:`score_matrix`'s dict plus ``"name"`` and ``"blocks"`` (name, path, dim, covered: how many of
+    the scored clients it holds a row for; the others got its column means).
     """
     blocks = load_blocks(block_dirs_or_blocks)
     ids = client_order(data_dir, blocks[0].client_ids, clients)
@@ -233,7 +237,7 @@ def score_blocks(data_dir: str | Path, block_dirs_or_blocks: Sequence[str | Path
                        threads=threads)
     out["name"] = "+".join(block_name(b, i) for i, b in enumerate(blocks))
     out["blocks"] = [{"name": block_name(b, i), "path": b.meta.get("path"), "dim": b.dim,
-                      "covered": int(np.isin(ids, b.client_ids).sum())} for i, b in enumerate(blocks)]
+                      "covered": b.covers(ids)} for i, b in enumerate(blocks)]
     return out
 
 
@@ -274,6 +278,8 @@ def _run(args: argparse.Namespace) -> int:
     from validate.report import format_table, write_report
 
     blocks = load_blocks(args.embeddings_dir)
+    for line in filter(None, map(cast_notice, blocks)):
+        print(line, file=sys.stderr)
     runs = [[b] for b in blocks] if args.each and len(blocks) > 1 else []
     runs.append(blocks)
     results = {}

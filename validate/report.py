@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from competition.io import atomic_path
+from competition.schema import MAX_EMBEDDING_COLUMNS
 from embedders.base import _json_default
 
 
@@ -30,6 +31,18 @@ def format_table(results: Mapping[str, Mapping], tasks: Sequence[str]) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'sum':<20}" + "".join(f"{results[n]['sum']:>{width + 1}.4f} " for n in names))
     lines.append(f"{'seconds':<20}" + "".join(f"{results[n]['seconds']:>{width + 1}.1f} " for n in names))
+    if all(results[n].get("blocks") for n in names):
+        least = {n: min(b["covered"] for b in results[n]["blocks"]) / max(results[n]["n_clients"], 1) for n in names}
+        lines.append(f"{'coverage (least)':<20}" + "".join(f"{100 * least[n]:>{width}.1f}% " for n in names))
+        partial = {(b["name"], b["covered"], results[n]["n_clients"]) for n in names for b in results[n]["blocks"]
+                   if b["covered"] < results[n]["n_clients"]}
+        for name, covered, n in sorted(partial):
+            lines.append(f"note: block {name} covers {covered:,} of {n:,} scored clients; the other {n - covered:,} "
+                         f"got its column means")
+    for n in names:
+        if results[n].get("over_limit"):
+            lines.append(f"note: {n} is {results[n]['dim']:,} columns wide, over the submission limit of "
+                         f"{MAX_EMBEDDING_COLUMNS:,}: a probe of an over-wide block, not of a possible submission")
     if proxy:
         lines.append("* proxy: LightGBM on the most popular targets only, not the organisers' score")
     if any(r.get("probe") == "mlp" and not r.get("replica") for r in results.values()):

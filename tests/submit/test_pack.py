@@ -196,3 +196,78 @@ def test_changed_relevant_clients_make_blocks_stale(split_world, tmp_path):
     assert any("stats: stale (input fingerprint" in m for m in logs), logs
     assert sorted(read_block(tmp_path / "blocks" / "stats").client_ids) == [102, 103, 104, 105]
     assert check_submission(split_world, tmp_path / "out") == []
+
+
+def _packed_stats(split_world, tmp_path):
+    """A stats block built (and thus fresh) through pack, and its spec."""
+    spec = _spec(tmp_path, tmp_path / "blocks")
+    pack(split_world, spec, tmp_path / "out", progress=False, log=lambda m: None)
+    return spec, tmp_path / "blocks" / "stats"
+
+
+def _cli(split_world, spec, out, *extra):
+    return main(["--data-dir", str(split_world), "--spec", str(spec), "--out", str(out), "--no-progress", *extra])
+
+
+def test_coverage_is_reported_and_a_poorly_covering_block_refused(split_world, tmp_path, capsys):
+    spec, block = _packed_stats(split_world, tmp_path)
+    logs = []
+    pack(split_world, spec, tmp_path / "out", progress=False, log=logs.append)
+    assert "block stats covers 5 of 5 relevant clients (100.0%)" in logs
+    # the block loses a relevant client (its meta, so its freshness, unchanged)
+    ids, emb = np.load(block / CLIENT_IDS_FILE), np.load(block / EMBEDDINGS_FILE)
+    keep = ids != 103
+    np.save(block / CLIENT_IDS_FILE, ids[keep])
+    np.save(block / EMBEDDINGS_FILE, emb[keep])
+    before = (tmp_path / "out" / EMBEDDINGS_FILE).read_bytes()
+    capsys.readouterr()
+    assert _cli(split_world, spec, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "block stats covers 4 of 5 clients (80.0%), below the 99% asked for" in err
+    assert (tmp_path / "out" / EMBEDDINGS_FILE).read_bytes() == before  # nothing written
+    # allowed explicitly: packed, and said
+    assert _cli(split_world, spec, tmp_path / "out", "--min-coverage", "50") == 0
+    out = capsys.readouterr().out
+    assert "block stats covers 4 of 5 relevant clients (80.0%)" in out
+    assert "notice: block stats covers 4 of 5 clients (80.0%); the other 1 get its column means" in out
+    assert json.loads((tmp_path / "out" / "pack.json").read_text())["coverage"] == {"stats": 4}
+
+
+def test_duplicate_ids_refused_and_float64_cast_with_a_notice(split_world, tmp_path, capsys):
+    spec, block = _packed_stats(split_world, tmp_path)
+    emb = np.load(block / EMBEDDINGS_FILE)
+    np.save(block / EMBEDDINGS_FILE, emb.astype(np.float64))
+    capsys.readouterr()
+    assert _cli(split_world, spec, tmp_path / "out64") == 0
+    out = capsys.readouterr().out
+    assert "notice: block 'stats'" in out and "is stored as float64; cast to float32" in out
+    assert np.array_equal(np.load(tmp_path / "out64" / EMBEDDINGS_FILE), np.load(tmp_path / "out" / EMBEDDINGS_FILE))
+    ids = np.load(block / CLIENT_IDS_FILE)
+    ids[1] = ids[0]
+    np.save(block / CLIENT_IDS_FILE, ids)
+    assert _cli(split_world, spec, tmp_path / "dup") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{block / CLIENT_IDS_FILE}: 1 duplicate client id(s)" in err
+    assert not (tmp_path / "dup" / EMBEDDINGS_FILE).exists()
+
+
+def test_a_relative_spec_path_never_falls_back_to_the_working_folder(split_world, tmp_path, monkeypatch):
+    """Issue 16 item 1 through pack: another world's blocks/stats in the working folder is left untouched."""
+    other = tmp_path / "other"
+    (other / "blocks" / "stats").mkdir(parents=True)
+    (other / "blocks" / "stats" / "keep.txt").write_text("another world's block")
+    (other / "blocks" / "stats" / EMBEDDINGS_FILE).write_bytes(b"not ours")
+    (other / "blocks" / "stats" / CLIENT_IDS_FILE).write_bytes(b"not ours")
+    world_dir = tmp_path / "spec_home"
+    world_dir.mkdir()
+    spec = {"version": 1, "blocks": [{"name": "stats", "path": "blocks/stats", "transform": "none", "weight": 1.0,
+                                      "dims": None, "embedder": "stats", "params": {}}]}
+    (world_dir / "spec.json").write_text(json.dumps(spec))
+    monkeypatch.chdir(other)
+    logs = []
+    pack(split_world, world_dir / "spec.json", tmp_path / "out", progress=False, log=logs.append)
+    assert any(f"stats: missing; building" in m for m in logs)
+    assert read_block(world_dir / "blocks" / "stats").meta["embedder"] == "stats"
+    assert sorted(p.name for p in (other / "blocks" / "stats").iterdir()) == [CLIENT_IDS_FILE, EMBEDDINGS_FILE,
+                                                                              "keep.txt"]
+    assert (other / "blocks" / "stats" / EMBEDDINGS_FILE).read_bytes() == b"not ours"

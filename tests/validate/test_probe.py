@@ -117,3 +117,38 @@ def test_blocks_of_the_same_embedder_keep_apart_names(tmp_path):
     same = [Block(ids, np.zeros((5, 2), np.float32), {"name": "x"}) for _ in range(2)]
     blocks = probe.load_blocks([tmp_path / "queries", tmp_path / "urls", *same])
     assert [b.meta["name"] for b in blocks] == ["queries", "urls", "x#1", "x#2"]
+
+
+def test_table_states_coverage_width_and_casts(planted, tmp_path, capsys):
+    """Nothing silent: a block missing clients, a float64 block and an over-wide one are all said."""
+    data_dir, ids, _, dirs = planted
+    rng = np.random.default_rng(3)
+    partial = write_block(Block(ids[:450], rng.standard_normal((450, 4)).astype(np.float32), {"name": "partial"}),
+                          tmp_path / "partial")
+    np.save(partial / "embeddings.npy", np.load(partial / "embeddings.npy").astype(np.float64))
+    wide = write_block(Block(ids, rng.standard_normal((len(ids), 2049)).astype(np.float16), {"name": "wide"}),
+                       tmp_path / "wide", dtype="float16")
+    rc = probe.main(["--data-dir", str(data_dir), "--embeddings-dir", str(dirs["signal"]), str(partial),
+                     "--each", "--tasks", "churn", "--probe", "lgbm", "--no-progress"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "notice: block 'partial'" in captured.err and "stored as float64; cast to float32" in captured.err
+    lines = captured.out.splitlines()
+    row = next(line for line in lines if line.startswith("coverage (least)"))
+    assert row.split()[2:] == ["100.0%", "75.0%", "75.0%"]  # signal, partial, signal+partial
+    assert "note: block partial covers 450 of 600 scored clients; the other 150 got its column means" in lines
+    assert not any("over the submission limit" in line for line in lines)
+    rc = probe.main(["--data-dir", str(data_dir), "--embeddings-dir", str(wide), "--tasks", "churn",
+                     "--probe", "lgbm", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "note: wide is 2,049 columns wide, over the submission limit of 2,048: a probe of an over-wide block" in out
+
+
+def test_duplicate_client_ids_are_one_clear_error(planted, tmp_path, capsys):
+    data_dir, ids, _, _ = planted
+    d = write_block(Block(ids, np.ones((len(ids), 2), np.float32), {"name": "dup"}), tmp_path / "dup")
+    np.save(d / "client_ids.npy", np.r_[ids[:-1], ids[0]])
+    rc = probe.main(["--data-dir", str(data_dir), "--embeddings-dir", str(d), "--probe", "lgbm", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "client_ids.npy: 1 duplicate client id(s)" in err

@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.io import atomic_path, save_npy
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN,
                                 N_PRICE_BUCKETS, NAME, PAGE_VISIT, PRICE, PRODUCT_BUY, PRODUCT_PROPERTIES,
@@ -720,7 +721,7 @@ def peak_rss_mb() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m competition.synth",
+        prog="python -m competition.synth", formatter_class=HelpFormatter,
         description="Write a synthetic world in the organisers' layout (six parquet files, relevant clients, the "
                     "official split and target lists) with its latents apart in OUT/truth.")
     parser.add_argument("--out", required=True, type=Path, help="data directory to write (files in it are "
@@ -736,17 +737,17 @@ def main(argv: list[str] | None = None) -> int:
                         "memory (default 50000)")
     parser.add_argument("--no-split", action="store_true", help="write only the raw files, relevant clients "
                         "and truth/")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_no_progress(parser, deprecated=("--quiet",))
     args = parser.parse_args(argv)
     try:
         spec = world_spec(args.clients, args.seed, args.days, args.chunk_clients, args.start)
     except ValueError as exc:
         parser.error(str(exc))
     t0 = time.perf_counter()
-    counts = write_raw_world(args.out, spec, progress=not args.quiet)
+    counts = write_raw_world(args.out, spec, progress=not args.no_progress)
     t_raw = time.perf_counter() - t0
     if not args.no_split:
-        finish_world(args.out, progress=not args.quiet)
+        finish_world(args.out, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     total = sum(counts.values())
     print(f"synth: wrote {args.out} ({spec.n_relevant:,} relevant + {spec.n_other:,} other clients, "

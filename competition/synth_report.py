@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.io import atomic_path
 from competition.load import read_products, read_relevant_clients, scan_table
 from competition.schema import (CATEGORY, CLIENT_ID, EVENT_TYPES, PRICE,
@@ -339,7 +340,7 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m competition.synth_report",
+        prog="python -m competition.synth_report", formatter_class=HelpFormatter,
         description="Label rates, event statistics and LightGBM AUROC (true latents vs recency/frequency counts) "
                     "per task for a split world, to show the tasks are learnable and where the ceiling is.")
     parser.add_argument("--data-dir", required=True, type=Path, help="a world written by competition.synth (or "
@@ -351,12 +352,12 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 50000)")
     parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1: many small fits; "
                         "more threads only pay on an idle machine)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(parser, deprecated=("--quiet",))
     args = parser.parse_args(argv)
     from competition.load import DataError
     try:
         report = build_report(args.data_dir, args.seed, args.targets, args.max_clients, args.threads,
-                              progress=not args.quiet)
+                              progress=not args.no_progress)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -228,7 +228,7 @@ def test_truth_is_apart_and_complete(world, events):
 
 def test_cli_writes_raw_world(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert synth.main(["--out", str(out), "--clients", "50", "--seed", "1", "--no-split", "--quiet"]) == 0
+    assert synth.main(["--out", str(out), "--clients", "50", "--seed", "1", "--no-split", "--no-progress"]) == 0
     assert "product_buy" in capsys.readouterr().out
     assert all(DataPaths(out).table(ev).is_file() for ev in EVENT_TYPES)
     with pytest.raises(SystemExit):

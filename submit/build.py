@@ -7,6 +7,8 @@ validation, every raw event for the final submission), or, when the spec names i
 another embedder, seed or parameters (the spec's ``params`` over the embedder's defaults; runtime-only parameters
 such as ``progress`` aside). A stale or missing block is rebuilt with its spec entry's ``embedder`` and
 ``params`` (or, when the spec names none, the embedder and constructor parameters recorded in its meta.json).
+An embedder that keeps checkpoints (``resumable``, e.g. gru_ae) continues an interrupted build of the same block
+from ``<path>.work/last.pt`` when that is a checkpoint of the same run (not with ``rebuild``).
 
 Embedders are found by name: module ``embedders.<name>`` holds one :class:`embedders.base.Embedder` subclass whose
 ``name`` is ``<name>`` (see :data:`EMBEDDERS`).
@@ -153,6 +155,8 @@ def ensure_blocks(spec: EnsembleSpec, data_dir: str | Path, layout: str = "input
             t0 = time.perf_counter()
             embedder = make_embedder(name, params, want_seed, progress, spec.source,
                                      work_dir=path.with_name(path.name + ".work"))
+            if getattr(embedder, "resumable", False) and "resume" not in params and not rebuild:
+                embedder.resume = "auto"  # a killed pack continues from the block's checkpoint (<path>.work)
             block = embed(embedder, Path(data_dir), layout, progress=progress)
             block.meta["name"] = b.name
             write_block(block, path)

@@ -21,7 +21,6 @@ import json
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,21 +101,6 @@ def ensure_world(world: Path, clients: int, seed: int, progress: bool, log) -> P
     return world
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Limit torch's CPU threads to ``n`` inside the block (None: unchanged), restoring them after. On tiny data
-    extra threads only add synchronisation cost (and stall badly on a busy machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def score_table(world: Path, named_dirs: dict[str, Path], clients: np.ndarray, tasks: tuple[str, ...], probe: str,
                 seed: int, progress: bool, log) -> dict[str, dict]:
     """``validate.probe.score_blocks`` of each folder alone on ``clients``, by name."""
@@ -166,10 +150,8 @@ def run_default(work_dir: str | Path = "runs/default", clients: int | None = Non
     st.start("blocks", ", ".join(r["name"] for r in recipes))
     all_spec = EnsembleSpec([BlockSpec(r["name"], blocks_dir / r["name"], r["transform"], 1.0, None, r["embedder"],
                                        r["params"]) for r in recipes], source="default blocks")
-    # One torch thread: the default networks are small, so extra CPU threads gain little, and they stall badly
-    # on a busy machine (a GRU step measured 8x slower with 2 threads than with 1 on a loaded 2-core machine).
-    with torch_threads(1):
-        ensure_blocks(all_spec, world, "input", seed=seed, progress=progress, log=lambda m: st.log("  " + m))
+    # Torch threads: the embedders' own policy (embedders.threads), the same as their CLIs and submit.pack use.
+    ensure_blocks(all_spec, world, "input", seed=seed, progress=progress, log=lambda m: st.log("  " + m))
 
     probe_search = "lgbm"
     st.start("search", f"{size['trials']} trial(s), {probe_search} probe, at most {size['search_timeout']:.0f}s")
@@ -184,8 +166,7 @@ def run_default(work_dir: str | Path = "runs/default", clients: int | None = Non
         st.log(f"  chose {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
 
     st.start("pack", f"{spec_path} -> {out}")
-    with torch_threads(1):
-        packed = pack(world, spec_path, out, seed=seed, progress=progress, log=lambda m: st.log("  " + m))
+    packed = pack(world, spec_path, out, seed=seed, progress=progress, log=lambda m: st.log("  " + m))
 
     table_probe = _resolve_probe(probe)
     _, report_ids = split_folds(np.load(DataPaths(world).relevant_clients), seed)

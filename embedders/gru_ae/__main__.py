@@ -15,6 +15,7 @@ from embedders.base import BlockError, write_block
 from embedders.cli import base_parser, embed
 from embedders.gru_ae.model import PRESETS
 from embedders.gru_ae.sku_table import SKU_INITS
+from embedders.threads import DEFAULT_THREADS
 from embedders.gru_ae.train import TRAIN_ON, GruAE, resolve_device
 
 PROG = "python -m embedders.gru_ae"
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sku-negatives", type=int, default=4096, help="uniform negative skus per batch (sampled softmax)")
     p.add_argument("--max-batches", type=int, default=None,
                    help="stop each epoch after this many batches (benchmarks and smoke runs)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help="CPU threads per process (0: torch's default, cores / K under torchrun). The GRUs run one "
                         "small matmul per time step, where extra threads mostly wait on each other: on the 2-core "
                         "reference machine 1 thread trained day_event 8x faster than 2 (docs/gru_ae.md). Scale out "
@@ -84,7 +85,8 @@ def make(args: argparse.Namespace) -> GruAE:
                  holdout=args.holdout, full_softmax_max=args.full_softmax_max, sku_negatives=args.sku_negatives,
                  train_on=args.train_on, device=args.device,
                  work_dir=args.work_dir or Path(f"{args.out}.work"), resume=args.resume,
-                 progress=not args.no_progress, max_batches=args.max_batches, infer_batch=args.infer_batch)
+                 progress=not args.no_progress, max_batches=args.max_batches, infer_batch=args.infer_batch,
+                 threads=args.threads)  # the embedder applies it (embedders.threads), as under submit.pack
 
 
 def _init_distributed(device: str, threads: int) -> tuple[int, int]:

@@ -8,7 +8,9 @@
   cut to its longest one. Dropout and sku negatives use streams seeded by ``(seed, epoch, rank)`` at each epoch
   start, so a run resumed from an epoch checkpoint continues exactly as the uninterrupted run would have.
 - Checkpoints (``work_dir``): ``last.pt`` after every epoch (model, optimiser, epoch, best loss, history, RNG
-  states, the run's key) and ``best.pt`` when the held-out loss improves; both written atomically. ``resume=True``
+  states, the run's key) and ``best.pt`` when the held-out loss improves; both written atomically. ``resume="auto"``
+  (what ``submit.pack`` asks for) continues from ``last.pt`` when it is a checkpoint of this very run (same key, not
+  past ``epochs``), else trains from scratch, saying why in one line. ``resume=True``
   continues from ``last.pt`` (a checkpoint of another configuration or input is refused). The best weights are
   reloaded for inference.
 - Data parallel: under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in DDP; every rank
@@ -31,10 +33,12 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from competition.events import block_fingerprint
 from competition.io import atomic_path
 from competition.load import read_relevant_clients
 from competition.schema import SKU
 from embedders.base import Block, Embedder
+from embedders.threads import DEFAULT_THREADS, resolve_threads, torch_threads
 from embedders.gru_ae.model import PRESETS, GruAutoencoder, ModelConfig, batch_tensors
 from embedders.gru_ae.sku_table import SKU_INITS, SkuTable
 from embedders.gru_ae.tokens import Tokens, Vocab, tokenize
@@ -112,10 +116,14 @@ class GruAE(Embedder):
     sku_init: one of :data:`~embedders.gru_ae.sku_table.SKU_INITS`; delta_max bounds the ``content`` deltas;
     vocab_cap caps the url vocabulary, sku_cap the sku one for ``id`` (default: vocab_cap). full_softmax_max:
     catalogue size above which the sku head uses a sampled softmax with ``sku_negatives`` uniform negatives plus
-    in-batch skus.
+    in-batch skus. threads: CPU threads of fit and transform (:mod:`embedders.threads`; 0: torch's default).
+    resume: False, True (continue ``work_dir/last.pt``, refusing another run's) or "auto" (continue it when it is
+    this run's, else start afresh).
     """
 
     name = "gru_ae"
+    #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).
+    resumable = True
 
     def __init__(self, variant: str = "week_all", dim: int | None = None, seed: int = 0, epochs: int = 5,
                  field_dim: int | None = None, layers: int | None = None, dropout: float | None = None,
@@ -123,8 +131,8 @@ class GruAE(Embedder):
                  sku_cap: int | None = None,
                  batch_size: int = 256, lr: float = 1e-3, holdout: float = 0.05, full_softmax_max: int = 100_000,
                  sku_negatives: int = 4096, train_on: str = "relevant", device: str = "auto",
-                 work_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-                 max_batches: int | None = None, infer_batch: int = 1024):
+                 work_dir: str | Path | None = None, resume: bool | str = False, progress: bool = True,
+                 max_batches: int | None = None, infer_batch: int = 1024, threads: int = DEFAULT_THREADS):
         if variant not in PRESETS:
             raise ValueError(f"variant must be one of {sorted(PRESETS)}, got {variant!r}")
         preset = PRESETS[variant]
@@ -140,7 +148,9 @@ class GruAE(Embedder):
         self.sku_cap = None if sku_cap is None else int(sku_cap)
         self.batch_size, self.lr, self.holdout = int(batch_size), float(lr), float(holdout)
         self.full_softmax_max, self.sku_negatives, self.train_on = int(full_softmax_max), int(sku_negatives), train_on
-        self.device, self.work_dir, self.resume, self.progress = device, work_dir, bool(resume), bool(progress)
+        self.device, self.work_dir, self.progress = device, work_dir, bool(progress)
+        self.resume = resume if resume == "auto" else bool(resume)
+        self.threads = int(threads)
         self.max_batches, self.infer_batch = max_batches, int(infer_batch)
         self._check()
 
@@ -165,6 +175,8 @@ class GruAE(Embedder):
             problems.append(f"sku_init must be one of {SKU_INITS}, got {self.sku_init!r}")
         if self.train_on not in TRAIN_ON:
             problems.append(f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
+        if self.threads < 0:
+            problems.append(f"threads must be >= 0, got {self.threads}")
         if self.max_batches is not None and self.max_batches < 1:
             problems.append(f"max_batches must be >= 1, got {self.max_batches}")
         if problems:
@@ -178,7 +190,10 @@ class GruAE(Embedder):
     def _run_key(self, events, world: int) -> dict:
         params = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.get_params().items()
                   if k not in _NOT_IN_KEY}
-        return {"params": params, "fingerprint": events.fingerprint, "world_size": world}
+        fp = events.fingerprint
+        if self.train_on == "relevant" and events.data_dir is not None:  # the training clients count too
+            fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
+        return {"params": params, "fingerprint": fp, "world_size": world}
 
     def build_model(self, vocab: Vocab) -> GruAutoencoder:
         """A freshly initialised network for ``vocab`` (seeded by ``seed``)."""
@@ -206,7 +221,12 @@ class GruAE(Embedder):
 
     # -- training ---------------------------------------------------------------------------------------------------
     def fit(self, events) -> "GruAE":
-        """Train on ``events`` (an :class:`~competition.events.EventTable`); keeps the best epoch's weights."""
+        """Train on ``events`` (an :class:`~competition.events.EventTable`); keeps the best epoch's weights.
+        Runs under the thread policy of :mod:`embedders.threads`, whichever command calls it."""
+        with torch_threads(resolve_threads(self.threads, dist_info()[1])):
+            return self._fit(events)
+
+    def _fit(self, events) -> "GruAE":
         rank, world = dist_info()
         device = resolve_device(self.device)
         rows = self._train_rows(events)
@@ -230,17 +250,14 @@ class GruAE(Embedder):
         key = self._run_key(events, world)
         start_epoch, best, best_epoch, history = 0, math.inf, -1, []
         last = work / "last.pt"
-        if self.resume and last.is_file():
-            ck = torch.load(last, map_location=device, weights_only=False)
-            if ck["key"] != key:
-                raise ValueError(f"{last}: checkpoint of another run ({_key_diff(ck['key'], key)}); use the same "
-                                 f"flags and input, another --work-dir, or drop --resume")
+        ck = self._checkpoint(last, key, device, rank) if self.resume and last.is_file() else None
+        if ck is not None:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             start_epoch, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
             torch.set_rng_state(ck["rng"]["torch"])
             self._log(rank, f"resumed from {last} after epoch {start_epoch}")
-        elif self.resume:
+        elif self.resume and not last.is_file():
             self._log(rank, f"--resume: no checkpoint in {work}; starting from scratch")
 
         net = model
@@ -307,6 +324,23 @@ class GruAE(Embedder):
         self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
         return self
 
+    def _checkpoint(self, last: Path, key: dict, device, rank: int) -> dict | None:
+        """``last.pt`` when it continues this run; otherwise an error (``resume=True``) or, with ``"auto"``, None
+        and one line saying why training starts from scratch."""
+        try:
+            ck = torch.load(last, map_location=device, weights_only=False)
+            why = None if ck["key"] == key else f"checkpoint of another run ({_key_diff(ck['key'], key)})"
+            if why is None and ck["epoch"] > self.epochs:
+                why = f"checkpoint after epoch {ck['epoch']}, past the {self.epochs} asked for"
+        except Exception as exc:  # a truncated or foreign file
+            ck, why = None, f"unreadable checkpoint ({type(exc).__name__}: {exc})"
+        if why is None:
+            return ck
+        if self.resume != "auto":
+            raise ValueError(f"{last}: {why}; use the same flags and input, another --work-dir, or drop --resume")
+        self._log(rank, f"{last}: {why}; training from scratch")
+        return None
+
     def _work_dir(self) -> Path:
         if self.work_dir is None:
             raise ValueError("work_dir is required (checkpoints are written there)")
@@ -363,6 +397,10 @@ class GruAE(Embedder):
 
     def transform(self, events, client_ids: np.ndarray) -> Block:
         """Block for ``client_ids`` (rank 0; other ranks of a torchrun job return an empty block)."""
+        with torch_threads(resolve_threads(self.threads, dist_info()[1])):
+            return self._transform(events, client_ids)
+
+    def _transform(self, events, client_ids: np.ndarray) -> Block:
         rank, _ = dist_info()
         client_ids = np.asarray(client_ids, dtype=np.int64)
         if rank != 0:

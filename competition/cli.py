@@ -19,13 +19,16 @@ import argparse
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``(default: X)`` after a flag's help, except for required flags, ``None`` defaults, off switches and help
-    texts that already state their default."""
+    texts that already state their default. A list default is shown as its items, space-separated (as typed)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if (action.required or action.default is None or action.default is argparse.SUPPRESS
                 or action.nargs == 0 or "default" in text):
             return text
+        if isinstance(action.default, (list, tuple)):
+            items = " ".join(str(v) for v in action.default).replace("%", "%%")
+            return f"{text} (default: {items})"
         return super()._get_help_string(action)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.io import atomic_dir, dir_leftover_pattern, remove_leftovers
 from competition.load import (DataError, check_table, codes_to_numpy, count_unknown_skus, read_products,
                               read_relevant_clients, scan_table)
@@ -389,7 +390,7 @@ __all__ = ["EventTable", "load_events", "fingerprint", "block_fingerprint", "fil
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m competition.events",
+    parser = argparse.ArgumentParser(prog="python -m competition.events", formatter_class=HelpFormatter,
                                      description="Build (or reuse) the cached event table of a data directory.")
     parser.add_argument("--data-dir", required=True, type=Path, help="data directory in the organisers' layout")
     parser.add_argument("--layout", choices=LAYOUTS, default="input",
@@ -397,9 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="build even if a fresh cache exists")
     parser.add_argument("--chunk-events", type=int, default=20_000_000, help="events per build chunk (memory)")
     parser.add_argument("--seed", type=int, default=0, help="unused (the build is deterministic)")
+    add_no_progress(parser)
     args = parser.parse_args(argv)
     try:
-        table = EventTable.build(args.data_dir, args.layout, rebuild=args.rebuild, chunk_events=args.chunk_events)
+        table = EventTable.build(args.data_dir, args.layout, rebuild=args.rebuild, chunk_events=args.chunk_events,
+                                 progress=not args.no_progress)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

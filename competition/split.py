@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.io import atomic_path, save_npy
 from competition.load import (DataError, check_table, normalise_column, read_products, read_relevant_clients,
                               scan_table)
@@ -119,7 +120,7 @@ def split(data_dir: str | Path, check: bool = True, progress: bool = True) -> Sp
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m competition.split",
+        prog="python -m competition.split", formatter_class=HelpFormatter,
         description="Cut a data directory into the input period and the two 14-day target windows, exactly as "
                     "the organisers' split does (challenge.md section 3).")
     parser.add_argument("--data-dir", required=True, type=Path, help="folder with the six released parquet files "
@@ -127,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-check", action="store_true", help="skip the full value check of every table")
     parser.add_argument("--seed", type=int, default=0, help="unused (the split is deterministic); accepted for "
                         "a uniform CLI")
+    add_no_progress(parser)
     args = parser.parse_args(argv)
     try:
-        split(args.data_dir, check=not args.no_check)
+        split(args.data_dir, check=not args.no_check, progress=not args.no_progress)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.events import EventTable, block_fingerprint
 from competition.load import DataError, read_relevant_clients
 from competition.schema import LAYOUTS
@@ -20,8 +21,7 @@ from embedders.base import Block, BlockError, Embedder, write_block
 
 def base_parser(prog: str, description: str, default_dim: int) -> argparse.ArgumentParser:
     """An ArgumentParser with the common embedder flags."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path,
                         help="data directory in the organisers' layout (split already run for --layout input)")
     parser.add_argument("--out", required=True, type=Path,
@@ -33,7 +33,7 @@ def base_parser(prog: str, description: str, default_dim: int) -> argparse.Argum
                              "(final submission)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="dtype of embeddings.npy")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(parser)
     return parser
 
 

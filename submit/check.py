@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from competition.cli import HelpFormatter
 from competition.load import DataError, read_relevant_clients
 from competition.schema import (CLIENT_IDS_DTYPE, CLIENT_IDS_FILE, EMBEDDING_DTYPE, EMBEDDINGS_FILE,
                                 MAX_EMBEDDING_COLUMNS)
@@ -163,7 +164,7 @@ def assert_valid(data_dir: str | Path, embeddings_dir: str | Path, relevant: np.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m submit.check", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m submit.check", formatter_class=HelpFormatter,
         description="Check a submission folder against every rule of challenge.md section 6 (same flags as the "
                     "organisers' validator). Exit code 0 when valid, 1 with every failing rule listed.")
     parser.add_argument("--data-dir", required=True, type=Path,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.io import atomic_path
 from competition.load import DataError, read_relevant_clients
 from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, TASKS
@@ -37,6 +38,7 @@ from embedders.cli import peak_rss_mb
 from submit.build import ensure_blocks
 from submit.check import SubmissionError, check_arrays
 from submit.ensemble import Ensemble, EnsembleSpec, Float16Error, SpecError, build_ensemble, coverage_line
+from validate.cli import add_probe
 from validate.report import write_json
 
 PACK_REPORT = "pack.json"
@@ -104,7 +106,7 @@ def pack(data_dir: str | Path, spec: str | Path | EnsembleSpec, out: str | Path,
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m submit.pack", description=__doc__.split("\n\n")[0],
-                                epilog="Without --data-dir: the embedded default run on a synthetic world "
+                                formatter_class=HelpFormatter, epilog="Without --data-dir: the embedded default run on a synthetic world "
                                        "(see --work-dir, --clients, --trials, --epochs, --quick).")
     p.add_argument("--data-dir", type=Path, help="data directory in the organisers' layout (split already run "
                                                   "unless --final); omit for the embedded default run")
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-coverage", type=float, default=100 * MIN_COVERAGE, metavar="PCT",
                    help="refuse a block covering fewer than PCT percent of the relevant clients (the others would "
                         f"get its column means; default {100 * MIN_COVERAGE:g})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     d = p.add_argument_group("embedded default run (no --data-dir)")
     d.add_argument("--work-dir", type=Path, default=Path("runs/default"), help="folder for the world, blocks, "
                                                                                "spec, submission and report (default runs/default)")
@@ -127,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "(default 20000; 400 with --quick)")
     d.add_argument("--trials", type=int, default=None, help="search trials (default 10; 1 with --quick)")
     d.add_argument("--epochs", type=int, default=None, help="gru_ae training epochs (default 2; 1 with --quick)")
-    d.add_argument("--probe", choices=("auto", "lgbm", "mlp"), default="auto",
-                   help="probe of the final table: mlp = the organisers' replica (slow on CPU), lgbm = fast proxy, "
-                        "auto = mlp only when a GPU is present (default auto)")
+    add_probe(d, "the score table")
     d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",
                    help=f"tasks of the search and the table, among {', '.join(TASKS)} (default: all six; "
                         "--quick: conversion, propensity_category)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.schema import CHURN, PROPENSITY_CATEGORY, PROPENSITY_SKU, TASKS
 from embedders.base import Block
 from validate.probe import TaskLabels, client_order, load_blocks, score_blocks
@@ -93,18 +94,20 @@ def _summary(results: dict, tasks: Sequence[str]) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m validate.agreement", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", required=True, type=Path)
+                                formatter_class=HelpFormatter)
+    p.add_argument("--data-dir", required=True, type=Path, help="data directory, split, with target lists")
     p.add_argument("--embeddings-dir", nargs="*", type=Path, default=[], help="block folders, each scored alone")
     p.add_argument("--reference-blocks", action="store_true", help="add the random and label-leak blocks")
     p.add_argument("--clients", type=int, default=None, help="score a seeded sample of this many relevant clients")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
+                   help=f"tasks to score, among {', '.join(TASKS)}")
+    p.add_argument("--seed", type=int, default=0,
+                   help="client sample, LightGBM seed and fold, reference blocks (the replica's seed is fixed)")
     p.add_argument("--mlp-width", nargs=2, type=int, metavar=("THIN", "WIDE"), default=None,
                    help="MLP hidden sizes; anything but 2048 4096 is NOT the replica")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (see validate.probe --threads)")
     p.add_argument("--out", required=True, type=Path, help="JSON with every figure (rewritten after each block)")
-    p.add_argument("--no-progress", action="store_true")
+    add_no_progress(p)
     return p
 
 

@@ -32,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.load import DataError, read_relevant_clients
 from competition.schema import MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
 from embedders.base import Block, BlockError, cast_notice, read_block
 from validate.lgbm import LGBMProbe
+from validate.cli import add_probe, resolve_probe
 from validate.mlp import HIDDEN_THIN, HIDDEN_WIDE, MLPProbe
 
 PROBES = ("mlp", "lgbm")
@@ -168,7 +170,9 @@ def make_probe(probe: str = "mlp", seed: int = 0, progress: bool = True, mlp_wid
                device: str | None = None, threads: int | None = None):
     """An :class:`~validate.mlp.MLPProbe` (the replica unless ``mlp_width`` differs) or a
     :class:`~validate.lgbm.LGBMProbe`. ``seed`` affects only LightGBM (the replica's seed is fixed at 1278).
-    threads: CPU threads (default: one per free core, see :func:`validate.cpu.free_cores`)."""
+    threads: CPU threads (default: one per free core, see :func:`validate.cpu.free_cores`).
+    ``probe="auto"``: see :func:`validate.cli.resolve_probe`."""
+    probe = resolve_probe(probe, device)
     if probe == "mlp":
         thin, wide = mlp_width or (HIDDEN_THIN, HIDDEN_WIDE)
         return MLPProbe(thin=thin, wide=wide, device=device, threads=threads, progress=progress)
@@ -246,13 +250,13 @@ def score_blocks(data_dir: str | Path, block_dirs_or_blocks: Sequence[str | Path
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m validate.probe", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data-dir", required=True, type=Path, help="data directory, split, with target lists")
     p.add_argument("--embeddings-dir", required=True, nargs="+", type=Path,
                    help="block folder(s) (embeddings.npy + client_ids.npy); several are concatenated")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="tasks to score")
-    p.add_argument("--probe", choices=PROBES, default="mlp",
-                   help="mlp: the organisers' net (replica); lgbm: fast LightGBM proxy")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
+                   help=f"tasks to score, among {', '.join(TASKS)}")
+    add_probe(p, "every block (auto resolves by --device when given)")
     p.add_argument("--seed", type=int, default=0, help="LightGBM seed and fold (the replica's seed is fixed)")
     p.add_argument("--each", action="store_true", help="also score every block alone")
     p.add_argument("--out", type=Path, default=None, help="report JSON (a PNG bar chart is written beside it)")
@@ -261,12 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: one per free core: cores minus the load average)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.probe = resolve_probe(args.probe, args.device)
     try:
         return _run(args)
     except (BlockError, DataError, FileNotFoundError, ValueError) as exc:  # bad input: one clear line

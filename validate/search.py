@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from competition.cli import HelpFormatter, add_no_progress
 from competition.load import DataError
 from competition.schema import EMBEDDINGS_FILE, MAX_EMBEDDING_COLUMNS, TASKS
 from embedders.base import Block, BlockError, read_block
 from validate.ensemble_ops import SPEC_VERSION, apply_transform, default_transform, fit_pca, scale_block
-from validate.probe import PROBES, TaskLabels, client_order, score_matrix
+from validate.cli import add_probe, resolve_probe
+from validate.probe import TaskLabels, client_order, score_matrix
 from validate.report import write_json
 
 STUDY_NAME = "validate_search"
@@ -324,13 +326,14 @@ def run_search(data_dir: str | Path, embeddings_root: str | Path, out: str | Pat
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m validate.search", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data-dir", required=True, type=Path, help="data directory, split, with target lists")
     p.add_argument("--embeddings-root", required=True, type=Path, help="folder of block folders")
     p.add_argument("--trials", required=True, type=int, help="trials to run (added to a resumed study)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--probe", choices=PROBES, default="lgbm", help="probe scoring each trial")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="tasks in the objective")
+    add_probe(p, "each trial and of the best ensemble")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
+                   help=f"tasks in the objective, among {', '.join(TASKS)}")
     p.add_argument("--seed", type=int, default=0, help="sampler seed, client folds, probe seed")
     p.add_argument("--max-clients", type=int, default=None, help="use a seeded sample of the relevant clients")
     p.add_argument("--resume", action="store_true", help="continue the study stored beside --out")
@@ -338,12 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlp-width", nargs=2, type=int, metavar=("THIN", "WIDE"), default=None,
                    help="hidden sizes of the MLP probe; anything but 2048 4096 is NOT the replica")
     p.add_argument("--out", required=True, type=Path, help="spec JSON to write (the study and plots go beside it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    add_no_progress(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.probe = resolve_probe(args.probe)
     if args.trials < 1:
         raise SystemExit("--trials must be >= 1")
     try:

@@ -1,1 +1,1 @@
-"""competition: see design.md."""
+"""competition: see docs/design.md."""

@@ -1,6 +1,6 @@
 """The challenge's data contract: the one place that names files, columns, dtypes, the text-code format and limits.
 
-Everything else imports from here; nobody re-types a file or column name. Facts follow ``shared/challenge.md``.
+Everything else imports from here; nobody re-types a file or column name. Facts follow ``docs/challenge.md``.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ EMBEDDING_DTYPE = "float16"
 CLIENT_IDS_DTYPE = "int64"
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tasks (challenge.md section 4). Names are ours; the board's hidden names are kept for reference.
+# Tasks (docs/challenge.md section 4). Names are ours; the board's hidden names are kept for reference.
 # ---------------------------------------------------------------------------------------------------------------
 CHURN = "churn"
 CONVERSION = "conversion"
@@ -103,7 +103,7 @@ PROPENSITY_TASKS: dict[str, str] = {
 ACTIVE_ONLY_TASKS: tuple[str, ...] = (CHURN,)
 
 # ---------------------------------------------------------------------------------------------------------------
-# Paths (challenge.md section 1)
+# Paths (docs/challenge.md section 1)
 # ---------------------------------------------------------------------------------------------------------------
 INPUT_DIR = "input"
 TARGET_DIR = "target"

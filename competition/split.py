@@ -1,4 +1,4 @@
-"""The official local split (challenge.md section 3).
+"""The official local split (docs/challenge.md section 3).
 
 ``end`` = the last product_buy timestamp; ``train_target_start`` = floor_to_day(end - 27 days);
 ``validation_target_start`` = train_target_start + 14 days. Input = every event with timestamp <
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m competition.split", formatter_class=HelpFormatter,
         description="Cut a data directory into the input period and the two 14-day target windows, exactly as "
-                    "the organisers' split does (challenge.md section 3).")
+                    "the organisers' split does (docs/challenge.md section 3).")
     parser.add_argument("--data-dir", required=True, type=Path, help="folder with the six released parquet files "
                         "and input/relevant_clients.npy")
     parser.add_argument("--no-check", action="store_true", help="skip the full value check of every table")

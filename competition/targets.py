@@ -1,4 +1,4 @@
-"""Target lists and label matrices for the six tasks (challenge.md section 4), vectorised.
+"""Target lists and label matrices for the six tasks (docs/challenge.md section 4), vectorised.
 
 Labels for a window (a frame of product_buy rows with client_id, sku, category, price):
 - churn / conversion: ``(n,)`` uint8, 1 = the client bought nothing in the window;

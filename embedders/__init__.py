@@ -1,1 +1,1 @@
-"""embedders: see design.md."""
+"""embedders: see docs/design.md."""

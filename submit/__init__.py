@@ -1,1 +1,1 @@
-"""submit: see design.md."""
+"""submit: see docs/design.md."""

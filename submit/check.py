@@ -1,4 +1,4 @@
-"""Every rule of challenge.md section 6, each with its own message.
+"""Every rule of docs/challenge.md section 6, each with its own message.
 
 A submission folder holds ``client_ids.npy`` (1-D int64, a permutation of ``input/relevant_clients.npy``) and
 ``embeddings.npy`` (2-D float16, one row per client id, 1 to 2048 columns, no NaN or Inf).
@@ -165,7 +165,7 @@ def assert_valid(data_dir: str | Path, embeddings_dir: str | Path, relevant: np.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m submit.check", formatter_class=HelpFormatter,
-        description="Check a submission folder against every rule of challenge.md section 6 (same flags as the "
+        description="Check a submission folder against every rule of docs/challenge.md section 6 (same flags as the "
                     "organisers' validator). Exit code 0 when valid, 1 with every failing rule listed.")
     parser.add_argument("--data-dir", required=True, type=Path,
                         help="data directory in the organisers' layout (reads input/relevant_clients.npy)")

@@ -2,7 +2,7 @@
 
 ``python -m submit.pack --data-dir D --spec spec.json --out OUT [--final] [--seed S]``
     builds every block the spec names that is missing or stale (:mod:`submit.build`), assembles the ensemble
-    (:mod:`submit.ensemble`), checks it against every rule of challenge.md section 6 (:mod:`submit.check`) and
+    (:mod:`submit.ensemble`), checks it against every rule of docs/challenge.md section 6 (:mod:`submit.check`) and
     writes ``OUT/embeddings.npy`` and ``OUT/client_ids.npy``. Default: blocks from the split's input period (local
     validation); ``--final``: from every event of the raw files, as the real submission requires (those blocks go
     to ``<blocks folder>-final/<name>``, apart from the local ones).
@@ -106,7 +106,8 @@ def pack(data_dir: str | Path, spec: str | Path | EnsembleSpec, out: str | Path,
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m submit.pack", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter, epilog="Without --data-dir: the embedded default run on a synthetic world "
+                                formatter_class=HelpFormatter,
+                                epilog="Without --data-dir: the embedded default run on a synthetic world "
                                        "(see --work-dir, --clients, --trials, --epochs, --quick).")
     p.add_argument("--data-dir", type=Path, help="data directory in the organisers' layout (split already run "
                                                   "unless --final); omit for the embedded default run")

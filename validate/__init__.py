@@ -1,1 +1,1 @@
-"""validate: see design.md."""
+"""validate: see docs/design.md."""

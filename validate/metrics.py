@@ -1,4 +1,4 @@
-"""The organisers' metrics (challenge.md section 5), vectorised with numpy.
+"""The organisers' metrics (docs/challenge.md section 5), vectorised with numpy.
 
 Conventions: ``logits`` are raw model outputs, float ``(n,)`` or ``(n, k)``; labels ``y`` are 0/1 of the same
 shape. The organisers feed logits to torchmetrics, which turns a validation batch into probabilities with a float32

@@ -1,4 +1,4 @@
-"""The organisers' downstream network and training loop (challenge.md section 5), without PyTorch Lightning.
+"""The organisers' downstream network and training loop (docs/challenge.md section 5), without PyTorch Lightning.
 
 Net: Linear(D, thin) -> LayerNorm -> 3 x [x + Linear(wide, thin)(GELU(Linear(thin, wide)(LayerNorm(x))))] ->
 LayerNorm -> Linear(thin, outputs), thin = 2048, wide = 4096. Modules are created in the organisers' order right

@@ -1,4 +1,4 @@
-"""submit.check: each rule of challenge.md section 6 has a failing case with its own message."""
+"""submit.check: each rule of docs/challenge.md section 6 has a failing case with its own message."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Score embedding blocks on the six tasks, as the organisers would (MLP replica) or fast (LightGBM proxy).
 
-``python -m validate.probe --data-dir D --embeddings-dir E1 [E2 ...] [--tasks ...] [--probe mlp|lgbm]
+``python -m validate.probe --data-dir D --embeddings-dir E1 [E2 ...] [--tasks ...] [--probe auto|lgbm|mlp]
 [--seed S] [--out report.json]``
 
 Several ``--embeddings-dir`` are concatenated column-wise (rows aligned by client id; a client missing from a block

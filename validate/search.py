@@ -1,6 +1,6 @@
 """Search the ensemble automatically: an Optuna study over which blocks to use, their weights and dimensions.
 
-``python -m validate.search --data-dir D --embeddings-root R --trials N [--timeout S] [--probe lgbm|mlp]
+``python -m validate.search --data-dir D --embeddings-root R --trials N [--timeout S] [--probe auto|lgbm|mlp]
 [--seed S] [--resume] --out spec.json``
 
 - R holds block folders, one per subfolder (``embeddings.npy`` + ``client_ids.npy`` + ``meta.json``).

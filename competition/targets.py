@@ -40,10 +40,17 @@ def read_window(data_dir: str | Path, which: str) -> pl.DataFrame:
     path = paths.train_target if which == "train" else paths.validation_target
     if not path.is_file():
         raise DataError(path, "file is missing; run `python -m competition.split --data-dir DATA_DIR` first")
-    frame = pl.read_parquet(path)
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # not parquet, truncated...
+        raise DataError(path, f"cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in (CLIENT_ID, SKU, CATEGORY, PRICE) if c not in frame.columns]
     if missing:
         raise DataError(path, f"column(s) missing; found {frame.columns}", missing[0])
+    wrong = [c for c in (CLIENT_ID, SKU, CATEGORY, PRICE)
+             if not (frame[c].dtype.is_integer() or frame[c].dtype == pl.Null)]
+    if wrong:
+        raise DataError(path, f"expected an integer dtype, found {frame[wrong[0]].dtype}", wrong[0])
     return frame.select(pl.col(c).cast(pl.Int64) for c in (CLIENT_ID, SKU, CATEGORY, PRICE))
 
 

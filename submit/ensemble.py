@@ -214,12 +214,13 @@ def block_width(b: BlockSpec, source: str = "ensemble spec") -> int:
 
 
 def block_meta(b: BlockSpec) -> dict[str, Any]:
-    """The block folder's meta.json ({} when absent or unreadable)."""
+    """The block folder's meta.json ({} when absent, unreadable or not a JSON object)."""
     p = b.path / BLOCK_META_FILE
     try:
-        return json.loads(p.read_text()) if p.is_file() else {}
-    except (OSError, json.JSONDecodeError):
+        meta = json.loads(p.read_text()) if p.is_file() else {}
+    except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,10 +342,11 @@ def build_ensemble(spec: EnsembleSpec | Mapping | str | Path, client_ids: np.nda
         raise AssertionError(f"assembled {X.shape[1]} columns, expected {start}")
     problems = [p for b in active for p in float16_problems(X[:, slice(*columns[b.name])], b.name)]
     if problems:
-        raise Float16Error(f"{spec.source}: the ensemble does not fit float16:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise Float16Error(f"{spec.source}: the ensemble does not fit float16: " + "; ".join(problems))
     return Ensemble(client_ids, X.astype(np.float16), columns, [b.name for b in spec.blocks if b.weight == 0],
                     coverage, notices)
 
 
-__all__ = ["SpecError", "Float16Error", "CoverageError", "coverage_line", "BlockSpec", "EnsembleSpec", "Ensemble", "build_ensemble",
+__all__ = ["SpecError", "Float16Error", "CoverageError", "coverage_line", "BlockSpec", "EnsembleSpec", "Ensemble",
+           "build_ensemble",
            "float16_problems", "resolve_path", "block_width", "block_meta", "FLOAT16_MAX"]

@@ -96,7 +96,8 @@ def pack(data_dir: str | Path, spec: str | Path | EnsembleSpec, out: str | Path,
     seconds = time.perf_counter() - t0
     write_json({"data_dir": str(data_dir), "layout": layout, "final": final, "seed": seed,
                 "n_clients": int(len(ens.client_ids)), "dim": ens.dim, "columns": ens.columns,
-                "dropped": ens.dropped, "coverage": ens.coverage, "notices": ens.notices, "spec": spec.to_dict(), "spec_source": spec.source,
+                "dropped": ens.dropped, "coverage": ens.coverage, "notices": ens.notices,
+                "spec": spec.to_dict(), "spec_source": spec.source,
                 "seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, out / PACK_REPORT)
     log(f"packed {len(ens.client_ids):,} clients x {ens.dim} columns ({', '.join(f'{k} {b - a}' for k, (a, b) in ens.columns.items())}) "

@@ -190,7 +190,8 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
 
     labels: precomputed :class:`TaskLabels` for exactly these ``client_ids`` (saves re-reading the windows).
     Returns ``{"probe", "replica", "seed", "n_clients", "dim", "over_limit", "tasks": {task: figures}, "sum",
-    "mean", "seconds"}`` (over_limit: wider than a submission may be); figures hold "score", its parts, "n_clients", "seconds" (and per-epoch figures for the MLP).
+    "mean", "seconds"}`` (over_limit: wider than a submission may be); figures hold "score", its parts,
+    "n_clients", "seconds" (and per-epoch figures for the MLP).
     """
     t0 = time.perf_counter()
     tasks = list(tasks)
@@ -220,7 +221,8 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
     total = float(sum(r["score"] for r in results.values()))
     replica = probe == "mlp" and runner.is_replica
     return {"probe": probe, "replica": bool(replica), "seed": seed, "n_clients": int(len(client_ids)),
-            "dim": int(X.shape[1]), "over_limit": bool(X.shape[1] > MAX_EMBEDDING_COLUMNS), "tasks": results, "sum": total, "mean": total / len(tasks),
+            "dim": int(X.shape[1]), "over_limit": bool(X.shape[1] > MAX_EMBEDDING_COLUMNS), "tasks": results,
+            "sum": total, "mean": total / len(tasks),
             "seconds": time.perf_counter() - t0}
 
 

@@ -48,6 +48,7 @@ computed per chunk of ``chunk_events`` events with a sparse (client x item) weig
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -59,10 +60,14 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from competition.io import remove_leftovers
 from competition.load import DataError, codes_to_numpy
 from competition.schema import (ADD_TO_CART, CATEGORY, EVENT_CODE, NAME, PAGE_VISIT, PRODUCT_BUY, SKU, SKU_EVENTS,
                                 URL, DataPaths)
 from embedders.base import Block, Embedder
+
+#: The corpus folders :meth:`Item2Vec.fit` makes in ``work_dir`` (``item2vec-<pid>-<random>``).
+CORPUS_PATTERN = r"item2vec-(?P<pid>\d+)-[A-Za-z0-9_]+"
 
 #: Token kinds, in the order their sentences are written for a client.
 KINDS: tuple[str, ...] = (SKU, CATEGORY, URL)
@@ -319,7 +324,9 @@ class Item2Vec(Embedder):
         """Write the corpus, train word2vec, build item tables (with the content fallback) and the projection."""
         stats: dict[str, Any] = {}
         t = time.perf_counter()
-        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="item2vec-") as tmp:
+        if self.work_dir is not None:  # corpora of killed runs (ours only, of processes no longer running)
+            remove_leftovers(self.work_dir, CORPUS_PATTERN)
+        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix=f"item2vec-{os.getpid()}-") as tmp:
             corpus = write_corpus(events, Path(tmp) / "corpus.txt", self.sequences, self.max_len, self.url_rate,
                                   self.seed, self.chunk_events, self.progress)
             stats.update(corpus_tokens=corpus.n_tokens, corpus_sentences=corpus.n_sentences,

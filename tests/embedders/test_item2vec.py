@@ -3,6 +3,7 @@ projection of out-of-vocabulary skus, recency-weighted means, the CLI and its er
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -257,3 +258,19 @@ def test_cli_help_and_bad_flags(split_world, tmp_path, capsys):
     assert exc.value.code == 2 and "sequences must be" in capsys.readouterr().err
     rc = main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "e"), "--no-progress"])
     assert rc == 2 and "missing" in capsys.readouterr().err
+
+
+def test_corpora_of_killed_runs_are_removed_from_the_work_dir(events, tmp_path, capsys):
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = tmp_path / f"item2vec-{proc.pid}-abc_1234"  # what a killed fit leaves (TemporaryDirectory never ran)
+    dead.mkdir()
+    (dead / "corpus.txt").write_text("1 2 3\n")
+    live = tmp_path / f"item2vec-{os.getpid()}-xyz_9876"  # a fit still running (here: this process)
+    live.mkdir()
+    (tmp_path / "item2vec-notes").mkdir()  # not one of ours
+    Item2Vec(work_dir=str(tmp_path), **FAST).fit(events)
+    assert "removed 1 leftover temporary" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["item2vec-notes", live.name])

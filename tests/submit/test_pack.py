@@ -271,3 +271,15 @@ def test_a_relative_spec_path_never_falls_back_to_the_working_folder(split_world
     assert sorted(p.name for p in (other / "blocks" / "stats").iterdir()) == [CLIENT_IDS_FILE, EMBEDDINGS_FILE,
                                                                               "keep.txt"]
     assert (other / "blocks" / "stats" / EMBEDDINGS_FILE).read_bytes() == b"not ours"
+
+
+def test_a_killed_packs_temporary_submission_is_removed(split_world, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    stray = out / ".embeddings.tmp-1a2b3c4d.npy"  # a killed write of embeddings.npy (at 1M x 2048: ~4 GB)
+    stray.write_bytes(b"\x93NUMPY half")
+    (out / ".notes").write_text("the user's")
+    pack(split_world, _spec(tmp_path, tmp_path / "blocks"), out, progress=False, log=lambda m: None)
+    err = capsys.readouterr().err
+    assert f"removed 1 leftover temporary of an interrupted run in {out}: {stray.name}" in err
+    assert sorted(p.name for p in out.iterdir()) == [".notes", CLIENT_IDS_FILE, EMBEDDINGS_FILE, "pack.json"]

@@ -54,7 +54,7 @@ def throughput(args) -> dict:
     out = {"machine": _machine(), "data_dir": str(args.data_dir), "batches": args.batches, "variants": {}}
     for variant in args.variants:
         emb = GruAE(variant=variant, epochs=1, holdout=0.0, max_batches=args.batches, device=args.device,
-                    work_dir=args.work / variant, progress=False, seed=args.seed)
+                    work_dir=args.work / variant, progress=False, seed=args.seed, threads=args.threads)
         t0 = time.perf_counter()
         emb.fit(events)
         total = time.perf_counter() - t0
@@ -118,7 +118,8 @@ def sku_init(args) -> dict:
         emb = GruAE(variant=args.variant, dim=args.dim, field_dim=args.field_dim, layers=args.layers,
                     epochs=args.epochs, seed=args.seed, sku_init=mode, delta_max=delta_max or 0.5,
                     sku_cap=args.sku_cap, holdout=args.holdout, batch_size=args.batch_size, device=args.device,
-                    progress=False,                    work_dir=args.work / f"sku_{mode}_{delta_max}").fit(events)
+                    progress=False, threads=args.threads,
+                    work_dir=args.work / f"sku_{mode}_{delta_max}").fit(events)
         acc = sku_accuracy_by_frequency(emb, events, emb.holdout_rows_)
         block = emb.transform(events, relevant)
         block.meta["name"] = label

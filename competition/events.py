@@ -209,6 +209,43 @@ class EventTable:
         """Row into :attr:`client_ids` of every event, int64 ``(n_events,)``."""
         return np.repeat(np.arange(self.n_clients, dtype=np.int64), self.lengths)
 
+    def before(self, t: int, chunk_events: int = 20_000_000) -> "EventTable":
+        """The table as it stood at time ``t`` (seconds): only events with timestamp < ``t``, ``cut_time = t``.
+
+        In memory, built chunk by chunk (each client's events are time-sorted, so what is kept of a client is a
+        prefix). Clients left without events are dropped, as a table built from those events would have them;
+        ``query_codes`` is shared (query rows keep their meaning). ``t`` must not be after :attr:`cut_time`.
+        """
+        t = int(t)
+        if t > self.cut_time:
+            raise ValueError(f"before({t}): the table ends at {self.cut_time}; it cannot be cut later")
+        n = self.n_events
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in EVENT_ARRAYS}
+        cidx_parts = []
+        offsets = np.asarray(self.offsets)
+        for lo in range(0, n, max(int(chunk_events), 1)):
+            hi = min(lo + chunk_events, n)
+            keep = np.asarray(self.timestamp[lo:hi]) < t
+            # client row of each kept event: the offsets are sorted, so a search gives it without a full index
+            rows = np.searchsorted(offsets, lo + np.flatnonzero(keep), side="right") - 1
+            cidx_parts.append(rows)
+            for name in EVENT_ARRAYS:
+                parts[name].append(np.asarray(getattr(self, name)[lo:hi])[keep])
+        rows = np.concatenate(cidx_parts) if cidx_parts else np.zeros(0, np.int64)
+        kept = np.bincount(rows, minlength=self.n_clients).astype(np.int64)
+        has = kept > 0
+        arrays = {name: (np.concatenate(p) if p else np.zeros(0, dtype=dt))
+                  for (name, dt), p in zip(EVENT_ARRAYS.items(), parts.values())}
+        ts = arrays[TIMESTAMP]
+        meta = {**self.meta, "cut_time": t, "n_events": int(len(ts)), "n_clients": int(has.sum()),
+                "cut_from": self.fingerprint}
+        return EventTable(client_ids=np.asarray(self.client_ids)[has],
+                          offsets=np.concatenate([[0], np.cumsum(kept[has])]).astype(np.int64), **arrays,
+                          query_codes=self.query_codes,
+                          start_time=int(ts.min()) if len(ts) else t, cut_time=t,
+                          fingerprint=f"{self.fingerprint}<{t}", layout=self.layout, data_dir=self.data_dir,
+                          meta=meta, _products=self._products)
+
     def last_events(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Event positions of the last ``n`` events of each client row (``-1`` rows have none).
 

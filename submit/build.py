@@ -10,13 +10,10 @@ such as ``progress`` aside). A stale or missing block is rebuilt with its spec e
 An embedder that keeps checkpoints (``resumable``, e.g. gru_ae) continues an interrupted build of the same block
 from ``<path>.work/last.pt`` when that is a checkpoint of the same run (not with ``rebuild``).
 
-Embedders are found by name: module ``embedders.<name>`` holds one :class:`embedders.base.Embedder` subclass whose
-``name`` is ``<name>`` (see :data:`EMBEDDERS`).
+Embedders are found by name through :mod:`embedders.registry` (ours by short name, a user's by ``module:Class``).
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import time
 import warnings
@@ -25,53 +22,32 @@ from pathlib import Path
 from typing import Any
 
 from competition.events import block_fingerprint
+from embedders import registry
 from embedders.base import Embedder, _json_default, write_block
 from embedders.cli import embed
 from submit.ensemble import BlockSpec, EnsembleSpec, SpecError, block_meta
 
-#: Embedders pack can build, by name (module ``embedders.<name>``).
-EMBEDDERS: tuple[str, ...] = ("stats", "tfidf_svd", "item2vec", "gru_ae")
+#: Our embedders, by name (see :mod:`embedders.registry`; a dotted ``module:Class`` path names a user's own).
+EMBEDDERS: tuple[str, ...] = tuple(registry.BUILTIN)
 #: Parameters that do not change a block's values: ignored when deciding whether a block is stale.
 RUNTIME_PARAMS = frozenset({"seed", "progress", "work_dir", "device", "resume", "infer_batch"})
 
 
 def embedder_class(name: str, where: str = "ensemble spec") -> type[Embedder]:
-    """The Embedder subclass called ``name``. Raises :class:`SpecError` for an unknown or absent embedder."""
-    if name not in EMBEDDERS:
-        raise SpecError(f"{where}: unknown embedder {name!r}; expected one of {list(EMBEDDERS)}")
+    """:func:`embedders.registry.embedder_class`, raising :class:`SpecError`."""
     try:
-        module = importlib.import_module(f"embedders.{name}")
-    except ImportError as exc:
-        raise SpecError(f"{where}: embedder {name!r} cannot be imported ({exc})") from exc
-    for obj in vars(module).values():
-        if inspect.isclass(obj) and issubclass(obj, Embedder) and obj is not Embedder and obj.name == name:
-            return obj
-    raise SpecError(f"{where}: module embedders.{name} defines no Embedder subclass named {name!r}")
-
-
-def _ctor_names(cls: type) -> set[str]:
-    return {p for p in inspect.signature(cls.__init__).parameters if p != "self"}
+        return registry.embedder_class(name, where)
+    except registry.RegistryError as exc:
+        raise SpecError(str(exc)) from exc
 
 
 def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool = True,
                   where: str = "ensemble spec", work_dir: str | Path | None = None) -> Embedder:
-    """``embedders.<name>`` configured with ``params`` (constructor kwargs); ``seed`` unless params set one;
-    ``progress`` and ``work_dir`` (checkpoints, corpora) where the embedder takes them and params do not set them."""
-    cls = embedder_class(name, where)
-    accepted = _ctor_names(cls)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise SpecError(f"{where}: embedder {name!r} has no parameter(s) {unknown}; it takes {sorted(accepted)}")
-    kwargs = {"seed": seed, **params}
-    if "progress" in accepted and "progress" not in params:
-        kwargs["progress"] = progress
-    if work_dir is not None and "work_dir" in accepted and params.get("work_dir") is None:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-        kwargs["work_dir"] = str(work_dir)
+    """:func:`embedders.registry.make_embedder`, raising :class:`SpecError`."""
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{where}: embedder {name!r} rejects its params {params}: {exc}") from exc
+        return registry.make_embedder(name, params, seed, progress, where, work_dir)
+    except registry.RegistryError as exc:
+        raise SpecError(str(exc)) from exc
 
 
 def _norm(value: Any) -> Any:
@@ -85,11 +61,11 @@ def recipe(b: BlockSpec, meta: dict[str, Any], where: str, why: str = "must be (
     if b.embedder is not None:
         return b.embedder, dict(b.params)
     name = meta.get("embedder")
-    if name not in EMBEDDERS:
+    if not isinstance(name, str) or (name not in EMBEDDERS and ":" not in name):
         raise SpecError(f"{where}: block {b.name!r} is {why} and cannot be built: the spec gives no 'embedder' and "
                         f"no meta.json names one we know ({name!r}); add \"embedder\" (one of {list(EMBEDDERS)}) "
                         f"and \"params\" to the entry, or point 'path' at an existing block")
-    accepted = _ctor_names(embedder_class(name, where))
+    accepted = registry.constructor_params(embedder_class(name, where))
     recorded = meta.get("params") or {}
     params = {k: v for k, v in recorded.items() if k in accepted and k not in RUNTIME_PARAMS}
     lost = sorted(k for k in recorded if k not in accepted)

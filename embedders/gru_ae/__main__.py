@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
 
-from competition.events import EventTable
 from competition.load import DataError
-from embedders.base import BlockError, write_block
-from embedders.cli import base_parser, embed
+from embedders.base import BlockError
+from embedders.cli import base_parser
 from embedders.gru_ae.model import PRESETS
 from embedders.gru_ae.sku_table import SKU_INITS
 from embedders.threads import DEFAULT_THREADS
-from embedders.gru_ae.train import TRAIN_ON, GruAE, resolve_device
+from embedders.distributed import embed_distributed, resolve_device
+from embedders.gru_ae.train import TRAIN_ON, GruAE
 
 PROG = "python -m embedders.gru_ae"
 DESCRIPTION = """GRU sequence autoencoder. Each client's last 126 events (start/end wrapped) become token
@@ -89,21 +86,6 @@ def make(args: argparse.Namespace) -> GruAE:
                  threads=args.threads)  # the embedder applies it (embedders.threads), as under submit.pack
 
 
-def _init_distributed(device: str, threads: int) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if world <= 1:
-        return 0, 1
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if dev.type == "cpu" and threads <= 0:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    return dist.get_rank(), world
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -116,22 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be >= 0, got {args.threads}")
     if not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir}: not a directory")
-    rank, world = _init_distributed(args.device, args.threads)
     try:
-        if world > 1:  # one rank builds the cached event table, the others open it
-            if rank == 0:
-                EventTable.build(args.data_dir, args.layout, progress=not args.no_progress)
-            dist.barrier()
-            embedder.progress = embedder.progress and rank == 0
-        block = embed(embedder, args.data_dir, args.layout, progress=not args.no_progress and rank == 0)
-        if rank == 0:
-            write_block(block, args.out, dtype=args.dtype)
+        rank, block = embed_distributed(embedder, args)
     except (DataError, BlockError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
     if rank == 0:
         m = block.meta
         print(f"gru_ae[{args.variant}]: {block.vectors.shape[0]:,} clients x {block.dim} -> {args.out}  "

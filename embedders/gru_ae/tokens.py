@@ -15,6 +15,9 @@ Fields:
   capped table; the rest is ``other``);
 - ``url``: 5 + rank among the ``vocab_cap`` most frequent training urls (sorted by id), rest ``other``;
 - ``day`` / ``week``: 5 + calendar days / ISO (Monday-based) weeks since those of ``events.start_time`` (UTC);
+- ``age``: 5 + how long before ``events.cut_time`` the event happened: whole days 0..13, then weeks (2..21), the
+  rest in the last bucket. Unlike ``day``/``week`` it is relative to the table's end, so the same history cut at
+  another time (:meth:`competition.events.EventTable.before`) gives the same tokens;
 - ``query``: not a token but the event's row in ``events.query_codes`` (int32, -1 = none); the model embeds the
   16 codes.
 """
@@ -32,9 +35,17 @@ N_RESERVED = 5
 MAX_EVENTS = 126
 SEQ_LEN = MAX_EVENTS + 2
 SECONDS_PER_DAY = 86_400
-DAY, WEEK, EVENT_TYPE = "day", "week", "event_type"
+DAY, WEEK, AGE, EVENT_TYPE = "day", "week", "age", "event_type"
 #: Every token field (``query`` is handled apart: it is a row into ``events.query_codes``).
-TOKEN_FIELDS: tuple[str, ...] = (EVENT_TYPE, CATEGORY, PRICE, SKU, URL, DAY, WEEK)
+TOKEN_FIELDS: tuple[str, ...] = (EVENT_TYPE, CATEGORY, PRICE, SKU, URL, DAY, WEEK, AGE)
+AGE_DAYS, AGE_WEEKS = 14, 20  # age buckets: one per day below AGE_DAYS, then one per week, AGE_WEEKS of them
+N_AGE_BUCKETS = AGE_DAYS + AGE_WEEKS + 1
+
+
+def age_bucket(days_before: np.ndarray) -> np.ndarray:
+    """Age bucket (0 .. N_AGE_BUCKETS - 1) of whole days before the cut (int64, >= 0)."""
+    d = np.maximum(np.asarray(days_before, dtype=np.int64), 0)
+    return np.where(d < AGE_DAYS, d, AGE_DAYS + np.minimum((d - AGE_DAYS) // 7, AGE_WEEKS))
 #: Raw sku ids per position (int64, -1 none): not a model input, used to score reconstruction by sku identity.
 SKU_ID = "sku_id"
 SKU_MODES = ("catalogue", "id")
@@ -92,7 +103,7 @@ class Vocab:
         self.sizes = {
             EVENT_TYPE: N_RESERVED + len(EVENT_TYPES), CATEGORY: N_RESERVED + len(self.categories),
             PRICE: N_RESERVED + N_PRICE_BUCKETS, SKU: N_RESERVED + len(self.skus), URL: N_RESERVED + len(self.urls),
-            DAY: N_RESERVED + self.n_days, WEEK: N_RESERVED + self.n_weeks,
+            DAY: N_RESERVED + self.n_days, WEEK: N_RESERVED + self.n_weeks, AGE: N_RESERVED + N_AGE_BUCKETS,
         }
 
     @classmethod
@@ -134,6 +145,9 @@ class Vocab:
         """Tokens (int64) of field ``name`` for the events at ``pos``."""
         if name == EVENT_TYPE:
             return N_RESERVED + np.asarray(events.event_type[pos]).astype(np.int64)
+        if name == AGE:
+            days = (int(events.cut_time) - 1 - np.asarray(events.timestamp[pos])) // SECONDS_PER_DAY
+            return N_RESERVED + age_bucket(days)
         if name in (DAY, WEEK):
             ts = np.asarray(events.timestamp[pos])
             if name == DAY:
@@ -211,4 +225,4 @@ def tokenize(events, vocab: Vocab, rows: np.ndarray, with_sku_ids: bool = False)
 
 
 __all__ = ["PAD", "START", "END", "MISSING", "OTHER", "N_RESERVED", "MAX_EVENTS", "SEQ_LEN", "TOKEN_FIELDS",
-           "DAY", "WEEK", "EVENT_TYPE", "SKU_ID", "Vocab", "Tokens", "tokenize"]
+           "DAY", "WEEK", "AGE", "EVENT_TYPE", "age_bucket", "SKU_ID", "Vocab", "Tokens", "tokenize"]

@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from competition.events import block_fingerprint
-from competition.io import atomic_path
 from competition.load import read_relevant_clients
 from competition.schema import SKU
 from embedders.base import Block, Embedder
 from embedders.threads import DEFAULT_THREADS, resolve_threads, torch_threads
+from embedders.checkpoints import resume_checkpoint, save_atomic
+from embedders.distributed import all_reduce_sum, dist_info, resolve_device, shard, wrap_ddp
 from embedders.gru_ae.model import PRESETS, GruAutoencoder, ModelConfig, batch_tensors
 from embedders.gru_ae.sku_table import SKU_INITS, SkuTable
 from embedders.gru_ae.tokens import Tokens, Vocab, tokenize
@@ -46,26 +45,6 @@ from embedders.gru_ae.tokens import Tokens, Vocab, tokenize
 TRAIN_ON = ("relevant", "all")
 #: Parameters that may differ between a run and its resumption.
 _NOT_IN_KEY = {"epochs", "resume", "progress", "device", "work_dir", "max_batches", "infer_batch"}
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when present (this rank's GPU under torchrun), else cpu."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked for but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if device != "cpu":
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    return torch.device("cpu")
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _seed_of(*key: int) -> int:
@@ -79,15 +58,6 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def shard(batches: list, rank: int, world: int) -> list:
-    """Deterministic share of ``batches`` for ``rank``: every world-th batch, the list wrapped so all ranks get the
-    same count."""
-    if world == 1 or not batches:
-        return batches
-    per = -(-len(batches) // world)
-    return [batches[i % len(batches)] for i in range(rank, per * world, world)]
-
-
 def state_hash(module: torch.nn.Module) -> str:
     """sha256 of a module's state (sorted keys, raw bytes)."""
     h = hashlib.sha256()
@@ -95,18 +65,6 @@ def state_hash(module: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _key_diff(old: dict, new: dict) -> str:
-    """'name: checkpoint -> now' for every differing entry of two run keys."""
-    flat = lambda k: {**k.get("params", {}), **{x: v for x, v in k.items() if x != "params"}}  # noqa: E731
-    a, b = flat(old), flat(new)
-    return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-
-
-def save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 class GruAE(Embedder):
@@ -250,20 +208,14 @@ class GruAE(Embedder):
         key = self._run_key(events, world)
         start_epoch, best, best_epoch, history = 0, math.inf, -1, []
         last = work / "last.pt"
-        ck = self._checkpoint(last, key, device, rank) if self.resume and last.is_file() else None
+        ck = resume_checkpoint(last, key, device, self.resume, self.epochs, lambda m: self._log(rank, m))
         if ck is not None:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             start_epoch, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
             torch.set_rng_state(ck["rng"]["torch"])
-            self._log(rank, f"resumed from {last} after epoch {start_epoch}")
-        elif self.resume and not last.is_file():
-            self._log(rank, f"--resume: no checkpoint in {work}; starting from scratch")
 
-        net = model
-        if world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        net = wrap_ddp(model, device)
         qcodes = events.query_codes if self.query else None
         for epoch in range(start_epoch, self.epochs):
             t0 = time.perf_counter()
@@ -294,10 +246,8 @@ class GruAE(Embedder):
             bar.close()
             train_loss = tot_loss / max(len(batches), 1)
             train_seconds = time.perf_counter() - t0
-            if world > 1:  # events trained by all ranks
-                total = torch.tensor([n_events], dtype=torch.float64, device=device)  # nccl reduces on the GPU
-                dist.all_reduce(total)
-                n_events = int(total.item()) // world  # per-rank mean; figures below multiply by world
+            if world > 1:  # events trained by all ranks; per-rank mean, figures below multiply by world
+                n_events = int(all_reduce_sum(torch.tensor([n_events], dtype=torch.float64), device).item()) // world
             val_loss = self._heldout_loss(model, val_tok, qcodes, device, rank, world) if len(val_tok) else train_loss
             seconds = time.perf_counter() - t0
             improved = val_loss < best
@@ -323,23 +273,6 @@ class GruAE(Embedder):
         self.model_, self.device_, self.history_ = model.eval(), device, history
         self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
         return self
-
-    def _checkpoint(self, last: Path, key: dict, device, rank: int) -> dict | None:
-        """``last.pt`` when it continues this run; otherwise an error (``resume=True``) or, with ``"auto"``, None
-        and one line saying why training starts from scratch."""
-        try:
-            ck = torch.load(last, map_location=device, weights_only=False)
-            why = None if ck["key"] == key else f"checkpoint of another run ({_key_diff(ck['key'], key)})"
-            if why is None and ck["epoch"] > self.epochs:
-                why = f"checkpoint after epoch {ck['epoch']}, past the {self.epochs} asked for"
-        except Exception as exc:  # a truncated or foreign file
-            ck, why = None, f"unreadable checkpoint ({type(exc).__name__}: {exc})"
-        if why is None:
-            return ck
-        if self.resume != "auto":
-            raise ValueError(f"{last}: {why}; use the same flags and input, another --work-dir, or drop --resume")
-        self._log(rank, f"{last}: {why}; training from scratch")
-        return None
 
     def _work_dir(self) -> Path:
         if self.work_dir is None:
@@ -370,10 +303,7 @@ class GruAE(Embedder):
                 s, n = parts[f]
                 sums[2 * j] += float(s)
                 sums[2 * j + 1] += n
-        if world > 1:
-            sums = sums.to(device)  # nccl reduces on the GPU
-            dist.all_reduce(sums)
-            sums = sums.cpu()
+        sums = all_reduce_sum(sums, device)
         return float(sum(sums[2 * j] / max(sums[2 * j + 1], 1) for j in range(len(names))))
 
     # -- inference --------------------------------------------------------------------------------------------------

@@ -1,0 +1,432 @@
+"""Training and inference of the multitask network: the :class:`MultiTaskEmbedder`.
+
+- Windows: :func:`embedders.multitask.windows.anchor_times` cuts ``windows`` anchors back from the event table's
+  end; each anchor's features come from :meth:`competition.events.EventTable.before` (events before it only) and
+  its labels from the 14 days after it. ``target/`` is never read, nor any event at or after the table's end.
+- Clients: the relevant clients with events (``input/relevant_clients.npy``; every client of the table when the
+  table has no data directory), optionally a seeded sample of ``max_train_clients``. A seeded ``holdout`` share of
+  them is kept apart, in every window, to pick the best epoch by held-out loss (the weighted sum of the six
+  tasks' mean binary cross-entropies).
+- Batches hold one window each (its target entries are the heads' outputs); every window's clients are shuffled
+  and cut into batches, and the batch order is shuffled, from a generator seeded by ``(seed, epoch)``.
+- Checkpoints in ``work_dir``: ``last.pt`` after every epoch, ``best.pt`` when the held-out loss improves;
+  ``resume=True`` continues from ``last.pt`` (a checkpoint of other params or input is refused). Inputs are
+  rebuilt on resume (deterministic), the weights and optimiser state are restored.
+- Data parallel under ``torchrun`` through :mod:`embedders.distributed`: each rank trains its shard of the batch
+  list; rank 0 writes checkpoints and embeds.
+- The block: the bottleneck of every requested client, from its whole history up to the table's end.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from competition.events import block_fingerprint
+from competition.load import read_relevant_clients
+from competition.schema import (CHURN, CONVERSION, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE,
+                                PROPENSITY_SKU, SKU, TARGET_WINDOW_DAYS, TASKS)
+from embedders.base import Block, Embedder
+from embedders.distributed import deterministic_algorithms, dist_info, resolve_device, shard, wrap_ddp
+from embedders.gru_ae.model import batch_tensors
+from embedders.gru_ae.sku_table import SkuTable
+from embedders.gru_ae.tokens import Vocab, tokenize
+from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic
+from embedders.gru_ae.train import _seed_of, length_batches
+from embedders.threads import resolve_threads, torch_threads
+from embedders.multitask.inputs import BlockInputs, parse_input
+from embedders.multitask.model import INPUTS, Catalogue, MultiTaskNet, NetConfig, task_losses
+from embedders.multitask.windows import WindowLabels, anchor_times, window_labels
+
+DEFAULT_INPUTS: tuple[str, ...] = ("stats", "tfidf_svd")
+DEFAULT_FIELDS: tuple[str, ...] = ("event_type", "category", "price", "sku", "age")
+#: Parameters that may differ between a run and its resumption (and do not change the block).
+RUNTIME_PARAMS = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch"})
+_SHORT = {CHURN: "churn", CONVERSION: "conv", PROPENSITY_CATEGORY: "cat", PROPENSITY_SKU: "sku",
+          PROPENSITY_NEW_SKU: "new", PROPENSITY_PRICE: "price"}
+
+
+def parse_loss_weights(weights: str | dict[str, float] | None) -> dict[str, float]:
+    """Per-task loss weights (default 1 each) from ``{"task": w}`` or ``"task=w,task=w"``."""
+    if weights is None or weights == "":
+        given: dict[str, Any] = {}
+    elif isinstance(weights, str):
+        given = {}
+        for item in filter(None, (w.strip() for w in weights.split(","))):
+            task, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"loss weight {item!r} is not task=weight")
+            given[task.strip()] = value
+    else:
+        given = dict(weights)
+    unknown = sorted(set(given) - set(TASKS))
+    if unknown:
+        raise ValueError(f"loss weights for unknown task(s) {unknown}; tasks are {list(TASKS)}")
+    try:
+        out = {t: float(given.get(t, 1.0)) for t in TASKS}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"loss weights must be numbers: {given}") from exc
+    if any(w < 0 or not math.isfinite(w) for w in out.values()) or not any(out.values()):
+        raise ValueError(f"loss weights must be finite, >= 0 and not all 0: {out}")
+    return out
+
+
+class MultiTaskEmbedder(Embedder):
+    """Supervised multi-task embedder trained on shifted windows; the block is the network's bottleneck.
+
+    input: "blocks" (stacking over ``inputs``, see :mod:`embedders.multitask.inputs`) or "sequence" (a GRU over
+    the last 126 events' ``fields``). dim: bottleneck width (the block's). windows / horizon_days / stride_days:
+    the training anchors. thin / wide / residual_blocks: the trunk (the organisers' MLP is 2048 / 4096 / 3, a GPU
+    size). item_dim: width of the item vectors of the category / sku / new-sku heads. dropout: in the trunk.
+    loss_weights: per task
+    (``"task=w,..."`` or a dict; default 1). holdout: share of training clients kept apart to choose the epoch.
+    max_train_clients: a seeded sample of the training clients (None = all). field_dim / gru_hidden / gru_layers /
+    delta_max: the sequence encoder (sku rows from name codes with a bounded delta, as gru_ae's ``content``).
+    threads: CPU threads of fit and transform (:mod:`embedders.threads`; 0 = torch's default). resume: False, True
+    or "auto" (:mod:`embedders.checkpoints`).
+
+    Fitted attributes: ``anchors_`` (s, latest first), ``catalogue_``, ``model_``, ``inputs_`` (blocks) or
+    ``vocab_`` (sequence), ``normaliser_`` (blocks), ``history_``, ``best_epoch_``, ``n_train_``, ``n_holdout_``.
+    """
+
+    name = "multitask"
+    #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).
+    resumable = True
+
+    def __init__(self, dim: int = 256, seed: int = 0, input: str = "blocks",
+                 inputs: tuple[str, ...] | list | str = DEFAULT_INPUTS, windows: int = 4,
+                 horizon_days: int = TARGET_WINDOW_DAYS, stride_days: int = TARGET_WINDOW_DAYS, epochs: int = 8,
+                 batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.01, thin: int = 512,
+                 wide: int = 1024, residual_blocks: int = 2, item_dim: int = 64, dropout: float = 0.2,
+                 loss_weights: str | dict | None = None, holdout: float = 0.1, max_train_clients: int | None = None,
+                 fields: tuple[str, ...] | str = DEFAULT_FIELDS, field_dim: int = 32, gru_hidden: int = 128,
+                 gru_layers: int = 1, delta_max: float = 0.5, device: str = "auto", threads: int = 2,
+                 work_dir: str | None = None, resume: bool | str = False, progress: bool = True,
+                 infer_batch: int = 2048):
+        self.dim = dim
+        self.seed = seed
+        self.input = input
+        self.inputs = inputs
+        self.windows = windows
+        self.horizon_days = horizon_days
+        self.stride_days = stride_days
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.thin = thin
+        self.wide = wide
+        self.residual_blocks = residual_blocks
+        self.item_dim = item_dim
+        self.dropout = dropout
+        self.loss_weights = loss_weights
+        self.holdout = holdout
+        self.max_train_clients = max_train_clients
+        self.fields = fields
+        self.field_dim = field_dim
+        self.gru_hidden = gru_hidden
+        self.gru_layers = gru_layers
+        self.delta_max = delta_max
+        self.device = device
+        self.threads = threads
+        self.work_dir = work_dir
+        self.resume = resume
+        self.progress = progress
+        self.infer_batch = infer_batch
+
+    # -- validation -------------------------------------------------------------------------------------------------
+    def input_specs(self):
+        items = self.inputs.split() if isinstance(self.inputs, str) else list(self.inputs)
+        return [parse_input(x) for x in items]
+
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.strip() for f in self.fields.split(",")) if isinstance(self.fields, str) else tuple(self.fields)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad parameter."""
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
+        positive = {"dim": self.dim, "windows": self.windows, "horizon_days": self.horizon_days,
+                    "stride_days": self.stride_days, "epochs": self.epochs, "batch_size": self.batch_size,
+                    "thin": self.thin, "wide": self.wide, "item_dim": self.item_dim, "field_dim": self.field_dim,
+                    "gru_hidden": self.gru_hidden, "gru_layers": self.gru_layers, "infer_batch": self.infer_batch}
+        for key, value in positive.items():
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        if self.resume not in RESUME_MODES:
+            raise ValueError(f"resume must be one of {RESUME_MODES}, got {self.resume!r}")
+        resolve_threads(self.threads)
+        if self.residual_blocks < 0:
+            raise ValueError(f"residual_blocks must be >= 0, got {self.residual_blocks}")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (0.0 <= self.holdout < 1.0):
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if self.max_train_clients is not None and self.max_train_clients < 2:
+            raise ValueError(f"max_train_clients must be >= 2 or None, got {self.max_train_clients}")
+        parse_loss_weights(self.loss_weights)
+        if self.input == "blocks":
+            if not self.input_specs():
+                raise ValueError("input='blocks' needs at least one input block (inputs)")
+            if any(s.embedder == self.name for s in self.input_specs()):
+                raise ValueError("a multitask block cannot stack another multitask block")
+        else:
+            from embedders.gru_ae.tokens import TOKEN_FIELDS
+            bad = sorted(set(self.field_names()) - set(TOKEN_FIELDS)) or (["(none)"] if not self.field_names() else [])
+            if bad:
+                raise ValueError(f"unknown sequence field(s) {bad}; known: {list(TOKEN_FIELDS)}")
+        resolve_device(self.device)
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        if self.progress and dist_info()[0] == 0:
+            print(f"multitask: {msg}", file=sys.stderr, flush=True)
+
+    def _work_dir(self) -> Path:
+        if self.work_dir is None:
+            raise ValueError("work_dir is required (checkpoints and input models are written there)")
+        work = Path(self.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+
+    def _train_clients(self, events) -> np.ndarray:
+        ids = np.asarray(events.client_ids, dtype=np.int64)
+        if events.data_dir is not None:
+            relevant = read_relevant_clients(events.data_dir)
+            ids = np.sort(relevant[events.rows_of(relevant) >= 0])
+        if self.max_train_clients is not None and len(ids) > self.max_train_clients:
+            rng = np.random.default_rng([self.seed, 11])
+            ids = np.sort(rng.choice(ids, size=self.max_train_clients, replace=False))
+        if len(ids) < 2:
+            raise ValueError(f"{len(ids)} training client(s) with events; the multitask embedder needs at least 2")
+        return ids
+
+    def _features(self, table, client_ids: np.ndarray, fit: bool = False):
+        """The network's input for ``client_ids`` from a cut table: a float32 matrix (blocks, normalised once the
+        normaliser is fitted) or token grids (sequence)."""
+        if self.input == "blocks":
+            if fit:
+                self.inputs_ = BlockInputs(self.input_specs(), self.seed, self.progress,
+                                           Path(self.work_dir) / "inputs").fit(table)
+            X = self.inputs_.matrix(table, client_ids)
+            return X if getattr(self, "normaliser_", None) is None else self._normalise(X)
+        if fit:
+            self.vocab_ = Vocab.fit(table, np.flatnonzero(table.lengths > 0), self.field_names())
+        return tokenize(table, self.vocab_, table.rows_of(client_ids))
+
+    def _normalise(self, X: np.ndarray) -> np.ndarray:
+        return self.normaliser_.transform(X).astype(np.float32)
+
+    def _entries(self, w: WindowLabels, device) -> dict[str, Any]:
+        cat = self.catalogue_
+        t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)  # noqa: E731
+        sku = w.entries[PROPENSITY_SKU]
+        return {PROPENSITY_CATEGORY: t(np.maximum(cat.category_index(w.entries[PROPENSITY_CATEGORY]), 0)),
+                PROPENSITY_SKU: (t(cat.sku_rows(sku)), t(cat.target_index(sku))),
+                PROPENSITY_NEW_SKU: t(cat.sku_rows(w.entries[PROPENSITY_NEW_SKU])),
+                PROPENSITY_PRICE: t(np.clip(w.entries[PROPENSITY_PRICE], 0, 99))}
+
+    def _batch(self, feats, idx: np.ndarray, device):
+        if self.input == "blocks":
+            return torch.from_numpy(np.ascontiguousarray(feats[idx])).to(device)
+        grids, lengths = feats.batch(idx)
+        return batch_tensors(grids, lengths, None, device)
+
+    @staticmethod
+    def _labels(w: WindowLabels, idx: np.ndarray, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(device)  # noqa: E731
+        labels = {CHURN: f(w.no_buy[idx]), CONVERSION: f(w.no_buy[idx])}
+        labels.update({t: f(w.labels[t][idx]) for t in w.labels})
+        return labels, torch.from_numpy(w.active[idx]).to(device)
+
+    def _build_model(self, device) -> MultiTaskNet:
+        torch.manual_seed(self.seed)
+        cfg = NetConfig(input=self.input, dim=self.dim, thin=self.thin, wide=self.wide,
+                        residual_blocks=self.residual_blocks, item_dim=self.item_dim, dropout=self.dropout)
+        sku_table = None
+        if self.input == "blocks":
+            cfg.in_dim = int(sum(self.inputs_.widths_))
+        else:
+            v = self.vocab_
+            cfg.fields, cfg.vocab_sizes = self.field_names(), dict(v.sizes)
+            cfg.field_dim, cfg.gru_hidden, cfg.gru_layers = self.field_dim, self.gru_hidden, self.gru_layers
+            if SKU in cfg.fields:
+                sku_table = SkuTable("content", len(v.skus), self.field_dim, names=v.names,
+                                     seen=v.catalogue_counts > 0, delta_max=self.delta_max, seed=self.seed)
+        self.config_ = cfg
+        return MultiTaskNet(cfg, self.catalogue_, sku_table).to(device)
+
+    # -- training ---------------------------------------------------------------------------------------------------
+    def fit(self, events) -> "MultiTaskEmbedder":
+        """Cut the windows, build inputs and labels, train; keeps the best epoch's weights."""
+        self.validate()
+        with deterministic_algorithms(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
+            return self._fit(events)
+
+    def _fit(self, events) -> "MultiTaskEmbedder":
+        rank, world = dist_info()
+        device = resolve_device(self.device)
+        work = self._work_dir()
+        weights = parse_loss_weights(self.loss_weights)
+        t0 = time.perf_counter()
+        self.anchors_ = anchor_times(events, self.windows, self.horizon_days, self.stride_days)
+        ids = self._train_clients(events)
+        self.normaliser_ = None
+        feats, labels = [], []
+        for j, anchor in enumerate(sorted(self.anchors_)):  # earliest first: it fits the inputs' models
+            table = events.before(anchor)
+            feats.append(self._features(table, ids, fit=(j == 0)))
+            labels.append(window_labels(events, anchor, ids, self.horizon_days))
+            del table
+            self._log(f"window {j + 1}/{len(self.anchors_)} (anchor {time.strftime('%Y-%m-%d', time.gmtime(anchor))})"
+                      f": {int((labels[-1].no_buy == 0).sum()):,} of {len(ids):,} clients buy")
+        feats, labels = feats[::-1], labels[::-1]  # latest first, as anchors_
+        if self.input == "blocks":
+            self._fit_normaliser(feats)
+            feats = [self._normalise(X) for X in feats]
+        target_skus = np.concatenate([w.entries[t] for w in labels for t in (PROPENSITY_SKU, PROPENSITY_NEW_SKU)])
+        self.catalogue_ = Catalogue.from_products(events.products, target_skus)
+        self.inputs_seconds_ = round(time.perf_counter() - t0, 2)
+
+        rng = np.random.default_rng([self.seed, 12])
+        perm = rng.permutation(len(ids))
+        n_val = int(round(self.holdout * len(ids))) if self.holdout > 0 and len(ids) >= 10 else 0
+        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.n_train_, self.n_holdout_ = int(len(train)), int(len(val))
+
+        model = self._build_model(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        entries = [self._entries(w, device) for w in labels]
+        key = self._run_key(events)
+        start_epoch, best, best_epoch, history = 0, math.inf, -1, []
+        ck = resume_checkpoint(work / "last.pt", key, device, self.resume, self.epochs, self._log)
+        if ck is not None:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            start_epoch, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
+        net = wrap_ddp(model, device)
+        for epoch in range(start_epoch, self.epochs):
+            e0 = time.perf_counter()
+            torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
+            erng = np.random.default_rng([self.seed, epoch])
+            batches = [(j, chunk) for j in range(len(labels)) for chunk in self._window_batches(feats[j], train, erng)]
+            batches = shard([batches[i] for i in erng.permutation(len(batches))], rank, world)
+            net.train()
+            sums = {t: 0.0 for t in TASKS}
+            bar = tqdm(batches, desc=f"multitask epoch {epoch + 1}/{self.epochs}", unit="batch",
+                       disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
+            for i, (j, idx) in enumerate(bar):
+                y, active = self._labels(labels[j], idx, device)
+                parts = task_losses(net(self._batch(feats[j], idx, device), entries[j]), y, active)
+                loss = sum(weights[t] * parts[t] for t in TASKS)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if model.encoder is not None and model.encoder.sku is not None:
+                    model.encoder.sku.clip_()
+                for t in TASKS:
+                    sums[t] += float(parts[t].detach())
+                if i % 20 == 0 or i == len(batches) - 1:
+                    bar.set_postfix({_SHORT[t]: f"{sums[t] / (i + 1):.3f}" for t in TASKS})
+            bar.close()
+            train_parts = {t: sums[t] / max(len(batches), 1) for t in TASKS}
+            val_parts = self._heldout(model, feats, labels, entries, val, device) if len(val) else train_parts
+            val_loss = sum(weights[t] * val_parts[t] for t in TASKS)
+            improved = val_loss < best
+            if improved:
+                best, best_epoch = val_loss, epoch + 1
+            history.append({"epoch": epoch + 1, "train_loss": round(sum(weights[t] * train_parts[t] for t in TASKS), 5),
+                            "heldout_loss": round(val_loss, 5),
+                            "heldout": {t: round(v, 5) for t, v in val_parts.items()},
+                            "batches": len(batches), "seconds": round(time.perf_counter() - e0, 2)})
+            if rank == 0:
+                if improved:
+                    save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "loss": val_loss, "key": key},
+                                work / "best.pt")
+                save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                             "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key}, work / "last.pt")
+            self._log(f"epoch {epoch + 1}/{self.epochs}: train {history[-1]['train_loss']:.4f}  held-out "
+                      f"{val_loss:.4f}{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f}s")
+        if (work / "best.pt").is_file() and best_epoch > 0:
+            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
+        self.model_, self.device_, self.history_ = model.eval(), device, history
+        self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
+        return self
+
+    def _window_batches(self, feats, train: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """One window's training rows cut into batches: shuffled (blocks), or of similar length (sequence: sorted by
+        length with a random tie-break, so a batch is cut to its longest sequence)."""
+        if self.input == "sequence":
+            return [train[b] for b in length_batches(feats.lengths[train], self.batch_size, rng)]
+        return np.array_split(rng.permutation(train), max(1, -(-len(train) // self.batch_size)))
+
+    def _fit_normaliser(self, feats: list[np.ndarray]) -> None:
+        """Quantile map of every input column to a standard normal, fitted on a seeded sample of all windows'
+        rows (counts and learnt axes alike become comparable, bounded inputs)."""
+        from sklearn.preprocessing import QuantileTransformer
+        X = np.concatenate(feats)
+        rng = np.random.default_rng([self.seed, 13])
+        sample = X[np.sort(rng.choice(len(X), size=min(len(X), 100_000), replace=False))]
+        self.normaliser_ = QuantileTransformer(n_quantiles=min(1000, len(sample)), output_distribution="normal",
+                                               subsample=len(sample), random_state=self.seed).fit(sample)
+
+    def _run_key(self, events) -> dict:
+        fp = events.fingerprint
+        if events.data_dir is not None:  # the training clients (relevant ones) count too
+            fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
+        params = {k: v for k, v in self.get_params().items() if k not in RUNTIME_PARAMS}
+        return {"params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
+                "fingerprint": fp, "anchors": list(self.anchors_), "world": dist_info()[1]}
+
+    @torch.no_grad()
+    def _heldout(self, model, feats, labels, entries, val: np.ndarray, device) -> dict[str, float]:
+        """Mean over windows of each task's loss on the held-out clients."""
+        model.eval()
+        sums = {t: 0.0 for t in TASKS}
+        for j in range(len(labels)):
+            for idx in np.array_split(val, max(1, -(-len(val) // self.infer_batch))):
+                y, active = self._labels(labels[j], idx, device)
+                parts = task_losses(model(self._batch(feats[j], idx, device), entries[j]), y, active)
+                for t in TASKS:
+                    sums[t] += float(parts[t]) * len(idx) / len(val)
+        return {t: v / len(labels) for t, v in sums.items()}
+
+    # -- inference --------------------------------------------------------------------------------------------------
+    def transform(self, events, client_ids: np.ndarray) -> Block:
+        """Bottleneck float32 ``(len(client_ids), dim)`` from each client's history up to the table's end (rank 0;
+        other ranks of a torchrun job return an empty block). A client without events gets the vector of an empty
+        history."""
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        if dist_info()[0] != 0:
+            return Block(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), {"name": self.name})
+        with torch.no_grad(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
+            return self._transform(events, client_ids)
+
+    def _transform(self, events, client_ids: np.ndarray) -> Block:
+        feats = self._features(events, client_ids)
+        order = np.argsort(feats.lengths, kind="stable") if self.input == "sequence" else np.arange(len(client_ids))
+        out = np.zeros((len(client_ids), self.dim), dtype=np.float32)
+        model = self.model_.eval()
+        for i in tqdm(range(0, len(order), self.infer_batch), desc="multitask embed", unit="batch",
+                      disable=not self.progress, file=sys.stderr, leave=False):
+            idx = order[i:i + self.infer_batch]
+            out[idx] = model.embed(self._batch(feats, idx, self.device_)).float().cpu().numpy()
+        meta = {"name": self.name, "input": self.input, "anchors": list(self.anchors_),
+                "inputs": [s.to_dict() for s in self.input_specs()] if self.input == "blocks" else None,
+                "history": self.history_, "best_epoch": self.best_epoch_, "best_heldout_loss": self.best_loss_,
+                "n_train_clients": self.n_train_, "n_holdout_clients": self.n_holdout_,
+                "inputs_seconds": self.inputs_seconds_, "config": self.config_.to_dict(),
+                "clients_without_events": int((events.rows_of(client_ids) < 0).sum()),
+                "n_parameters": sum(p.numel() for p in self.model_.parameters())}
+        return Block(client_ids, out, meta)
+
+
+__all__ = ["MultiTaskEmbedder", "parse_loss_weights", "DEFAULT_INPUTS", "DEFAULT_FIELDS"]

@@ -1,0 +1,73 @@
+"""Which embedders exist, by name, and how one is configured from a spec's ``params``.
+
+A name is either one of ours (:data:`BUILTIN`: ``stats``, ``tfidf_svd``, ``item2vec``, ``gru_ae``, ``multitask``)
+or a dotted path ``package.module:ClassName`` to a user's own :class:`embedders.base.Embedder` subclass, so that
+pack, search and the stacking embedder build, rebuild and ``--final`` a user's block exactly like ours.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from embedders.base import Embedder
+
+#: Our embedders: name -> "module:Class".
+BUILTIN: dict[str, str] = {
+    "stats": "embedders.stats:StatsEmbedder",
+    "tfidf_svd": "embedders.tfidf_svd:TfidfSvdEmbedder",
+    "item2vec": "embedders.item2vec:Item2Vec",
+    "gru_ae": "embedders.gru_ae:GruAE",
+    "multitask": "embedders.multitask:MultiTaskEmbedder",
+}
+
+
+class RegistryError(ValueError):
+    """An embedder name that names nothing, or params it does not take."""
+
+
+def embedder_class(name: str, where: str = "ensemble spec") -> type[Embedder]:
+    """The Embedder subclass called ``name`` (a :data:`BUILTIN` name or ``module:Class``)."""
+    target = BUILTIN.get(name, name)
+    if ":" not in target:
+        raise RegistryError(f"{where}: unknown embedder {name!r}; expected one of {list(BUILTIN)} or a dotted path "
+                            f"'package.module:ClassName'")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistryError(f"{where}: embedder {name!r} cannot be imported ({exc})") from exc
+    cls = getattr(module, cls_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, Embedder) and cls is not Embedder):
+        raise RegistryError(f"{where}: {target} is not an Embedder subclass")
+    return cls
+
+
+def constructor_params(cls: type) -> set[str]:
+    """Names of the constructor's parameters."""
+    return {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
+
+
+def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool = True,
+                  where: str = "ensemble spec", work_dir: str | Path | None = None) -> Embedder:
+    """``name`` configured with ``params`` (constructor kwargs); ``seed`` unless params set one; ``progress`` and
+    ``work_dir`` (checkpoints, corpora) where the embedder takes them and params do not set them."""
+    cls = embedder_class(name, where)
+    accepted = constructor_params(cls)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise RegistryError(f"{where}: embedder {name!r} has no parameter(s) {unknown}; it takes {sorted(accepted)}")
+    kwargs = {"seed": seed, **params}
+    if "progress" in accepted and "progress" not in params:
+        kwargs["progress"] = progress
+    if work_dir is not None and "work_dir" in accepted and params.get("work_dir") is None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        kwargs["work_dir"] = str(work_dir)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(f"{where}: embedder {name!r} rejects its params {params}: {exc}") from exc
+
+
+__all__ = ["BUILTIN", "RegistryError", "embedder_class", "constructor_params", "make_embedder"]

@@ -1,0 +1,263 @@
+"""embedders.multitask: windows and their labels, the no-leak guarantee, determinism, resume, stacking, the CLI."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from competition import synth
+from competition.events import EventTable
+from competition.load import read_relevant_clients
+from competition.schema import (EVENT_CODE, PRODUCT_BUY, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE,
+                                PROPENSITY_SKU, SKU_EVENTS, DataPaths, EVENT_TYPES)
+from embedders.base import Block, read_block, write_block
+from embedders.cli import embed
+from embedders.multitask import MultiTaskEmbedder
+from embedders.multitask.inputs import BlockInputs, InputError, check_anchor, parse_input
+from embedders.multitask.train import parse_loss_weights
+from embedders.multitask.windows import DAY_S, anchor_times, window_labels
+from embedders.stats import StatsEmbedder
+
+REPO = Path(__file__).resolve().parents[2]
+#: A network small enough for a test: a few seconds per fit on a 300-client world.
+SMALL = dict(dim=12, thin=24, wide=32, residual_blocks=1, item_dim=8, epochs=2, batch_size=64, windows=3,
+             progress=False)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return synth.generate_world(tmp_path_factory.mktemp("mt") / "w", 300, seed=31, chunk_clients=300, progress=False)
+
+
+@pytest.fixture(scope="module")
+def events(world):
+    return EventTable.build(world, "input", progress=False)
+
+
+def fit_block(events, work: Path, **kw) -> Block:
+    params = {**SMALL, "work_dir": str(work), **kw}
+    emb = MultiTaskEmbedder(**params)
+    return emb.fit(events).transform(events, read_relevant_clients(events.data_dir))
+
+
+# -- EventTable.before -------------------------------------------------------------------------------------------
+def test_before_keeps_exactly_the_earlier_events(events):
+    t = int(events.cut_time) - 20 * DAY_S
+    cut = events.before(t, chunk_events=997)  # chunks that split clients
+    assert cut.cut_time == t and cut.fingerprint != events.fingerprint
+    keep = np.asarray(events.timestamp) < t
+    owner = np.repeat(np.asarray(events.client_ids), events.lengths)
+    np.testing.assert_array_equal(cut.timestamp, np.asarray(events.timestamp)[keep])
+    np.testing.assert_array_equal(cut.sku, np.asarray(events.sku)[keep])
+    np.testing.assert_array_equal(cut.client_ids, np.unique(owner[keep]))
+    np.testing.assert_array_equal(np.repeat(cut.client_ids, cut.lengths), owner[keep])
+    assert cut.n_clients < events.n_clients  # some clients start after t and are gone
+    with pytest.raises(ValueError, match="cannot be cut later"):
+        events.before(int(events.cut_time) + 1)
+
+
+# -- windows -----------------------------------------------------------------------------------------------------
+def test_anchor_times_step_back_from_the_end(events):
+    got = anchor_times(events, 3)
+    cut = int(events.cut_time)
+    assert got == [cut - 14 * DAY_S, cut - 28 * DAY_S, cut - 42 * DAY_S]
+    assert anchor_times(events, 2, horizon_days=7, stride_days=10) == [cut - 7 * DAY_S, cut - 17 * DAY_S]
+    assert len(anchor_times(events, 100)) < 100  # anchors without a week of history before them are dropped
+    with pytest.raises(ValueError, match="too short"):
+        anchor_times(events, 1, horizon_days=400)
+
+
+def _slow_labels(world: Path, anchor: int, clients: np.ndarray) -> dict:
+    """The six tasks' definitions written out with Python loops over the input files."""
+    paths = DataPaths(world)
+    ts = lambda s: int(datetime.strptime(s, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp())  # noqa
+    props = {r["sku"]: (r["category"], r["price"]) for r in pl.read_parquet(paths.table("product_properties")).iter_rows(named=True)}
+    end = anchor + 14 * DAY_S
+    window, old, buyers_before = [], set(), set()
+    for kind in SKU_EVENTS:
+        for r in pl.read_parquet(paths.table(kind, "input")).iter_rows(named=True):
+            t = ts(r["timestamp"]) if isinstance(r["timestamp"], str) else int(r["timestamp"].timestamp())
+            if t < anchor:
+                old.add(r["sku"])
+                if kind == PRODUCT_BUY:
+                    buyers_before.add(r["client_id"])
+            elif t < end and kind == PRODUCT_BUY:
+                window.append((r["client_id"], r["sku"]) + props.get(r["sku"], (None, None)))
+
+    def top(values, k=100):
+        counts = {}
+        for v in values:
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        return [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:k]
+
+    lists = {PROPENSITY_CATEGORY: top(w[2] for w in window), PROPENSITY_SKU: top(w[1] for w in window),
+             PROPENSITY_NEW_SKU: top(w[1] for w in window if w[1] not in old),
+             PROPENSITY_PRICE: sorted({w[3] for w in window if w[3] is not None})}
+    col = {PROPENSITY_CATEGORY: 2, PROPENSITY_SKU: 1, PROPENSITY_NEW_SKU: 1, PROPENSITY_PRICE: 3}
+    bought = {c: [w for w in window if w[0] == c] for c in clients}
+    return {"lists": lists, "no_buy": [int(not bought[c]) for c in clients],
+            "active": [c in buyers_before for c in clients],
+            "labels": {t: [[int(any(w[col[t]] == e for w in bought[c])) for e in lists[t]] for c in clients]
+                       for t in lists}}
+
+
+def test_window_labels_equal_a_slow_reference(world, events):
+    clients = read_relevant_clients(world)
+    for anchor in anchor_times(events, 2):
+        got = window_labels(events, anchor, clients)
+        ref = _slow_labels(world, anchor, clients)
+        np.testing.assert_array_equal(got.no_buy, ref["no_buy"])
+        np.testing.assert_array_equal(got.active, ref["active"])
+        assert (got.no_buy == 0).sum() > 5  # the window has buyers: the comparison means something
+        for task, entries in ref["lists"].items():
+            np.testing.assert_array_equal(got.entries[task], entries, err_msg=task)
+            np.testing.assert_array_equal(got.labels[task], np.array(ref["labels"][task]).reshape(len(clients), -1),
+                                          err_msg=task)
+
+
+# -- the block ---------------------------------------------------------------------------------------------------
+def test_block_shape_ids_determinism_and_empty_clients(events, tmp_path):
+    relevant = read_relevant_clients(events.data_dir)
+    a = fit_block(events, tmp_path / "a")
+    b = fit_block(events, tmp_path / "b")
+    c = fit_block(events, tmp_path / "c", seed=1)
+    assert a.vectors.shape == (len(relevant), SMALL["dim"]) and np.isfinite(a.vectors).all()
+    np.testing.assert_array_equal(a.client_ids, relevant)
+    assert a.vectors.tobytes() == b.vectors.tobytes()  # same seed, same bytes
+    assert not np.array_equal(a.vectors, c.vectors)
+    assert a.vectors.std(axis=0).max() > 0  # clients differ
+    emb = MultiTaskEmbedder(**SMALL, work_dir=str(tmp_path / "d")).fit(events)
+    ghosts = emb.transform(events, np.array([-5, 10**12], dtype=np.int64)).vectors
+    # no events: the empty-history vector (equal up to the last float bits a matmul kernel may give each row)
+    np.testing.assert_allclose(ghosts[0], ghosts[1], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(ghosts).all()
+    assert a.meta["anchors"] == anchor_times(events, SMALL["windows"])
+    assert len(a.meta["history"]) == SMALL["epochs"]
+
+
+def test_sequence_input_is_deterministic(events, tmp_path):
+    kw = dict(input="sequence", field_dim=8, gru_hidden=16)
+    a = fit_block(events, tmp_path / "a", **kw)
+    b = fit_block(events, tmp_path / "b", **kw)
+    assert a.vectors.tobytes() == b.vectors.tobytes()
+    assert a.vectors.shape[1] == SMALL["dim"] and a.vectors.std(axis=0).max() > 0
+
+
+def test_resume_continues_like_an_uninterrupted_run(events, tmp_path):
+    whole = fit_block(events, tmp_path / "whole", epochs=3)
+    fit_block(events, tmp_path / "parts", epochs=2)
+    resumed = fit_block(events, tmp_path / "parts", epochs=3, resume=True)
+    assert resumed.vectors.tobytes() == whole.vectors.tobytes()
+    assert [h["epoch"] for h in resumed.meta["history"]] == [1, 2, 3]
+    with pytest.raises(ValueError, match="checkpoint of another run"):
+        fit_block(events, tmp_path / "parts", epochs=3, resume=True, lr=0.5)
+
+
+def test_never_reads_targets_or_later_events(tmp_path):
+    """Every target file and every event at or after the cut changed: the block is byte-identical."""
+    root = synth.generate_world(tmp_path / "w", 200, seed=32, chunk_clients=200, progress=False)
+
+    def block() -> bytes:
+        shutil.rmtree(DataPaths(root).cache, ignore_errors=True)
+        emb = MultiTaskEmbedder(**SMALL, work_dir=str(tmp_path / "work"))
+        out = tmp_path / "block"
+        write_block(embed(emb, root, "input", progress=False), out)
+        shutil.rmtree(tmp_path / "work")
+        return (out / "embeddings.npy").read_bytes()
+
+    before = block()
+    paths = DataPaths(root)
+    rng = np.random.default_rng(0)
+    for f in paths.target_list(PROPENSITY_SKU).parent.glob("*.npy"):
+        x = np.load(f)
+        np.save(f, rng.permutation(x) + (1 if x.dtype.kind in "iu" else 0.5))
+    for f in paths.target_list(PROPENSITY_SKU).parent.glob("*.parquet"):
+        frame = pl.read_parquet(f)
+        frame.with_columns(pl.col("client_id").shuffle(seed=1)).write_parquet(f)
+    cut = EventTable.build(root, "input", progress=False).cut_time
+    for kind in EVENT_TYPES:  # the raw files after the cut
+        f = paths.table(kind)
+        frame = pl.read_parquet(f)
+        late = pl.col("timestamp").str.to_datetime().dt.epoch("s") >= cut
+        frame.filter(~late).vstack(frame.filter(late).with_columns(pl.col("client_id").reverse())).write_parquet(f)
+    assert block() == before
+
+
+# -- stacking ----------------------------------------------------------------------------------------------------
+class LateStats(StatsEmbedder):
+    """A user's embedder that says it read events up to the end of time."""
+
+    def transform(self, events, client_ids):
+        block = super().transform(events, client_ids)
+        block.meta["cut_time"] = 2**40
+        return block
+
+
+def test_stacking_refuses_a_block_built_after_its_anchor(events, tmp_path):
+    late = Block(np.arange(3), np.zeros((3, 2)), {"name": "x", "fit_cut_time": 10, "cut_time": 500})
+    check_anchor(late, 500)
+    with pytest.raises(InputError, match="after its anchor 499"):
+        check_anchor(late, 499)
+    with pytest.raises(InputError, match="cannot prove"):
+        check_anchor(Block(np.arange(3), np.zeros((3, 2)), {"name": "y"}), 499)
+    spec = parse_input(f"{__name__}:LateStats")
+    inputs = BlockInputs([spec], progress=False).fit(events.before(anchor_times(events, 1)[0]))
+    with pytest.raises(InputError, match="LateStats.*after its anchor"):
+        inputs.matrix(events.before(anchor_times(events, 1)[0]), read_relevant_clients(events.data_dir))
+
+
+def test_stacking_fits_learnt_bases_once_and_refits_stats(events):
+    anchors = sorted(anchor_times(events, 2))
+    inputs = BlockInputs([parse_input("stats"), parse_input("tfidf_svd@dim=4")], progress=False)
+    inputs.fit(events.before(anchors[0]))
+    ids = read_relevant_clients(events.data_dir)
+    blocks = inputs.blocks(events.before(anchors[1]), ids)
+    assert [b.meta["fit_cut_time"] for b in blocks] == [anchors[1], anchors[0]]
+    assert all(b.meta["cut_time"] == anchors[1] for b in blocks)
+    assert inputs.matrix(events, ids).shape == (len(ids), blocks[0].dim + 4)
+
+
+def test_parse_input_and_loss_weights():
+    spec = parse_input("tfidf_svd@dim=32,families=\"items\",refit=true")
+    assert (spec.embedder, spec.params, spec.refits) == ("tfidf_svd", {"dim": 32, "families": "items"}, True)
+    assert parse_input("stats").refits and not parse_input("item2vec").refits
+    assert parse_input({"embedder": "stats", "params": {"transform": "log"}}).params == {"transform": "log"}
+    with pytest.raises(InputError):
+        parse_input("stats@dim")
+    w = parse_loss_weights("propensity_sku=2,churn=0")
+    assert w["propensity_sku"] == 2 and w["churn"] == 0 and w["conversion"] == 1
+    with pytest.raises(ValueError, match="unknown task"):
+        parse_loss_weights("sku=2")
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, message", [
+    (["--windows", "0"], "windows must be an integer >= 1"),
+    (["--loss-weights", "skuu=1"], "unknown task"),
+    (["--inputs", "nosuch"], "unknown embedder 'nosuch'"),
+    (["--input", "sequence", "--fields", "event_type,colour"], "unknown sequence field"),
+])
+def test_cli_bad_flags_one_clear_error(world, tmp_path, flags, message):
+    run = subprocess.run([sys.executable, "-m", "embedders.multitask", "--data-dir", str(world), "--out",
+                          str(tmp_path / "o"), "--no-progress", *flags], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2
+    assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_writes_a_block(world, tmp_path):
+    out = tmp_path / "mt"
+    run = subprocess.run([sys.executable, "-m", "embedders.multitask", "--data-dir", str(world), "--out", str(out),
+                          "--no-progress", "--dim", "8", "--hidden", "16", "32", "--residual-blocks", "1",
+                          "--epochs", "1", "--windows", "2", "--inputs", "stats"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    block = read_block(out)
+    assert block.dim == 8 and block.meta["embedder"] == "multitask" and block.meta["params"]["windows"] == 2
+    assert (tmp_path / "mt.work" / "best.pt").is_file()

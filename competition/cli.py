@@ -4,6 +4,7 @@ flags, so that all commands read and behave alike.
 - :class:`HelpFormatter`: argparse's defaults formatter, but a flag's default is shown only when it says
   something: never for a required flag, a default of ``None`` (the help says what happens then) or an off switch
   (``store_true``), nor when the help text already states its default.
+- :func:`peak_rss_mb`: the peak resident memory every command reports.
 - :func:`add_no_progress`: ``--no-progress`` (progress bars on stderr are on by default); ``deprecated=("--quiet",)``
   also accepts an older spelling, hidden from ``--help``.
 
@@ -15,6 +16,7 @@ The probe flag shared by ``validate.probe``, ``validate.search`` and ``submit.pa
 from __future__ import annotations
 
 import argparse
+import resource
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -40,3 +42,8 @@ def add_no_progress(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     for flag in deprecated:
         parser.add_argument(flag, dest="no_progress", action="store_true", help=argparse.SUPPRESS)
 
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -9,6 +9,7 @@ on stderr (:func:`remove_leftovers`). Nothing else is ever removed.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,3 +123,24 @@ def save_npy(path: str | Path, array: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         np.save(tmp, array)
     return Path(path)
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths."""
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """JSON (indented, numpy values converted), written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default))
+    return path

@@ -75,6 +75,8 @@ TARGET_WINDOW_DAYS = 14
 SPLIT_OFFSET_DAYS = 27
 N_TARGETS = 100
 EMBEDDING_DTYPE = "float16"
+#: The largest finite float16 (a submission value beyond it would become inf).
+FLOAT16_MAX = 65504.0
 CLIENT_IDS_DTYPE = "int64"
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import sys
 import time
 from contextlib import ExitStack
@@ -48,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from competition.cli import HelpFormatter, add_no_progress
+from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb
 from competition.io import atomic_path, save_npy
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN,
                                 N_PRICE_BUCKETS, NAME, PAGE_VISIT, PRICE, PRODUCT_BUY, PRODUCT_PROPERTIES,
@@ -712,11 +711,6 @@ def generate_world(out: str | Path, clients: int, seed: int, days: int = 140, ch
     if split:
         finish_world(out, progress=progress)
     return Path(out)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from competition.io import atomic_dir
+from competition.io import atomic_dir, json_default
 from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE
 
 
@@ -89,7 +89,7 @@ def write_block(block: Block, out_dir: str | Path, dtype: str = "float32") -> Pa
         meta.setdefault("dim", block.dim)
         meta.setdefault("n_clients", int(len(block.client_ids)))
         meta.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        (tmp / BLOCK_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
+        (tmp / BLOCK_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=json_default))
 
     atomic_dir(out_dir, write)
     return out_dir
@@ -147,18 +147,6 @@ def cast_notice(block: Block) -> str | None:
             f"here and to float16 in a submission")
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
 class Embedder:
     """Base class: parameters in ``__init__``, ``fit(events) -> self``, ``transform(events, client_ids) -> Block``.
 
@@ -167,6 +155,12 @@ class Embedder:
     """
 
     name: str = "embedder"
+    #: The transform an ensemble gives this embedder's blocks by default
+    #: (:func:`validate.ensemble_ops.default_transform`): "l2" rows for learned vectors.
+    ensemble_transform: str = "l2"
+    #: Constructor parameters left out of a spec's rebuild ``params`` and of the staleness check: ``seed`` (compared
+    #: on its own) and those that do not change the block's values.
+    runtime_params: frozenset[str] = frozenset({"seed", "progress", "work_dir", "device", "resume", "infer_batch"})
 
     def __init__(self, dim: int = 64, seed: int = 0):
         self.dim = dim

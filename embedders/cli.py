@@ -4,7 +4,6 @@ seconds, peak memory). Each embedder module only adds its own flags and builds i
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.cli import HelpFormatter, add_no_progress
+from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb
 from competition.events import EventTable, block_fingerprint
 from competition.load import DataError, read_relevant_clients
 from competition.schema import LAYOUTS
@@ -35,11 +34,6 @@ def base_parser(prog: str, description: str, default_dim: int) -> argparse.Argum
                         help="dtype of embeddings.npy")
     add_no_progress(parser)
     return parser
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def embed(embedder: Embedder, data_dir: Path, layout: str = "input", progress: bool = True,

@@ -49,6 +49,31 @@ def constructor_params(cls: type) -> set[str]:
     return {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
 
 
+def runtime_params(cls: type[Embedder]) -> frozenset[str]:
+    """The class's :attr:`~embedders.base.Embedder.runtime_params` (not part of a block's rebuild params)."""
+    return frozenset(cls.runtime_params)
+
+
+def rebuild_params(name: str, recorded: dict[str, Any], where: str = "ensemble spec"
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """(params, lost): the constructor params among ``recorded`` (a block's meta.json ``params``) that rebuild it,
+    runtime-only ones left out, and the recorded names the constructor does not take (sorted)."""
+    cls = embedder_class(name, where)
+    accepted, runtime = constructor_params(cls), runtime_params(cls)
+    params = {k: v for k, v in recorded.items() if k in accepted and k not in runtime}
+    return params, sorted(k for k in recorded if k not in accepted)
+
+
+def default_transform(name: str | None) -> str:
+    """The ensemble transform of blocks made by embedder ``name`` (its class's ``ensemble_transform``); "l2" for
+    a name the registry does not know or cannot import."""
+    try:
+        cls = embedder_class(name) if isinstance(name, str) else None
+    except RegistryError:
+        cls = None
+    return cls.ensemble_transform if cls is not None else Embedder.ensemble_transform
+
+
 def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool = True,
                   where: str = "ensemble spec", work_dir: str | Path | None = None) -> Embedder:
     """``name`` configured with ``params`` (constructor kwargs); ``seed`` unless params set one; ``progress`` and
@@ -70,4 +95,5 @@ def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool =
         raise RegistryError(f"{where}: embedder {name!r} rejects its params {params}: {exc}") from exc
 
 
-__all__ = ["BUILTIN", "RegistryError", "embedder_class", "constructor_params", "make_embedder"]
+__all__ = ["BUILTIN", "RegistryError", "embedder_class", "constructor_params", "runtime_params",
+           "rebuild_params", "default_transform", "make_embedder"]

@@ -193,6 +193,8 @@ class StatsEmbedder(Embedder):
     """
 
     name = "stats"
+    #: Heavy-tailed counts: each column to uniform [0, 1] by its quantiles in an ensemble.
+    ensemble_transform = "quantile"
 
     def __init__(self, dim: int | None = None, seed: int = 0, transform: str = "none",
                  quantile_subsample: int = 200_000, chunk_events: int = 5_000_000, progress: bool = True):

@@ -4,10 +4,10 @@ A block is stale when its ``meta.json`` fingerprint differs from
 :func:`competition.events.block_fingerprint` (the content of the input files and the relevant clients) of the data
 it must come from (the split's input period for local
 validation, every raw event for the final submission), or, when the spec names its embedder, when it was made by
-another embedder, seed or parameters (the spec's ``params`` over the embedder's defaults; runtime-only parameters
-such as ``progress`` aside). A stale or missing block is rebuilt with its spec entry's ``embedder`` and
-``params`` (or, when the spec names none, the embedder and constructor parameters recorded in its meta.json).
-An embedder that keeps checkpoints (``resumable``, e.g. gru_ae) continues an interrupted build of the same block
+another embedder, seed or parameters (the spec's ``params`` over the embedder's defaults; the class's
+``runtime_params``, such as ``progress``, aside). A stale or missing block is rebuilt with its spec entry's
+``embedder`` and ``params`` (or, when the spec names none, the embedder and constructor parameters recorded in
+its meta.json). An embedder that keeps checkpoints (``resumable``, e.g. gru_ae) continues an interrupted build of the same block
 from ``<path>.work/last.pt`` when that is a checkpoint of the same run (not with ``rebuild``).
 
 Embedders are found by name through :mod:`embedders.registry` (ours by short name, a user's by ``module:Class``).
@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from competition.events import block_fingerprint
+from competition.io import json_default
 from embedders import registry
-from embedders.base import Embedder, _json_default, write_block
+from embedders.base import Embedder, write_block
 from embedders.cli import embed
-from submit.ensemble import BlockSpec, EnsembleSpec, SpecError, block_meta
+from validate.spec import BlockSpec, EnsembleSpec, SpecError, block_meta
 
 #: Our embedders, by name (see :mod:`embedders.registry`; a dotted ``module:Class`` path names a user's own).
 EMBEDDERS: tuple[str, ...] = tuple(registry.BUILTIN)
-#: Parameters that do not change a block's values: ignored when deciding whether a block is stale.
-RUNTIME_PARAMS = frozenset({"seed", "progress", "work_dir", "device", "resume", "infer_batch"})
 
 
 def embedder_class(name: str, where: str = "ensemble spec") -> type[Embedder]:
@@ -52,7 +51,7 @@ def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool =
 
 def _norm(value: Any) -> Any:
     """JSON round trip, so tuples and lists, numpy and Python numbers compare equal."""
-    return json.loads(json.dumps(value, default=_json_default))
+    return json.loads(json.dumps(value, default=json_default))
 
 
 def recipe(b: BlockSpec, meta: dict[str, Any], where: str, why: str = "must be (re)built"
@@ -65,10 +64,10 @@ def recipe(b: BlockSpec, meta: dict[str, Any], where: str, why: str = "must be (
         raise SpecError(f"{where}: block {b.name!r} is {why} and cannot be built: the spec gives no 'embedder' and "
                         f"no meta.json names one we know ({name!r}); add \"embedder\" (one of {list(EMBEDDERS)}) "
                         f"and \"params\" to the entry, or point 'path' at an existing block")
-    accepted = registry.constructor_params(embedder_class(name, where))
-    recorded = meta.get("params") or {}
-    params = {k: v for k, v in recorded.items() if k in accepted and k not in RUNTIME_PARAMS}
-    lost = sorted(k for k in recorded if k not in accepted)
+    try:
+        params, lost = registry.rebuild_params(name, meta.get("params") or {}, where)
+    except registry.RegistryError as exc:
+        raise SpecError(str(exc)) from exc
     if lost:
         warnings.warn(f"{where}: block {b.name!r} is rebuilt from its meta.json; recorded params {lost} are not "
                       f"constructor arguments of {name!r} and take their defaults (give \"params\" in the spec to "
@@ -90,10 +89,10 @@ def staleness(b: BlockSpec, path: Path, fp: str, seed: int, where: str) -> str |
     want_seed = b.params.get("seed", seed)
     if meta.get("seed") != want_seed:
         return f"stale (seed {meta.get('seed')} != {want_seed})"
-    wanted = _norm(make_embedder(b.embedder, b.params, want_seed, False, where).get_params())
-    have = _norm(meta.get("params") or {})
-    diff = sorted(k for k in set(wanted) | set(have)
-                  if k not in RUNTIME_PARAMS and wanted.get(k) != have.get(k))
+    embedder = make_embedder(b.embedder, b.params, want_seed, False, where)
+    wanted, have = _norm(embedder.get_params()), _norm(meta.get("params") or {})
+    runtime = registry.runtime_params(type(embedder))
+    diff = sorted(k for k in set(wanted) | set(have) if k not in runtime and wanted.get(k) != have.get(k))
     if diff:
         return f"stale (params {diff} differ: {[have.get(k) for k in diff]} -> {[wanted.get(k) for k in diff]})"
     return None

@@ -21,16 +21,17 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from competition.cli import peak_rss_mb
 from competition.schema import CONVERSION, PROPENSITY_CATEGORY, TASKS, DataPaths
-from embedders.cli import peak_rss_mb
+from embedders import registry
 from submit.build import ensure_blocks
-from submit.ensemble import BlockSpec, EnsembleSpec
-from submit.pack import pack
+from validate.spec import BlockSpec, EnsembleSpec
 
 #: Sizes of the full default run and of ``--quick`` (tests).
 SIZES = {"full": {"clients": 20_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "tasks": TASKS},
@@ -41,25 +42,18 @@ BASELINE = "stats"
 
 
 def block_recipes(epochs: int, quick: bool) -> list[dict[str, Any]]:
-    """Default blocks: name, embedder, params (constructor kwargs) and the ensemble transform."""
+    """Default blocks: name, embedder, params (constructor kwargs) and the ensemble transform (the embedder's
+    ``ensemble_transform``, :func:`embedders.registry.default_transform`), in :data:`embedders.registry.BUILTIN`
+    order. The registry's stacking embedder (``multitask``) is not part of the default run."""
     if quick:
-        return [
-            {"name": "stats", "embedder": "stats", "params": {}, "transform": "quantile"},
-            {"name": "tfidf_svd", "embedder": "tfidf_svd", "params": {"dim": 16, "n_iter": 2}, "transform": "l2"},
-            {"name": "item2vec", "embedder": "item2vec",
-             "params": {"dim": 16, "vector_size": 16, "epochs": 1, "min_count": 1}, "transform": "l2"},
-            {"name": "gru_ae", "embedder": "gru_ae",
-             "params": {"variant": "day_event", "dim": 16, "field_dim": 8, "epochs": epochs, "batch_size": 64},
-             "transform": "l2"},
-        ]
-    return [
-        {"name": "stats", "embedder": "stats", "params": {}, "transform": "quantile"},
-        {"name": "tfidf_svd", "embedder": "tfidf_svd", "params": {"dim": 64}, "transform": "l2"},
-        {"name": "item2vec", "embedder": "item2vec", "params": {"dim": 64, "epochs": 3}, "transform": "l2"},
-        {"name": "gru_ae", "embedder": "gru_ae",
-         "params": {"variant": "day_event", "dim": 64, "field_dim": 32, "layers": 1, "epochs": epochs},
-         "transform": "l2"},
-    ]
+        params = {"stats": {}, "tfidf_svd": {"dim": 16, "n_iter": 2},
+                  "item2vec": {"dim": 16, "vector_size": 16, "epochs": 1, "min_count": 1},
+                  "gru_ae": {"variant": "day_event", "dim": 16, "field_dim": 8, "epochs": epochs, "batch_size": 64}}
+    else:
+        params = {"stats": {}, "tfidf_svd": {"dim": 64}, "item2vec": {"dim": 64, "epochs": 3},
+                  "gru_ae": {"variant": "day_event", "dim": 64, "field_dim": 32, "layers": 1, "epochs": epochs}}
+    return [{"name": name, "embedder": name, "params": params[name], "transform": registry.default_transform(name)}
+            for name in registry.BUILTIN if name in params]
 
 
 class Stages:
@@ -123,12 +117,15 @@ def _resolve_probe(probe: str) -> str:
 
 def run_default(work_dir: str | Path = "runs/default", clients: int | None = None, trials: int | None = None,
                 epochs: int | None = None, seed: int = 0, quick: bool = False, probe: str = "auto",
-                out: str | Path | None = None, progress: bool = True, tasks: tuple[str, ...] | None = None) -> dict:
+                out: str | Path | None = None, progress: bool = True, tasks: tuple[str, ...] | None = None, *,
+                pack: Callable) -> dict:
     """Run the five stages (module docstring); returns the report dict (also written to WORK_DIR/report.json).
 
-    quick: tiny sizes (:data:`SIZES`) and two tasks, for tests; explicit arguments win.
+    quick: tiny sizes (:data:`SIZES`) and two tasks, for tests; explicit arguments win. pack: the packing step,
+    :func:`submit.pack.pack` (given by its caller, so that this module does not import the command that runs it).
     """
-    from validate.report import format_table, write_json
+    from competition.io import write_json
+    from validate.report import format_table
     from validate.search import run_search, split_folds
 
     size = dict(SIZES["quick" if quick else "full"])
@@ -158,10 +155,6 @@ def run_default(work_dir: str | Path = "runs/default", clients: int | None = Non
     spec_path = work / "spec.json"
     spec = run_search(world, blocks_dir, spec_path, size["trials"], timeout=size["search_timeout"],
                       probe=probe_search, seed=seed, overwrite=True, tasks=tasks, progress=progress)
-    by_name = {r["name"]: r for r in recipes}
-    for entry in spec["blocks"]:  # how pack rebuilds each block (e.g. with --final)
-        entry["embedder"], entry["params"] = by_name[entry["name"]]["embedder"], by_name[entry["name"]]["params"]
-    write_json(spec, spec_path)
     for b in spec["blocks"]:
         st.log(f"  chose {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
 

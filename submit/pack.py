@@ -29,17 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.cli import HelpFormatter, add_no_progress
-from competition.io import atomic_path
+from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb
+from competition.io import atomic_path, write_json
 from competition.load import DataError, read_relevant_clients
 from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, TASKS
 from embedders.base import BlockError
-from embedders.cli import peak_rss_mb
 from submit.build import ensure_blocks
 from submit.check import SubmissionError, check_arrays
-from submit.ensemble import Ensemble, EnsembleSpec, Float16Error, SpecError, build_ensemble, coverage_line
+from submit.default import run_default
+from submit.ensemble import Ensemble, Float16Error, build_ensemble, coverage_line
 from validate.cli import add_probe
-from validate.report import write_json
+from validate.spec import EnsembleSpec, SpecError
 
 PACK_REPORT = "pack.json"
 #: Default least share of the relevant clients every packed block must cover.
@@ -147,10 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_dir is None:
             if args.spec is not None or args.final or args.rebuild:
                 parser.error("--spec, --final and --rebuild need --data-dir (without it, the embedded default runs)")
-            from submit.default import run_default
             run_default(args.work_dir, clients=args.clients, trials=args.trials, epochs=args.epochs,
                         seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
-                        progress=not args.no_progress, tasks=args.tasks)
+                        progress=not args.no_progress, tasks=args.tasks, pack=pack)
             return 0
         if args.spec is None or args.out is None:
             parser.error("--data-dir needs --spec and --out")

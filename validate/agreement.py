@@ -21,10 +21,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from competition.cli import HelpFormatter, add_no_progress
+from competition.io import write_json
 from competition.schema import CHURN, PROPENSITY_CATEGORY, PROPENSITY_SKU, TASKS
 from embedders.base import Block
 from validate.probe import TaskLabels, client_order, load_blocks, score_blocks
-from validate.report import write_json
 
 LEAK_SIGMAS = (0.5, 1.5, 4.0)
 REFERENCE_DIM = 64

@@ -12,23 +12,20 @@ ones, so the searched and the submitted matrices agree. Per block, in this order
    every block enters with rows of (mean) length 1 and ``weight`` alone sets its share;
 5. multiply by ``weight``.
 
-Blocks are then concatenated in spec order; the total width must stay within ``schema.MAX_EMBEDDING_COLUMNS``.
-
-Spec format (JSON): ``{"version": 1, "blocks": [{"name", "path", "transform", "weight", "dims"}], "search": {...}}``.
+Blocks with a positive weight are then concatenated in spec order; the total width must stay within
+``schema.MAX_EMBEDDING_COLUMNS``. The spec itself (format, validation, width rule) is :mod:`validate.spec`.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from competition.schema import MAX_EMBEDDING_COLUMNS
+from embedders import registry
 from embedders.base import Block, read_block
+from validate.spec import TRANSFORMS, EnsembleSpec
 
-TRANSFORMS = ("l2", "quantile", "log", "none")
-SPEC_VERSION = 1
 #: Rows used to fit a PCA or a quantile transform (sampled by seed when there are more).
 PCA_MAX_ROWS = 200_000
 QUANTILES = 1000
@@ -36,8 +33,10 @@ _TINY = 1e-12
 
 
 def default_transform(meta: Mapping) -> str:
-    """"quantile" for hand-made statistics blocks (meta ``embedder == "stats"``), "l2" for learned ones."""
-    return "quantile" if meta.get("embedder") == "stats" else "l2"
+    """The transform of a block by its meta ``embedder``: that class's ``ensemble_transform`` through
+    :func:`embedders.registry.default_transform` ("quantile" for hand-made statistics, "l2" for learned blocks
+    and for an embedder the registry does not know)."""
+    return registry.default_transform(meta.get("embedder"))
 
 
 def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray | slice:
@@ -148,46 +147,24 @@ def block_matrix(block: Block, client_ids: np.ndarray, kind: str, dims: int | No
     return scale_block(Z, kind)
 
 
-def spec_width(spec: Mapping, widths: Mapping[str, int]) -> int:
-    """Total columns of a spec given each block's full width."""
-    return sum(min(b["dims"] or widths[b["name"]], widths[b["name"]]) for b in spec["blocks"])
-
-
-def check_spec(spec: Mapping) -> None:
-    """Raise ValueError naming the entry when a spec is malformed."""
-    if spec.get("version") != SPEC_VERSION:
-        raise ValueError(f"ensemble spec version must be {SPEC_VERSION}, got {spec.get('version')!r}")
-    blocks = spec.get("blocks")
-    if not isinstance(blocks, Sequence) or not blocks:
-        raise ValueError("ensemble spec needs a non-empty 'blocks' list")
-    for i, b in enumerate(blocks):
-        missing = [k for k in ("name", "path", "transform", "weight", "dims") if k not in b]
-        if missing:
-            raise ValueError(f"ensemble spec block #{i}: missing {missing}")
-        if b["transform"] not in TRANSFORMS:
-            raise ValueError(f"ensemble spec block {b['name']!r}: transform {b['transform']!r} not in {TRANSFORMS}")
-        if b["dims"] is not None and (not isinstance(b["dims"], int) or b["dims"] < 1):
-            raise ValueError(f"ensemble spec block {b['name']!r}: dims must be a positive int or null")
-
-
-def assemble(blocks: Mapping[str, Block] | Sequence[Block] | None, spec: Mapping, client_ids: np.ndarray,
-             seed: int = 0) -> np.ndarray:
+def assemble(blocks: Mapping[str, Block] | Sequence[Block] | None, spec: EnsembleSpec | Mapping,
+             client_ids: np.ndarray, seed: int = 0) -> np.ndarray:
     """The ensemble matrix float32 ``(len(client_ids), total)`` for ``client_ids`` (in that order).
 
-    blocks: loaded blocks by name (or a list, named by ``meta["name"]``); a spec entry whose block is not given is
-    read from its ``path``. Raises ValueError when the total width exceeds ``schema.MAX_EMBEDDING_COLUMNS``.
+    spec: an :class:`validate.spec.EnsembleSpec` or its dict (validated here); blocks with weight 0 are left out.
+    blocks: loaded blocks by name (or a list, named by ``meta["name"]``); an entry whose block is not given is read
+    from its ``path``. Raises :class:`validate.spec.SpecError` (a ValueError) when the total width exceeds
+    ``schema.MAX_EMBEDDING_COLUMNS``.
     """
-    check_spec(spec)
+    spec = EnsembleSpec.of(spec)
     if blocks is None:
         blocks = {}
     elif not isinstance(blocks, Mapping):
         blocks = {b.meta.get("name", str(i)): b for i, b in enumerate(blocks)}
     client_ids = np.asarray(client_ids, dtype=np.int64)
-    loaded = {e["name"]: blocks[e["name"]] if e["name"] in blocks else read_block(Path(e["path"]))
-              for e in spec["blocks"]}
-    total = spec_width(spec, {k: b.dim for k, b in loaded.items()})
-    if total > MAX_EMBEDDING_COLUMNS:
-        raise ValueError(f"ensemble spec has {total} columns; the limit is {MAX_EMBEDDING_COLUMNS}")
-    parts = [block_matrix(loaded[e["name"]], client_ids, e["transform"], e["dims"], seed) * np.float32(e["weight"])
-             for e in spec["blocks"]]
+    active = spec.active
+    loaded = {e.name: blocks[e.name] if e.name in blocks else read_block(e.path) for e in active}
+    spec.columns({k: b.dim for k, b in loaded.items()})
+    parts = [block_matrix(loaded[e.name], client_ids, e.transform, e.dims, seed) * np.float32(e.weight)
+             for e in active]
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)

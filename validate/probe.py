@@ -34,7 +34,7 @@ import polars as pl
 
 from competition.cli import HelpFormatter, add_no_progress
 from competition.load import DataError, read_relevant_clients
-from competition.schema import MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
+from competition.schema import FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
 from embedders.base import Block, BlockError, cast_notice, read_block
 from validate.lgbm import LGBMProbe
@@ -42,7 +42,6 @@ from validate.cli import add_probe, resolve_probe
 from validate.mlp import HIDDEN_THIN, HIDDEN_WIDE, MLPProbe
 
 PROBES = ("mlp", "lgbm")
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 AS_SUBMITTED_ROWS = 65_536
 
 

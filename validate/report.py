@@ -1,15 +1,13 @@
 """Probe reports: a text table (task x block, plus the sum), the JSON with every figure, a PNG bar chart."""
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from competition.io import atomic_path
+from competition.io import atomic_path, write_json
 from competition.schema import MAX_EMBEDDING_COLUMNS
-from embedders.base import _json_default
 
 
 def format_table(results: Mapping[str, Mapping], tasks: Sequence[str]) -> str:
@@ -80,14 +78,6 @@ def bar_chart(results: Mapping[str, Mapping], tasks: Sequence[str], path: str | 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    return path
-
-
-def write_json(obj, path: str | Path) -> Path:
-    """JSON (indented, numpy values converted), written atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
     return path
 
 

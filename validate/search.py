@@ -13,8 +13,8 @@
   "search" half; the best ensemble is then scored once on the "report" half, and that is the figure reported, so
   the search cannot flatter it.
 - The study lives in ``<out dir>/search.db`` (SQLite, study name :data:`STUDY_NAME`); ``--resume`` loads it and adds
-  trials. Writes the spec JSON that ``submit.pack`` consumes (format in :mod:`validate.ensemble_ops`) and, beside
-  it, ``search_history.png`` and ``search_importance.png``.
+  trials. Writes the spec JSON that ``submit.pack`` consumes (:mod:`validate.spec`; each block's entry records
+  the embedder and params of its meta.json, so pack can rebuild it) and, beside it, ``search_history.png`` and ``search_importance.png``.
 """
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ from competition.cli import HelpFormatter, add_no_progress
 from competition.load import DataError
 from competition.schema import EMBEDDINGS_FILE, MAX_EMBEDDING_COLUMNS, TASKS
 from embedders.base import Block, BlockError, read_block
-from validate.ensemble_ops import SPEC_VERSION, apply_transform, default_transform, fit_pca, scale_block
 from validate.cli import add_probe, resolve_probe
+from validate.ensemble_ops import apply_transform, default_transform, fit_pca, scale_block
 from validate.probe import TaskLabels, client_order, score_matrix
-from validate.report import write_json
+from validate.spec import BlockSpec, EnsembleSpec
 
 STUDY_NAME = "validate_search"
 DB_FILE = "search.db"
@@ -126,12 +126,11 @@ class BlockMatrices:
 
 
 def make_spec(chosen: Sequence[tuple[str, float, int]], blocks: dict[str, Block], kinds: dict[str, str],
-              search: dict | None = None) -> dict:
-    """The ensemble spec (``validate.ensemble_ops`` format) of ``(name, weight, dims)`` choices."""
-    return {"version": SPEC_VERSION,
-            "blocks": [{"name": n, "path": str(Path(blocks[n].meta["path"]).resolve()), "transform": kinds[n],
-                        "weight": float(w), "dims": None if d >= blocks[n].dim else int(d)} for n, w, d in chosen],
-            "search": search or {}}
+              search: dict | None = None) -> EnsembleSpec:
+    """The ensemble spec of ``(name, weight, dims)`` choices; each entry records its block's embedder and params
+    (:meth:`validate.spec.BlockSpec.from_block`)."""
+    return EnsembleSpec([BlockSpec.from_block(n, blocks[n], kinds[n], w, None if d >= blocks[n].dim else int(d))
+                         for n, w, d in chosen], dict(search or {}))
 
 
 def trial_choice(trial, blocks: dict[str, Block], tune_weights: bool = True) -> list[tuple[str, float, int]]:
@@ -264,7 +263,7 @@ def run_search(data_dir: str | Path, embeddings_root: str | Path, out: str | Pat
                timeout: float | None = None, probe: str = "lgbm", seed: int = 0, resume: bool = False,
                overwrite: bool = False, tasks: Sequence[str] = TASKS, max_clients: int | None = None,
                progress: bool = True, mlp_width: tuple[int, int] | None = None) -> dict:
-    """Run (or continue) the study and write the best spec to ``out``. Returns the spec.
+    """Run (or continue) the study and write the best spec to ``out``. Returns the spec as written (a dict).
 
     max_clients: use a seeded sample of this many relevant clients (both folds together) to bound time and memory.
     """
@@ -317,11 +316,10 @@ def run_search(data_dir: str | Path, embeddings_root: str | Path, out: str | Pat
         "study": {"storage": str((out.parent / DB_FILE).resolve()), "name": STUDY_NAME},
         "max_clients": max_clients, "seconds": time.perf_counter() - t0,
     }
+    search_info["plots"] = save_plots(study, out.parent)
     spec = make_spec(chosen, blocks, mats.kinds, search_info)
-    write_json(spec, out)
-    spec["search"]["plots"] = save_plots(study, out.parent)
-    write_json(spec, out)
-    return spec
+    spec.save(out)
+    return spec.to_dict()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,8 @@ import numpy as np
 
 from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE
 from submit.check import check_submission
-from submit.ensemble import EnsembleSpec
 from submit.pack import main
+from validate.spec import EnsembleSpec
 
 
 def test_default_run_quick(tmp_path, capsys):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from embedders.base import Block, write_block
-from submit.ensemble import EnsembleSpec, Float16Error, SpecError, build_ensemble, float16_problems
+from submit.ensemble import Float16Error, build_ensemble, float16_problems
+from validate.spec import EnsembleSpec, SpecError
 
 CLIENTS = np.arange(100, 160, dtype=np.int64)
 

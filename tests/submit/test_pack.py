@@ -14,9 +14,9 @@ from embedders.base import read_block
 from submit import pack as pack_mod
 from submit.build import make_embedder
 from submit.check import SubmissionError, check_submission
-from submit.ensemble import SpecError
 from submit.pack import main, pack, write_submission
 from tests.worlds import EVENTS, PRODUCTS, RELEVANT, write_world
+from validate.spec import SpecError
 
 LATE, NONE = 106, 107  # 106: events only after the cut; 107: no events at all
 

@@ -4,9 +4,9 @@
 [--extra "tfidf_svd=--dim 64 --min-df 3"] [--probe lgbm --tasks churn propensity_category] [--nice 10]
 [--json report.json]``
 
-For every name, ``python -m embedders.<name> --data-dir D --out E/<name> --seed S --no-progress [extra]`` runs in
-its own process (under ``nice``), so its peak RSS (from ``wait4``'s rusage, the child and what it waited for) is
-its own. Names without an ``embedders.<name>`` module are skipped with a note. The event table is built once
+Names are those of :data:`embedders.registry.BUILTIN`. For every name, ``python -m <its module> --data-dir D --out
+E/<name> --seed S --no-progress [extra]`` runs in its own process (under ``nice``), so its peak RSS (from
+``wait4``'s rusage, the child and what it waited for) is its own. The event table is built once
 beforehand in a separate process, so its one-off cost is not charged to the first embedder. Printed per embedder:
 wall seconds of the process, fit+transform seconds and events/s (from the block's meta.json), peak RSS.
 With ``--probe``, each block is then scored alone by ``validate.probe`` (lgbm: fast proxy; mlp: the replica).
@@ -14,7 +14,6 @@ With ``--probe``, each block is then scored alone by ``validate.probe`` (lgbm: f
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -24,6 +23,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from embedders import registry  # noqa: E402
+
+#: Embedders benchmarked by default: the CPU-sized ones (gru_ae and multitask want a GPU at scale).
+DEFAULT_EMBEDDERS = ("stats", "tfidf_svd", "item2vec")
 
 
 def _run(cmd: list[str], nice: int, quiet: bool) -> tuple[int, float, float]:
@@ -52,12 +57,9 @@ def bench(args: argparse.Namespace) -> dict:
         raise SystemExit(f"building the event table of {args.data_dir} failed (exit {code})")
     print(f"event table: {secs:.1f} s wall (cached afterwards), peak RSS {rss:,.0f} MiB", flush=True)
     for name in args.embedders:
-        if importlib.util.find_spec(f"embedders.{name}") is None:
-            print(f"{name}: skipped (no module embedders.{name})", flush=True)
-            results[name] = {"skipped": "no module"}
-            continue
         out = args.out_dir / name
-        cmd = [py, "-m", f"embedders.{name}", "--data-dir", str(args.data_dir), "--out", str(out), "--seed",
+        module = registry.BUILTIN[name].partition(":")[0]
+        cmd = [py, "-m", module, "--data-dir", str(args.data_dir), "--out", str(out), "--seed",
                str(args.seed), "--layout", args.layout, "--no-progress", *extra.get(name, [])]
         print(f"{name}: {' '.join(shlex.quote(c) for c in cmd[1:])}", flush=True)
         code, wall, rss = _run(cmd, args.nice, args.quiet)
@@ -100,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", required=True, type=Path, help="data directory (split already run)")
     p.add_argument("--out-dir", required=True, type=Path, help="blocks are written to OUT_DIR/<embedder>")
-    p.add_argument("--embedders", nargs="+", default=["stats", "tfidf_svd", "item2vec"],
-                   help="embedder module names; unknown ones are skipped")
+    p.add_argument("--embedders", nargs="+", default=list(DEFAULT_EMBEDDERS), choices=list(registry.BUILTIN),
+                   metavar="NAME", help=f"embedders of the registry, among {', '.join(registry.BUILTIN)}")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=ARGS",
                    help='extra flags for one embedder, e.g. "tfidf_svd=--dim 64 --min-df 3" (repeatable)')
     p.add_argument("--seed", type=int, default=0)
@@ -116,8 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     results = bench(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

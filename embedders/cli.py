@@ -15,6 +15,7 @@ from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb
 from competition.events import EventTable, block_fingerprint
 from competition.load import DataError, read_relevant_clients
 from competition.schema import LAYOUTS
+from embedders import registry
 from embedders.base import Block, BlockError, Embedder, write_block
 
 
@@ -40,9 +41,9 @@ def embed(embedder: Embedder, data_dir: Path, layout: str = "input", progress: b
           client_ids: np.ndarray | None = None) -> Block:
     """Fit ``embedder`` on the event table and embed ``client_ids`` (default: the relevant clients).
 
-    The block's meta records the embedder, its params, seed, layout, input fingerprint
-    (:func:`competition.events.block_fingerprint`: the events and the clients embedded), seconds, events/s and
-    peak RSS.
+    The block's meta records the embedder (:func:`embedders.registry.name_of`: a name that rebuilds it), its
+    params, seed, layout, input fingerprint (:func:`competition.events.block_fingerprint`: the events and the
+    clients embedded), seconds, events/s and peak RSS.
     """
     t0 = time.perf_counter()
     events = EventTable.build(data_dir, layout, progress=progress)
@@ -52,7 +53,7 @@ def embed(embedder: Embedder, data_dir: Path, layout: str = "input", progress: b
     block = embedder.fit(events).transform(events, clients)
     seconds = time.perf_counter() - t1
     block.meta.update({
-        "embedder": embedder.name, "params": embedder.get_params(), "seed": embedder.seed, "layout": layout,
+        "embedder": registry.name_of(type(embedder)), "params": embedder.get_params(), "seed": embedder.seed, "layout": layout,
         "data_dir": str(data_dir), "events_fingerprint": events.fingerprint, "n_events": events.n_events,
         "fingerprint": block_fingerprint(data_dir, layout, clients, events.fingerprint),
         "event_table_seconds": round(t_events, 2), "seconds": round(seconds, 2),

@@ -325,6 +325,7 @@ class Item2Vec(Embedder):
         stats: dict[str, Any] = {}
         t = time.perf_counter()
         if self.work_dir is not None:  # corpora of killed runs (ours only, of processes no longer running)
+            Path(self.work_dir).mkdir(parents=True, exist_ok=True)
             remove_leftovers(self.work_dir, CORPUS_PATTERN)
         with tempfile.TemporaryDirectory(dir=self.work_dir, prefix=f"item2vec-{os.getpid()}-") as tmp:
             corpus = write_corpus(events, Path(tmp) / "corpus.txt", self.sequences, self.max_len, self.url_rate,

@@ -44,6 +44,14 @@ def embedder_class(name: str, where: str = "ensemble spec") -> type[Embedder]:
     return cls
 
 
+def name_of(cls: type[Embedder]) -> str:
+    """The registry name that builds ``cls``: its short :data:`BUILTIN` name (``cls.name``) when that is ours,
+    else its dotted path ``module:ClassName``. What a block's meta.json records as its ``embedder``."""
+    if cls.name in BUILTIN and embedder_class(cls.name) is cls:
+        return cls.name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def constructor_params(cls: type) -> set[str]:
     """Names of the constructor's parameters."""
     return {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
@@ -96,4 +104,4 @@ def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool =
 
 
 __all__ = ["BUILTIN", "RegistryError", "embedder_class", "constructor_params", "runtime_params",
-           "rebuild_params", "default_transform", "make_embedder"]
+           "rebuild_params", "default_transform", "make_embedder", "name_of"]

@@ -57,6 +57,7 @@ truncation: take columns downstream if fewer are wanted). Scaling is left to the
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -208,6 +209,13 @@ class StatsEmbedder(Embedder):
         self.quantile_subsample = quantile_subsample
         self.chunk_events = chunk_events
         self.progress = progress
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments, verbatim: ``transform`` is held as ``transform_kind`` (``transform`` is the
+        method), and given back under its constructor name, so a block's meta.json rebuilds the same embedder."""
+        params = super().get_params()
+        params["transform"] = params.pop("transform_kind")
+        return params
 
     # -- fit -------------------------------------------------------------------------------------------------------
     def fit(self, events) -> "StatsEmbedder":

@@ -222,7 +222,7 @@ def test_cli(tiny, tmp_path, capsys):
     assert main(["--data-dir", str(tiny), "--out", str(out), "--no-progress", "--transform", "log"]) == 0
     meta = json.loads((out / BLOCK_META_FILE).read_text())
     assert meta["feature_names"] == FEATURE_NAMES and meta["dim"] == N_FEATURES and meta["seconds"] >= 0
-    assert "peak_rss_mb" in meta and meta["params"]["transform_kind"] == "log"
+    assert "peak_rss_mb" in meta and meta["params"]["transform"] == "log"
     assert np.load(out / EMBEDDINGS_FILE).shape == (5, N_FEATURES)
     with pytest.raises(SystemExit) as exc:
         main(["--data-dir", str(tiny), "--out", str(out), "--dim", "10"])

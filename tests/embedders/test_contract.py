@@ -1,0 +1,104 @@
+"""The Embedder contract, for every embedder of the registry (docs/design.md, embedders/): params round-trip
+through meta.json, rows aligned to the requested clients, same seed same bytes, clients without events get a
+defined row, and fit never reads target/ (the world they are fitted on has none)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from competition.events import EventTable
+from competition.io import json_default
+from competition.load import read_relevant_clients
+from competition.synth import generate_world
+from embedders import registry
+from embedders.base import read_block, write_block
+from embedders.cli import embed
+
+#: Small CPU params of each registered embedder (every name of registry.BUILTIN must be here).
+PARAMS = {
+    "stats": {"progress": False},
+    "tfidf_svd": {"dim": 8, "n_iter": 2, "min_df": 1, "progress": False},
+    "item2vec": {"dim": 8, "vector_size": 8, "epochs": 1, "min_count": 1, "progress": False},
+    "gru_ae": {"variant": "day_event", "dim": 8, "field_dim": 4, "epochs": 1, "batch_size": 64, "device": "cpu",
+               "progress": False},
+    "multitask": {"dim": 8, "thin": 16, "wide": 16, "residual_blocks": 1, "item_dim": 8, "epochs": 1, "windows": 2,
+                  "inputs": ("stats",), "device": "cpu", "progress": False},
+}
+NO_EVENTS = 10**12  # a client id no world holds
+
+
+def _norm(params: dict) -> dict:
+    return json.loads(json.dumps(params, default=json_default))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A split 300-client synthetic world, copied without its target/ folder: embedders are fitted on the copy."""
+    full = generate_world(tmp_path_factory.mktemp("contract") / "full", 300, seed=31, chunk_clients=300,
+                          progress=False)
+    blind = full.parent / "no_target"
+    shutil.copytree(full, blind)
+    shutil.rmtree(blind / "target")
+    return blind
+
+
+@pytest.fixture(scope="module")
+def clients(world):
+    """Relevant clients in a shuffled order, one id without events in the middle."""
+    ids = np.random.default_rng(0).permutation(read_relevant_clients(world))[:60]
+    return np.insert(ids, 30, NO_EVENTS)
+
+
+def _make(name, tmp_path):
+    params = dict(PARAMS[name])
+    if "work_dir" in registry.constructor_params(registry.embedder_class(name)):
+        params["work_dir"] = str(tmp_path / f"{name}.work")
+    return registry.make_embedder(name, params, seed=3)
+
+
+def test_every_registered_embedder_is_covered():
+    assert set(PARAMS) == set(registry.BUILTIN)
+
+
+@pytest.mark.parametrize("name", list(registry.BUILTIN))
+def test_params_round_trip_and_default_transform(name):
+    cls = registry.embedder_class(name)
+    first = registry.make_embedder(name, PARAMS[name], seed=3).get_params()
+    assert set(first) <= registry.constructor_params(cls), "get_params returns only constructor arguments"
+    again = cls(**_norm(first)).get_params()
+    assert _norm(again) == _norm(first)
+    assert registry.default_transform(name) == ("quantile" if name == "stats" else "l2")
+
+
+def test_default_transform_of_an_unknown_embedder_is_l2():
+    assert registry.default_transform("not-an-embedder") == "l2"
+    assert registry.default_transform(None) == "l2"
+
+
+@pytest.mark.parametrize("name", list(registry.BUILTIN))
+def test_contract(name, world, clients, tmp_path):
+    block = embed(_make(name, tmp_path), world, "input", progress=False, client_ids=clients)
+    # rows aligned to the requested clients, in that order; finite everywhere, the client without events too
+    assert np.array_equal(block.client_ids, clients)
+    assert block.vectors.shape[0] == len(clients) and np.isfinite(block.vectors).all()
+    # params round-trip through meta.json: the constructor takes them and gives the same params back
+    write_block(block, tmp_path / "block")
+    meta = read_block(tmp_path / "block").meta
+    rebuilt = registry.embedder_class(name)(**meta["params"])
+    assert _norm(rebuilt.get_params()) == _norm(meta["params"])
+    # same seed, same bytes (a fresh embedder, fitted again); the same fitted embedder aligns any order
+    fresh = _make(name, tmp_path / "again")
+    events = EventTable.build(world, "input", progress=False)
+    fresh.fit(events)
+    again = fresh.transform(events, clients)
+    assert again.vectors.tobytes() == block.vectors.tobytes()
+    order = np.argsort(clients)
+    sorted_rows = fresh.transform(events, clients[order]).vectors
+    np.testing.assert_allclose(sorted_rows, again.vectors[order], rtol=1e-5, atol=1e-6)
+    # clients without events get one defined row (not NaN), whoever else is asked for
+    empty = fresh.transform(events, np.array([NO_EVENTS, NO_EVENTS + 1], dtype=np.int64)).vectors
+    assert np.isfinite(empty).all()
+    np.testing.assert_allclose(empty[0], empty[1], rtol=1e-5, atol=1e-6)

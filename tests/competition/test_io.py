@@ -1,10 +1,13 @@
 """competition.io: outputs appear under their final name only when complete; failures leave nothing behind."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from competition.io import atomic_dir, atomic_path, save_npy
+from competition.io import atomic_dir, atomic_path, save_npy, write_json
 
 
 class Boom(RuntimeError):
@@ -154,3 +157,13 @@ def test_leftovers_of_a_killed_run_are_removed_at_the_next_write(tmp_path, capsy
 
 
 EMB = "embeddings.npy"
+
+
+def test_write_json_converts_numpy_and_paths(tmp_path):
+    obj = {"n": np.int64(3), "x": np.float32(0.5), "a": np.arange(2), "p": Path("blocks/a")}
+    write_json(obj, tmp_path / "out.json")
+    assert json.loads((tmp_path / "out.json").read_text()) == {"n": 3, "x": 0.5, "a": [0, 1], "p": "blocks/a"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    with pytest.raises(TypeError, match="not JSON-serialisable: object"):
+        write_json({"o": object()}, tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()

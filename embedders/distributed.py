@@ -122,4 +122,36 @@ def embed_distributed(embedder, args) -> tuple[int, object | None]:
             dist.destroy_process_group()
 
 
-__all__ = ["embed_distributed", "deterministic_algorithms", "DEVICES", "resolve_device", "dist_info", "init_distributed", "shard", "wrap_ddp", "all_reduce_sum"]
+def neural_main(parser, argv, make, label) -> int:
+    """The whole ``main`` of a neural embedder's CLI: parse, ``make(args)`` the embedder (a ValueError there is a
+    usage error naming the flag), check ``--device`` / ``--threads`` / ``--data-dir``, :func:`embed_distributed`,
+    print one summary line on rank 0, named ``label(args)``. Exit 2 with one line on bad input."""
+    import sys
+
+    from competition.load import DataError
+    from embedders.base import BlockError
+
+    args = parser.parse_args(argv)
+    try:
+        embedder = make(args)
+        resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
+    if not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir}: not a directory")
+    try:
+        rank, block = embed_distributed(embedder, args)
+    except (DataError, BlockError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        m = block.meta
+        print(f"{label(args)}: {block.vectors.shape[0]:,} clients x {block.dim} -> {args.out}  (best epoch "
+              f"{m.get('best_epoch')}, held-out loss {m.get('best_heldout_loss')}; {m['seconds']}s, peak RSS "
+              f"{m['peak_rss_mb']:,.0f} MiB)")
+    return 0
+
+
+__all__ = ["neural_main", "embed_distributed", "deterministic_algorithms", "DEVICES", "resolve_device", "dist_info", "init_distributed", "shard", "wrap_ddp", "all_reduce_sum"]

@@ -6,13 +6,11 @@ import sys
 from pathlib import Path
 
 
-from competition.load import DataError
-from embedders.base import BlockError
 from embedders.cli import base_parser
 from embedders.gru_ae.model import PRESETS
 from embedders.gru_ae.sku_table import SKU_INITS
 from embedders.threads import DEFAULT_THREADS
-from embedders.distributed import embed_distributed, resolve_device
+from embedders.distributed import neural_main
 from embedders.gru_ae.train import TRAIN_ON, GruAE
 
 PROG = "python -m embedders.gru_ae"
@@ -88,27 +86,7 @@ def make(args: argparse.Namespace) -> GruAE:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        embedder = make(args)
-        resolve_device(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0, got {args.threads}")
-    if not args.data_dir.is_dir():
-        parser.error(f"--data-dir {args.data_dir}: not a directory")
-    try:
-        rank, block = embed_distributed(embedder, args)
-    except (DataError, BlockError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if rank == 0:
-        m = block.meta
-        print(f"gru_ae[{args.variant}]: {block.vectors.shape[0]:,} clients x {block.dim} -> {args.out}  "
-              f"(best epoch {m.get('best_epoch')}, held-out loss {m.get('best_heldout_loss')}; {m['seconds']}s, "
-              f"peak RSS {m['peak_rss_mb']:,.0f} MiB)")
-    return 0
+    return neural_main(parser, argv, make, lambda args: f"gru_ae[{args.variant}]")
 
 
 if __name__ == "__main__":

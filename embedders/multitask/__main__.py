@@ -6,11 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from competition.load import DataError
 from competition.schema import TARGET_WINDOW_DAYS
-from embedders.base import BlockError
 from embedders.cli import base_parser
-from embedders.distributed import DEVICES, embed_distributed
+from embedders.distributed import DEVICES, neural_main
 from embedders.multitask.model import INPUTS
 from embedders.multitask.train import DEFAULT_FIELDS, DEFAULT_INPUTS, MultiTaskEmbedder
 
@@ -75,29 +73,16 @@ def make(args: argparse.Namespace) -> MultiTaskEmbedder:
         progress=not args.no_progress)
 
 
+def make_checked(args: argparse.Namespace) -> MultiTaskEmbedder:
+    """:func:`make`, with every parameter validated (a ValueError names the bad one)."""
+    embedder = make(args)
+    embedder.validate()
+    return embedder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    embedder = make(args)
-    try:
-        embedder.validate()
-    except ValueError as exc:  # InputError and RegistryError included
-        parser.error(str(exc))
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0, got {args.threads}")
-    if not args.data_dir.is_dir():
-        parser.error(f"--data-dir {args.data_dir}: not a directory")
-    try:
-        rank, block = embed_distributed(embedder, args)
-    except (DataError, BlockError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if rank == 0:
-        m = block.meta
-        print(f"multitask[{args.input}]: {block.vectors.shape[0]:,} clients x {block.dim} -> {args.out}  "
-              f"(best epoch {m.get('best_epoch')}, held-out loss {m.get('best_heldout_loss')}; {m['seconds']}s, "
-              f"peak RSS {m['peak_rss_mb']:,.0f} MiB)")
-    return 0
+    return neural_main(parser, argv, make_checked, lambda args: f"multitask[{args.input}]")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ from embedders.multitask.windows import WindowLabels, anchor_times, window_label
 
 DEFAULT_INPUTS: tuple[str, ...] = ("stats", "tfidf_svd")
 DEFAULT_FIELDS: tuple[str, ...] = ("event_type", "category", "price", "sku", "age")
-#: Parameters that may differ between a run and its resumption (and do not change the block).
-RUNTIME_PARAMS = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch"})
+#: Parameters that may differ between a run and its resumption (more epochs continue a shorter run).
+_NOT_IN_KEY = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch"})
 _SHORT = {CHURN: "churn", CONVERSION: "conv", PROPENSITY_CATEGORY: "cat", PROPENSITY_SKU: "sku",
           PROPENSITY_NEW_SKU: "new", PROPENSITY_PRICE: "price"}
 
@@ -382,7 +382,7 @@ class MultiTaskEmbedder(Embedder):
         fp = events.fingerprint
         if events.data_dir is not None:  # the training clients (relevant ones) count too
             fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
-        params = {k: v for k, v in self.get_params().items() if k not in RUNTIME_PARAMS}
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
         return {"params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
                 "fingerprint": fp, "anchors": list(self.anchors_), "world": dist_info()[1]}
 

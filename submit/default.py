@@ -4,8 +4,8 @@ synthetic world, with a progress display and a table of scores at the end.
 Stages, all inside ``WORK_DIR`` (default ``./runs/default``; each stage reuses what is already there and fresh):
 
 1. world: ``competition.synth.generate_world`` (``--clients`` relevant clients, split, target lists) in ``world/``;
-2. blocks: stats, tfidf_svd, item2vec and gru_ae (a small fast preset) in ``blocks/<name>/``, local-validation
-   layout (the split's input period);
+2. blocks: stats, tfidf_svd, item2vec, gru_ae (a small fast preset) and multitask (supervised on windows shifted
+   back inside the input period) in ``blocks/<name>/``, local-validation layout (the split's input period);
 3. search: ``validate.search`` (LightGBM probe, ``--trials`` trials) over the blocks on one half of the clients,
    writing ``spec.json`` (each entry also records the embedder and params that rebuild it);
 4. pack: ``submit.pack`` of that spec into ``submission/`` (checked, atomic);
@@ -44,14 +44,18 @@ BASELINE = "stats"
 def block_recipes(epochs: int, quick: bool) -> list[dict[str, Any]]:
     """Default blocks: name, embedder, params (constructor kwargs) and the ensemble transform (the embedder's
     ``ensemble_transform``, :func:`embedders.registry.default_transform`), in :data:`embedders.registry.BUILTIN`
-    order. The registry's stacking embedder (``multitask``) is not part of the default run."""
+    order. ``multitask`` (supervised, stacking over stats + tfidf_svd built at each of its windows' anchors) runs
+    ``2 * epochs + 1`` epochs (its best by held-out loss is kept)."""
     if quick:
         params = {"stats": {}, "tfidf_svd": {"dim": 16, "n_iter": 2},
                   "item2vec": {"dim": 16, "vector_size": 16, "epochs": 1, "min_count": 1},
-                  "gru_ae": {"variant": "day_event", "dim": 16, "field_dim": 8, "epochs": epochs, "batch_size": 64}}
+                  "gru_ae": {"variant": "day_event", "dim": 16, "field_dim": 8, "epochs": epochs, "batch_size": 64},
+                  "multitask": {"dim": 16, "thin": 32, "wide": 32, "residual_blocks": 1, "item_dim": 8,
+                                "epochs": epochs, "windows": 2, "inputs": ["stats", "tfidf_svd@dim=8"]}}
     else:
         params = {"stats": {}, "tfidf_svd": {"dim": 64}, "item2vec": {"dim": 64, "epochs": 3},
-                  "gru_ae": {"variant": "day_event", "dim": 64, "field_dim": 32, "layers": 1, "epochs": epochs}}
+                  "gru_ae": {"variant": "day_event", "dim": 64, "field_dim": 32, "layers": 1, "epochs": epochs},
+                  "multitask": {"dim": 128, "epochs": 2 * epochs + 1}}
     return [{"name": name, "embedder": name, "params": params[name], "transform": registry.default_transform(name)}
             for name in registry.BUILTIN if name in params]
 

@@ -22,16 +22,18 @@ def test_default_run_quick(tmp_path, capsys):
     assert emb.dtype == np.float16 and len(emb) == len(np.load(sub / CLIENT_IDS_FILE)) == 400
 
     # every block was built, the search wrote a spec that pack can rebuild from
-    for name in ("stats", "tfidf_svd", "item2vec", "gru_ae"):
+    names = ("stats", "tfidf_svd", "item2vec", "gru_ae", "multitask")
+    for name in names:
         assert (work / "blocks" / name / EMBEDDINGS_FILE).is_file()
     spec = EnsembleSpec.load(work / "spec.json")
-    assert spec.blocks and all(b.embedder in ("stats", "tfidf_svd", "item2vec", "gru_ae") for b in spec.blocks)
+    assert spec.blocks and all(b.embedder in names for b in spec.blocks)
     packed = json.loads((sub / "pack.json").read_text())
     assert sum(b - a for a, b in packed["columns"].values()) == emb.shape[1]
 
     # the table: each block alone, the stats baseline and the packed result, with the probe named
     report = json.loads((work / "report.json").read_text())
-    assert set(report["results"]) == {"stats (baseline)", "tfidf_svd", "item2vec", "gru_ae", "packed"}
+    assert set(report["results"]) == {"stats (baseline)", "tfidf_svd", "item2vec", "gru_ae", "multitask",
+                                      "packed"}
     for res in report["results"].values():
         assert set(res["tasks"]) == set(report["tasks"]) and np.isfinite(res["sum"])
     assert "probe: LightGBM probe" in out.out and "packed" in out.out and "total wall time" in out.out

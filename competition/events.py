@@ -209,33 +209,47 @@ class EventTable:
         """Row into :attr:`client_ids` of every event, int64 ``(n_events,)``."""
         return np.repeat(np.arange(self.n_clients, dtype=np.int64), self.lengths)
 
+    def select(self, lo_time: int | None = None, hi_time: int | None = None, codes: np.ndarray | None = None,
+               columns: tuple[str, ...] = tuple(EVENT_ARRAYS), chunk_events: int = 20_000_000
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The events with ``lo_time <= timestamp < hi_time`` (None: unbounded) of event-type ``codes`` (None: all),
+        in table order, read chunk by chunk: ``(client rows int64 (m,), {column: (m,)})`` for ``columns`` of
+        :data:`EVENT_ARRAYS`."""
+        offsets = np.asarray(self.offsets)
+        rows, cols = [], {c: [] for c in columns}
+        n = self.n_events
+        for lo in range(0, n, max(int(chunk_events), 1)):
+            hi = min(lo + chunk_events, n)
+            ts = np.asarray(self.timestamp[lo:hi])
+            keep = np.ones(hi - lo, dtype=bool)
+            if lo_time is not None:
+                keep &= ts >= lo_time
+            if hi_time is not None:
+                keep &= ts < hi_time
+            if codes is not None:
+                keep &= np.isin(np.asarray(self.event_type[lo:hi]), codes)
+            idx = np.flatnonzero(keep)
+            # client row of each kept event: the offsets are sorted, so a search gives it without a full index
+            rows.append(np.searchsorted(offsets, lo + idx, side="right") - 1)
+            for c in columns:
+                cols[c].append(np.asarray(getattr(self, c)[lo:hi])[idx])
+        join = (lambda p, dt: np.concatenate(p) if p else np.zeros(0, dtype=dt))  # noqa: E731
+        return join(rows, np.int64), {c: join(v, EVENT_ARRAYS[c]) for c, v in cols.items()}
+
     def before(self, t: int, chunk_events: int = 20_000_000) -> "EventTable":
         """The table as it stood at time ``t`` (seconds): only events with timestamp < ``t``, ``cut_time = t``.
 
-        In memory, built chunk by chunk (each client's events are time-sorted, so what is kept of a client is a
-        prefix). Clients left without events are dropped, as a table built from those events would have them;
-        ``query_codes`` is shared (query rows keep their meaning). ``t`` must not be after :attr:`cut_time`.
+        In memory, built chunk by chunk with :meth:`select` (each client's events are time-sorted, so what is kept
+        of a client is a prefix). Clients left without events are dropped, as a table built from those events would
+        have them; ``query_codes`` is shared (query rows keep their meaning). ``t`` must not be after
+        :attr:`cut_time`.
         """
         t = int(t)
         if t > self.cut_time:
             raise ValueError(f"before({t}): the table ends at {self.cut_time}; it cannot be cut later")
-        n = self.n_events
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in EVENT_ARRAYS}
-        cidx_parts = []
-        offsets = np.asarray(self.offsets)
-        for lo in range(0, n, max(int(chunk_events), 1)):
-            hi = min(lo + chunk_events, n)
-            keep = np.asarray(self.timestamp[lo:hi]) < t
-            # client row of each kept event: the offsets are sorted, so a search gives it without a full index
-            rows = np.searchsorted(offsets, lo + np.flatnonzero(keep), side="right") - 1
-            cidx_parts.append(rows)
-            for name in EVENT_ARRAYS:
-                parts[name].append(np.asarray(getattr(self, name)[lo:hi])[keep])
-        rows = np.concatenate(cidx_parts) if cidx_parts else np.zeros(0, np.int64)
+        rows, arrays = self.select(hi_time=t, chunk_events=chunk_events)
         kept = np.bincount(rows, minlength=self.n_clients).astype(np.int64)
         has = kept > 0
-        arrays = {name: (np.concatenate(p) if p else np.zeros(0, dtype=dt))
-                  for (name, dt), p in zip(EVENT_ARRAYS.items(), parts.values())}
         ts = arrays[TIMESTAMP]
         meta = {**self.meta, "cut_time": t, "n_events": int(len(ts)), "n_clients": int(has.sum()),
                 "cut_from": self.fingerprint}

@@ -13,7 +13,7 @@ labels follow docs/challenge.md section 4 exactly, with each window's own target
 - propensity_new_sku: the window's 100 most bought skus among those with no product event before ``t_k``;
 - propensity_price: every price bucket bought in the window.
 
-Everything is read from the event table in chunks of events (no per-event Python loop).
+Everything is read from the event table in chunks of events, one pass per window (no per-event Python loop).
 """
 from __future__ import annotations
 
@@ -23,14 +23,12 @@ import numpy as np
 import polars as pl
 
 from competition.schema import (CATEGORY, CLIENT_ID, EVENT_CODE, PRICE, PRODUCT_BUY, PROPENSITY_TASKS, SKU,
-                                SKU_EVENTS, TARGET_WINDOW_DAYS)
+                                SKU_EVENTS, TARGET_WINDOW_DAYS, TIMESTAMP)
 from competition.targets import compute_target_lists, label_matrix
-from embedders.chunks import read_range
 
 DAY_S = 86_400
 #: Fewest days of history an anchor must leave before it.
 MIN_HISTORY_DAYS = 7
-_CHUNK = 20_000_000
 _SKU_CODES = np.array([EVENT_CODE[e] for e in SKU_EVENTS], dtype=np.uint8)
 
 
@@ -52,45 +50,13 @@ def anchor_times(events, n_windows: int, horizon_days: int = TARGET_WINDOW_DAYS,
     return out
 
 
-def _scan(events, lo_time: int, hi_time: int, codes: np.ndarray, columns: tuple[str, ...]):
-    """(client row, columns...) of the events of kinds ``codes`` with ``lo_time <= timestamp < hi_time``."""
-    offsets = np.asarray(events.offsets)
-    rows, cols = [], {c: [] for c in columns}
-    n = events.n_events
-    for lo in range(0, n, _CHUNK):
-        hi = min(lo + _CHUNK, n)
-        ts = read_range(events.timestamp, lo, hi)
-        keep = (ts >= lo_time) & (ts < hi_time) & np.isin(read_range(events.event_type, lo, hi), codes)
-        idx = np.flatnonzero(keep)
-        rows.append(np.searchsorted(offsets, lo + idx, side="right") - 1)
-        for c in columns:
-            cols[c].append(read_range(getattr(events, c), lo, hi)[idx])
-    cat = (lambda p, dt: np.concatenate(p) if p else np.zeros(0, dt))
-    return cat(rows, np.int64), {c: cat(v, getattr(events, c).dtype) for c, v in cols.items()}
-
-
-def buys_between(events, lo_time: int, hi_time: int) -> pl.DataFrame:
-    """product_buy events in ``[lo_time, hi_time)``: client_id, sku, category, price (Int64; -1 -> null), the
-    frame :mod:`competition.targets` reads as a target window."""
-    rows, cols = _scan(events, lo_time, hi_time, np.array([EVENT_CODE[PRODUCT_BUY]], np.uint8),
-                       (SKU, CATEGORY, PRICE))
-    frame = pl.DataFrame({CLIENT_ID: np.asarray(events.client_ids)[rows].astype(np.int64),
+def _frame(client_ids: np.ndarray, cols: dict[str, np.ndarray]) -> pl.DataFrame:
+    """client_id, sku, category, price (Int64; -1 -> null): the frame :mod:`competition.targets` reads as a target
+    window."""
+    frame = pl.DataFrame({CLIENT_ID: client_ids.astype(np.int64),
                           **{c: cols[c].astype(np.int64) for c in (SKU, CATEGORY, PRICE)}})
     return frame.with_columns(pl.when(pl.col(c) >= 0).then(pl.col(c)).otherwise(None).alias(c)
                               for c in (SKU, CATEGORY, PRICE))
-
-
-def skus_before(events, t: int) -> np.ndarray:
-    """Distinct skus with a product event (buy, add, remove) before ``t``: the window's "old" skus."""
-    _, cols = _scan(events, int(events.start_time), t, _SKU_CODES, (SKU,))
-    sku = cols[SKU]
-    return np.unique(sku[sku >= 0]).astype(np.int64)
-
-
-def buyers_before(events, t: int) -> np.ndarray:
-    """Distinct clients with a product_buy before ``t`` (a window's active clients), sorted int64."""
-    rows, _ = _scan(events, int(events.start_time), t, np.array([EVENT_CODE[PRODUCT_BUY]], np.uint8), ())
-    return np.unique(np.asarray(events.client_ids)[rows]).astype(np.int64)
 
 
 @dataclass
@@ -110,11 +76,6 @@ class WindowLabels:
     popularity: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
 
-    def take(self, idx: np.ndarray) -> "WindowLabels":
-        """The same window for rows ``idx`` only."""
-        return WindowLabels(self.anchor, self.client_ids[idx], self.active[idx], self.no_buy[idx], self.entries,
-                            self.popularity, {t: y[idx] for t, y in self.labels.items()})
-
 
 def window_labels(events, anchor: int, client_ids: np.ndarray,
                   horizon_days: int = TARGET_WINDOW_DAYS) -> WindowLabels:
@@ -124,14 +85,21 @@ def window_labels(events, anchor: int, client_ids: np.ndarray,
     if end > int(events.cut_time):
         raise ValueError(f"window [{anchor}, {end}) runs past the end of the event period ({events.cut_time})")
     client_ids = np.asarray(client_ids, dtype=np.int64)
-    window = buys_between(events, anchor, end)
-    lists = compute_target_lists(window, skus_before(events, anchor))
+    # one pass over the product events before the window's end gives the window's buys, the skus seen before it
+    # (for new skus) and the clients who bought before it (churn's active clients)
+    rows, cols = events.select(hi_time=end, codes=_SKU_CODES, columns=(TIMESTAMP, "event_type", SKU, CATEGORY, PRICE))
+    early = cols[TIMESTAMP] < anchor
+    buy = cols["event_type"] == EVENT_CODE[PRODUCT_BUY]
+    owners = np.asarray(events.client_ids)[rows]
+    window = _frame(owners[buy & ~early], {c: cols[c][buy & ~early] for c in (SKU, CATEGORY, PRICE)})
+    old_skus = cols[SKU][early]
+    lists = compute_target_lists(window, np.unique(old_skus[old_skus >= 0]))
     entries = {t: lists[t][0] for t in PROPENSITY_TASKS}
     labels = {t: label_matrix(t, client_ids, window, entries[t]) for t in PROPENSITY_TASKS}
     no_buy = label_matrix("churn", client_ids, window)
-    return WindowLabels(anchor, client_ids, np.isin(client_ids, buyers_before(events, anchor)), no_buy, entries,
+    return WindowLabels(anchor, client_ids, np.isin(client_ids, owners[buy & early]), no_buy, entries,
                         {t: lists[t][1] for t in PROPENSITY_TASKS}, labels)
 
 
-__all__ = ["anchor_times", "buys_between", "skus_before", "buyers_before", "WindowLabels", "window_labels",
+__all__ = ["anchor_times", "WindowLabels", "window_labels",
            "MIN_HISTORY_DAYS"]

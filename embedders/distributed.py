@@ -16,16 +16,19 @@ import torch.distributed as dist
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when present (this rank's GPU under torchrun), else cpu."""
-    if device == "auto":
+def resolve_device(device: str | None) -> torch.device:
+    """The torch device for ``device``: 'auto' (or None) -> cuda when present, else cpu; 'cuda' -> this rank's GPU
+    (``LOCAL_RANK`` under torchrun, else 0); 'cuda:N' -> GPU N; 'cpu'. ValueError for CUDA without a CUDA device or
+    another name. The one device choice of every torch module (the neural embedders, :mod:`validate.mlp`)."""
+    if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    kind, _, index = str(device).partition(":")
+    if kind == "cuda" and (not index or index.isdigit()):
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked for but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            raise ValueError(f"--device {device} asked for but no CUDA device is available")
+        return torch.device("cuda", int(index) if index else int(os.environ.get("LOCAL_RANK", 0)))
     if device != "cpu":
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
     return torch.device("cpu")
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from embedders.distributed import resolve_device as _resolve_device
 from validate.cpu import free_cores
 from validate.metrics import task_score
 
@@ -88,10 +89,11 @@ def build_model(embedding_dim: int, output_dim: int, thin: int = HIDDEN_THIN, wi
 
 def resolve_device(device: str | None = None, thin: int = HIDDEN_THIN, wide: int = HIDDEN_WIDE,
                    threads: int | None = None) -> torch.device:
-    """``device``, or CUDA when present, else CPU. On CPU, torch uses ``threads``, by default one per free core
-    (:func:`validate.cpu.free_cores`) for the real net and a single thread for small test nets (whose steps are too
-    short to gain from threads)."""
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """:func:`embedders.distributed.resolve_device` (None or 'auto': CUDA when present, else CPU), plus the
+    replica's thread policy: on CPU, torch uses ``threads``, by default one per free core
+    (:func:`validate.cpu.free_cores`) for the real net and a single thread for small test nets (thin * wide below
+    2**20, whose steps are too short to gain from threads)."""
+    dev = _resolve_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(threads or (free_cores() if thin * wide >= 2**20 else 1))
     return dev

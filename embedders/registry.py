@@ -1,7 +1,7 @@
 """Which embedders exist, by name, and how one is configured from a spec's ``params``.
 
-A name is either one of ours (:data:`BUILTIN`: ``stats``, ``tfidf_svd``, ``item2vec``, ``gru_ae``, ``multitask``)
-or a dotted path ``package.module:ClassName`` to a user's own :class:`embedders.base.Embedder` subclass, so that
+A name is either one of ours (:data:`BUILTIN`: ``stats``, ``tfidf_svd``, ``item2vec``, ``gru_ae``, ``multitask``,
+``als``, ...) or a dotted path ``package.module:ClassName`` to a user's own :class:`embedders.base.Embedder` subclass, so that
 pack, search and the stacking embedder build, rebuild and ``--final`` a user's block exactly like ours.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "item2vec": "embedders.item2vec:Item2Vec",
     "gru_ae": "embedders.gru_ae:GruAE",
     "multitask": "embedders.multitask:MultiTaskEmbedder",
+    "als": "embedders.als:AlsEmbedder",
 }
 
 

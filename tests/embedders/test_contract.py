@@ -26,6 +26,7 @@ PARAMS = {
                "progress": False},
     "multitask": {"dim": 8, "thin": 16, "wide": 16, "residual_blocks": 1, "item_dim": 8, "epochs": 1, "windows": 2,
                   "inputs": ("stats",), "device": "cpu", "progress": False},
+    "als": {"dim": 8, "matrices": "category,sku,url", "iterations": 3, "threads": 1, "progress": False},
 }
 NO_EVENTS = 10**12  # a client id no world holds
 

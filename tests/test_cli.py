@@ -98,11 +98,12 @@ def test_probe_search_pack_share_the_probe_flag(monkeypatch, capsys):
 
 
 def test_resolve_probe():
-    from validate.cli import resolve_probe
+    from validate.cli import CPU_PROBE, PROBES, resolve_probe
     assert resolve_probe("lgbm") == "lgbm" and resolve_probe("mlp", "cpu") == "mlp"
-    assert resolve_probe("auto", "cpu") == "lgbm" and resolve_probe("auto", "cuda:0") == "mlp"
+    assert resolve_probe("auto", "cpu") == CPU_PROBE and resolve_probe("auto", "cuda:0") == "mlp"
     import torch
-    assert resolve_probe("auto") == ("mlp" if torch.cuda.is_available() else "lgbm")
+    assert resolve_probe("auto") == ("mlp" if torch.cuda.is_available() else CPU_PROBE)
+    assert CPU_PROBE in PROBES and CPU_PROBE != "mlp"
 
 
 def test_quiet_is_a_hidden_alias_of_no_progress():

@@ -1,33 +1,41 @@
 """The probe flag, the same in ``validate.probe``, ``validate.search`` and ``submit.pack``: same choices, same
 default, same help.
 
-The default is ``auto``, CPU-sized: the fast LightGBM proxy (``lgbm``) on a machine without CUDA, the organisers'
-network (``mlp``, the replica) when CUDA is present. The replica takes minutes per block on a CPU even at a few
-thousand clients, the proxy seconds.
+The default is ``auto``, CPU-sized: the organisers' network (``mlp``, the replica) when CUDA is present, else the
+fast probe that ranks most like it (:data:`CPU_PROBE`). The replica takes minutes per block on a CPU even at a few
+thousand clients; the proxies seconds.
 """
 from __future__ import annotations
 
 import argparse
 
+#: The probes (``validate.probe.make_probe`` builds them), fastest last; ``mlp`` is the replica.
+PROBES = ("mlp", "narrow", "linear", "lgbm")
 #: What ``--probe`` accepts; ``auto`` is resolved by :func:`resolve_probe`.
-PROBE_CHOICES = ("auto", "lgbm", "mlp")
+PROBE_CHOICES = ("auto",) + PROBES
 DEFAULT_PROBE = "auto"
-PROBE_HELP = ("lgbm: fast LightGBM proxy (seconds per block on a CPU; not the organisers' number); mlp: the "
-              "organisers' network (the replica; minutes per block on a CPU, for a GPU); auto: mlp when CUDA is "
-              "present, else lgbm (CPU-sized)")
+#: What ``auto`` means without CUDA: the fast probe that ranks most like the replica on every task (the agreement
+#: table in docs/probes.md, ``python -m validate.agreement``).
+CPU_PROBE = "narrow"
+#: Probes whose score depends on a block's scale (so the search tunes block weights with them).
+SCALE_SENSITIVE = ("mlp", "narrow")
+PROBE_HELP = ("mlp: the organisers' network (the replica; minutes per block on a CPU, for a GPU); narrow: the "
+              "organisers' loop with a 512/1024 net (about 15x faster); linear: ridge regression on standardised "
+              "columns (seconds); lgbm: LightGBM (seconds); all but mlp are proxies, not the organisers' number; "
+              f"auto: mlp when CUDA is present, else {CPU_PROBE} (CPU-sized)")
 
 
 def add_probe(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
-    """``--probe {auto,lgbm,mlp}`` (default auto); ``what``: what the probe scores here, e.g. "each trial"."""
+    """``--probe {auto,mlp,narrow,linear,lgbm}`` (default auto); ``what``: what the probe scores here, e.g. "each trial"."""
     parser.add_argument("--probe", choices=PROBE_CHOICES, default=DEFAULT_PROBE, help=f"probe of {what}. {PROBE_HELP}")
 
 
 def resolve_probe(probe: str, device: str | None = None) -> str:
-    """``lgbm`` or ``mlp`` for a ``--probe`` value: ``auto`` is ``mlp`` when ``device`` is a CUDA device (or, with no
-    ``device``, when CUDA is present), else ``lgbm``; anything else is returned unchanged."""
+    """One of :data:`PROBES` for a ``--probe`` value: ``auto`` is ``mlp`` when ``device`` is a CUDA device (or, with
+    no ``device``, when CUDA is present), else :data:`CPU_PROBE`; anything else is returned unchanged."""
     if probe != "auto":
         return probe
     if device is not None:
-        return "mlp" if str(device).startswith("cuda") else "lgbm"
+        return "mlp" if str(device).startswith("cuda") else CPU_PROBE
     import torch
-    return "mlp" if torch.cuda.is_available() else "lgbm"
+    return "mlp" if torch.cuda.is_available() else CPU_PROBE

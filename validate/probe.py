@@ -1,6 +1,7 @@
-"""Score embedding blocks on the six tasks, as the organisers would (MLP replica) or fast (LightGBM proxy).
+"""Score embedding blocks on the six tasks, as the organisers would (MLP replica) or fast (narrow MLP, linear and
+LightGBM proxies; how well each ranks like the replica: docs/probes.md).
 
-``python -m validate.probe --data-dir D --embeddings-dir E1 [E2 ...] [--tasks ...] [--probe auto|lgbm|mlp]
+``python -m validate.probe --data-dir D --embeddings-dir E1 [E2 ...] [--tasks ...] [--probe auto|mlp|narrow|linear|lgbm]
 [--seed S] [--out report.json]``
 
 Several ``--embeddings-dir`` are concatenated column-wise (rows aligned by client id; a client missing from a block
@@ -37,11 +38,13 @@ from competition.load import DataError, read_relevant_clients
 from competition.schema import FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
 from embedders.base import Block, BlockError, cast_notice, read_block
+from validate.cli import PROBES, add_probe, resolve_probe
 from validate.lgbm import LGBMProbe
-from validate.cli import add_probe, resolve_probe
+from validate.linear import LinearProbe
 from validate.mlp import HIDDEN_THIN, HIDDEN_WIDE, MLPProbe
 
-PROBES = ("mlp", "lgbm")
+#: Hidden sizes of the ``narrow`` probe: the organisers' loop and net shape, 1/4 of the width (~16x fewer FLOPs).
+NARROW_WIDTH = (512, 1024)
 AS_SUBMITTED_ROWS = 65_536
 
 
@@ -167,14 +170,22 @@ class TaskLabels:
 # ---------------------------------------------------------------------------------------------------------------
 def make_probe(probe: str = "mlp", seed: int = 0, progress: bool = True, mlp_width: tuple[int, int] | None = None,
                device: str | None = None, threads: int | None = None):
-    """An :class:`~validate.mlp.MLPProbe` (the replica unless ``mlp_width`` differs) or a
-    :class:`~validate.lgbm.LGBMProbe`. ``seed`` affects only LightGBM (the replica's seed is fixed at 1278).
-    threads: CPU threads (default: one per free core, see :func:`validate.cpu.free_cores`).
-    ``probe="auto"``: see :func:`validate.cli.resolve_probe`."""
+    """The probe named ``probe`` (one of :data:`validate.cli.PROBES`, or ``auto``: see
+    :func:`validate.cli.resolve_probe`):
+
+    - ``mlp``: :class:`~validate.mlp.MLPProbe`, the replica (unless ``mlp_width`` differs);
+    - ``narrow``: the same loop with :data:`NARROW_WIDTH` hidden sizes (or ``mlp_width``);
+    - ``linear``: :class:`~validate.linear.LinearProbe` (ridge on standardised columns);
+    - ``lgbm``: :class:`~validate.lgbm.LGBMProbe`.
+
+    ``seed`` affects LightGBM and the linear probe's held-out rows (the MLPs' seed is fixed at 1278).
+    threads: CPU threads (default: one per free core, see :func:`validate.cpu.free_cores`)."""
     probe = resolve_probe(probe, device)
-    if probe == "mlp":
-        thin, wide = mlp_width or (HIDDEN_THIN, HIDDEN_WIDE)
+    if probe in ("mlp", "narrow"):
+        thin, wide = mlp_width or ((HIDDEN_THIN, HIDDEN_WIDE) if probe == "mlp" else NARROW_WIDTH)
         return MLPProbe(thin=thin, wide=wide, device=device, threads=threads, progress=progress)
+    if probe == "linear":
+        return LinearProbe(seed=seed)
     if probe == "lgbm":
         return LGBMProbe(seed=seed, n_jobs=threads or 0)
     raise ValueError(f"unknown probe {probe!r}; expected one of {PROBES}")
@@ -205,6 +216,7 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
         labels = TaskLabels.load(data_dir, tasks, client_ids)
     elif not np.array_equal(labels.client_ids, client_ids):
         raise ValueError("labels were loaded for other client ids than the rows of X")
+    probe = resolve_probe(probe, device)
     runner = make_probe(probe, seed, progress, mlp_width, device, threads)
     results = {}
     for task in tasks:
@@ -218,7 +230,7 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
         figures["n_clients"] = int(len(rows))
         results[task] = figures
     total = float(sum(r["score"] for r in results.values()))
-    replica = probe == "mlp" and runner.is_replica
+    replica = isinstance(runner, MLPProbe) and runner.is_replica
     return {"probe": probe, "replica": bool(replica), "seed": seed, "n_clients": int(len(client_ids)),
             "dim": int(X.shape[1]), "over_limit": bool(X.shape[1] > MAX_EMBEDDING_COLUMNS), "tasks": results,
             "sum": total, "mean": total / len(tasks),

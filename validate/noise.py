@@ -1,0 +1,157 @@
+"""The replica's own noise: how much its score moves with row order and client sample alone.
+
+``python -m validate.noise --data-dir D --embeddings-dir E [E2 ...] --sizes 3000 10000 [--orders 2] [--samples 2]
+[--seed S] --out noise.json``
+
+The organisers' network trains unshuffled from a fixed seed, so the same matrix in another row order gets another
+score, and another sample of clients another again. Per size N this scores the concatenation of the blocks on
+``--samples`` seeded samples of N relevant clients, the first of them also in ``--orders`` seeded row orders, and
+reports the spread of the six-task sum (and per task): standard deviation over all runs, and separately over
+orders of one sample. A difference between two candidates scored once each is noise below
+:data:`DIFFERENCE_FACTOR` x std (2 x the std of a difference of two independent runs, about 95%).
+
+:func:`noise_line` prints the "differences below X are noise at this size" line every score table ends with, from
+the measured table shipped in ``validate/replica_noise.json`` (written by this command; the std is scaled by
+sqrt(N_measured / N) from the nearest measured size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from competition.cli import HelpFormatter, add_no_progress
+from competition.io import write_json
+from competition.schema import TASKS
+from validate.probe import TaskLabels, client_order, concat_blocks, load_blocks, score_matrix
+
+#: The measured table shipped with the package (see the module doc).
+MEASURED = Path(__file__).with_name("replica_noise.json")
+DIFFERENCE_FACTOR = 2 * np.sqrt(2)
+
+
+def run_plan(n_all: int, size: int, orders: int, samples: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """``(kind, row indices into the relevant clients)`` per run: sample 0 in ``orders`` orders (the first one is
+    the sample's own seeded order), then ``samples - 1`` further samples."""
+    rng = np.random.default_rng(seed)
+    first = rng.permutation(n_all)[:size]
+    plan = [("order", first)]
+    plan += [("order", first[rng.permutation(size)]) for _ in range(orders - 1)]
+    plan += [("sample", rng.permutation(n_all)[:size]) for _ in range(samples - 1)]
+    return plan
+
+
+def spread(values: Sequence[float]) -> float:
+    """Sample standard deviation (ddof 1); NaN with fewer than 2 values."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def measure(data_dir: str | Path, blocks: Sequence, sizes: Sequence[int], orders: int = 2, samples: int = 2,
+            tasks: Sequence[str] = TASKS, probe: str = "mlp", seed: int = 0, progress: bool = True,
+            mlp_width: tuple[int, int] | None = None, threads: int | None = None, out: Path | None = None) -> dict:
+    """Score the blocks' concatenation per run of :func:`run_plan` at each size; returns the spread table."""
+    blocks = load_blocks(blocks)
+    ids_all = client_order(data_dir)
+    tasks = list(tasks)
+    table = {"data_dir": str(data_dir), "blocks": [b.meta.get("name", b.meta.get("path")) for b in blocks],
+             "probe": probe, "tasks": tasks, "seed": seed, "date": date.today().isoformat(), "sizes": {}}
+    for size in sizes:
+        size = min(int(size), len(ids_all))
+        runs = []
+        for kind, rows in run_plan(len(ids_all), size, orders, samples, seed):
+            ids = ids_all[rows]
+            res = score_matrix(data_dir, ids, concat_blocks(blocks, ids), tasks, probe, seed,
+                               labels=TaskLabels.load(data_dir, tasks, ids), progress=progress,
+                               mlp_width=mlp_width, threads=threads)
+            runs.append({"kind": kind, "sum": res["sum"], "seconds": res["seconds"],
+                         "tasks": {t: r["score"] for t, r in res["tasks"].items()}})
+            print(f"{size} clients, {kind}: sum {res['sum']:.4f} ({res['seconds']:.0f} s)", file=sys.stderr,
+                  flush=True)
+            table["sizes"][str(size)] = summarise_runs(runs, tasks)
+            if out is not None:
+                write_json(table, out)
+    return table
+
+
+def summarise_runs(runs: list[dict], tasks: Sequence[str]) -> dict:
+    sums = [r["sum"] for r in runs]
+    std = spread(sums)
+    return {"runs": runs, "n_runs": len(runs), "std": std, "range": float(np.ptp(sums)) if sums else float("nan"),
+            "order_std": spread([r["sum"] for r in runs if r["kind"] == "order"]),
+            "task_std": {t: spread([r["tasks"][t] for r in runs]) for t in tasks},
+            "threshold": DIFFERENCE_FACTOR * std}
+
+
+def load_measured(path: Path = MEASURED) -> dict | None:
+    """The measured noise table, or None when there is none (or it cannot be read)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def noise_threshold(n_clients: int, table: dict | None = None) -> tuple[float, int, int] | None:
+    """``(threshold, measured size, runs)``: the six-task-sum difference below which two single replica runs at
+    ``n_clients`` clients do not differ, scaled from the nearest measured size; None when nothing is measured."""
+    table = table if table is not None else load_measured()
+    if not table or not table.get("sizes"):
+        return None
+    usable = {int(k): v for k, v in table["sizes"].items() if np.isfinite(v.get("std", float("nan")))}
+    if not usable:
+        return None
+    size = min(usable, key=lambda k: abs(np.log(k / max(n_clients, 1))))
+    return float(usable[size]["threshold"] * np.sqrt(size / max(n_clients, 1))), size, usable[size]["n_runs"]
+
+
+def noise_line(n_clients: int, table: dict | None = None) -> str:
+    """"Differences below X are noise at this size" for a table of replica scores at ``n_clients`` clients."""
+    got = noise_threshold(n_clients, table)
+    if got is None:
+        return "The replica's noise at this size is not measured (python -m validate.noise)."
+    x, size, runs = got
+    scaled = "" if size == n_clients else f", scaled by sqrt({size}/{n_clients})"
+    return (f"Replica noise: six-task-sum differences below {x:.3f} are noise at {n_clients} clients "
+            f"(measured at {size} clients over {runs} runs{scaled}).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m validate.noise", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--data-dir", required=True, type=Path, help="data directory, split, with target lists")
+    p.add_argument("--embeddings-dir", required=True, nargs="+", type=Path,
+                   help="block folder(s), concatenated (e.g. the stats block)")
+    p.add_argument("--sizes", nargs="+", type=int, default=[3000, 10000], help="numbers of clients")
+    p.add_argument("--orders", type=int, default=2, help="row orders of the first sample per size")
+    p.add_argument("--samples", type=int, default=2, help="client samples per size (the first counts once)")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
+                   help=f"tasks to score, among {', '.join(TASKS)}")
+    p.add_argument("--seed", type=int, default=0, help="samples and orders")
+    p.add_argument("--mlp-width", nargs=2, type=int, metavar=("THIN", "WIDE"), default=None,
+                   help="hidden sizes; anything but 2048 4096 is NOT the replica (tests)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (see validate.probe --threads)")
+    p.add_argument("--out", required=True, type=Path,
+                   help=f"JSON table (rewritten after each run); {MEASURED.name} is the one shipped")
+    add_no_progress(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.orders < 1 or args.samples < 1:
+        raise SystemExit("validate.noise: error: --orders and --samples must be >= 1")
+    table = measure(args.data_dir, args.embeddings_dir, args.sizes, args.orders, args.samples, args.tasks, "mlp",
+                    args.seed, not args.no_progress, tuple(args.mlp_width) if args.mlp_width else None,
+                    args.threads, args.out)
+    print(f"{'clients':>8s} {'runs':>5s} {'std':>7s} {'range':>7s} {'noise below':>12s}")
+    for size, s in table["sizes"].items():
+        print(f"{size:>8s} {s['n_runs']:5d} {s['std']:7.4f} {s['range']:7.4f} {s['threshold']:12.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

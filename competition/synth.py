@@ -58,19 +58,40 @@ DEFAULT_START = "2022-06-23 00:00:00"
 TARGET_MIX = np.array([0.010, 0.030, 0.010, 0.880, 0.060])
 #: Kind weights while browsing (no purchases there; adds also come from purchase sessions), before the client's
 #: multipliers; tuned so that the event-weighted mix comes out near TARGET_MIX.
-BROWSE_MIX = np.array([0.0, 0.017, 0.0094, 0.880, 0.064])
+BROWSE_MIX = np.array([0.0, 0.026, 0.0094, 0.880, 0.064])
 BUYER_SHARE = 0.30              # share of regular buyers (at average activity)
 BUY_INTERVAL_DAYS = 25.0        # median days between a regular buyer's purchase sessions
 ITEMS_PER_BUY = 1.2             # mean products bought per purchase session
+PRODUCTS_PER_CLIENT = 0.30      # catalogue size per client (relevant or not) ...
+MIN_PRODUCTS = 6_000            # ... and at least this many products
+PRODUCTS_PER_CATEGORY = 150     # mean category size (at least 200 categories)
 K_TASTE = 8                     # categories per taste vector
-PRODUCT_ZIPF = 1.2              # within-category popularity exponent
-N_CANDIDATES = 3                # popularity draws per product choice; the closest in price wins
+PRODUCT_ZIPF = 0.9              # within-category popularity exponent
+N_CANDIDATES = 4                # popularity draws per product choice; the best price and style match wins
 EXPLORE_SESSION = 0.08          # browsing sessions whose focus is any popular category, not the client's taste
 EXPLORE_PURCHASE = 0.25         # the same for purchase sessions (gifts, one-off needs)
 EVENT_OFF_FOCUS = 0.22          # events whose category is drawn afresh (taste or, below EVENT_WILD, anything)
 EVENT_WILD = 0.06
 FRESH_SHARE = 0.10              # share of product choices that go to the category's latest release ...
 FRESH_DAYS = 30.0               # ... when it was released within this many days
+FRESH_BUY_SHARE = 0.35         # the same share for the goal of a purchase session (new products sell)
+GENERIC_ZIPF = 0.9              # popularity exponent of the generic pages
+STYLE_DIM = 3                   # dimensions of the style space (brand / look) inside a category
+STYLE_SCALE = 24.0              # name-code spread along the style directions (per unit of style)
+NAME_NOISE = 8.0                # name-code noise per code beyond category, style and price
+STYLE_STRENGTH = 1.2            # median weight of the style match in a client's product choice
+INTENT_CATEGORY = 0.7           # a session event at relative position f takes the goal's category w.p. f * this
+INTENT_GOAL = 0.25              # ... and the goal product itself w.p. f ** 2 * this
+BUY_NOW_SHARE = 0.75            # mean share of bought items without an add_to_cart (a product view, then the buy)
+CONSUMABLE_CATEGORIES = 0.25    # share of categories of consumables ...
+CONSUMABLE_SHARE = 0.6          # ... and share of consumable products inside them
+CYCLE_DAYS = 21.0               # median replenishment cycle of a consumable
+REPLENISH_MEAN = 0.20           # mean probability that a client re-buys a consumable it bought
+REPLENISH_CONTINUE = 0.6        # probability that a re-buy is followed by another one
+PRODUCT_PAGE, CATEGORY_PAGE = 0.82, 0.04    # shares of page visits to product / category pages (rest: generic)
+SESSION_LEN = 2.5               # median mean events per session, less one ...
+SESSION_LEN_SD = 0.7            # ... and its log-normal spread over clients
+SESSION_GAP_MEAN = 70.0         # mean seconds between events of a session, beyond 5 s
 SECONDS_PER_DAY = 86_400
 MAX_EVENTS_PER_CLIENT = 20_000
 WRITE_SLICE = 4_000_000         # rows formatted and written at a time (bounds string buffers)
@@ -116,11 +137,11 @@ def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50
         raise ValueError(f"chunk_clients must be >= 1, got {chunk_clients}")
     datetime.strptime(start, TIMESTAMP_FORMAT)
     n_other = clients // 2
-    n_products = max(2_000, int(0.12 * (clients + n_other)))
-    n_categories = max(200, n_products // 60)
+    n_products = max(MIN_PRODUCTS, int(PRODUCTS_PER_CLIENT * (clients + n_other)))
+    n_categories = max(200, n_products // PRODUCTS_PER_CATEGORY)
     return WorldSpec(seed=seed, n_relevant=clients, n_other=n_other, days=days, start=start,
                      n_products=n_products, n_categories=n_categories,
-                     n_generic_urls=max(500, n_products // 4), chunk_clients=chunk_clients)
+                     n_generic_urls=max(2_000, n_products), chunk_clients=chunk_clients)
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -164,7 +185,9 @@ class Catalog:
 
     Arrays over products (n_products,): sku int64, category (index) int32, log_price float32, price (bucket)
     int16, release_day float64 (-inf for products present from the start), fallback int32 (an older product of
-    the same category used before the release), names uint8 (n_products, 16).
+    the same category used before the release), names uint8 (n_products, 16), style float32 (n_products,
+    STYLE_DIM) the product's place in style space (written into its name codes along ``style_axes``),
+    consumable bool, cycle_days float32 (replenishment cycle of a consumable, days; 0 otherwise).
     Over categories (n_categories,): category_id int64, cat_start / cat_size int64, centroid float32 (n_cat, 16),
     templates uint8 (n_cat, 4, 16) query templates. url ids: product pages, category pages, generic pages.
     row_order: the (shuffled) order of products in product_properties.parquet.
@@ -183,6 +206,10 @@ class Catalog:
     cat_size: np.ndarray
     centroid: np.ndarray
     templates: np.ndarray
+    style: np.ndarray
+    style_axes: np.ndarray
+    consumable: np.ndarray
+    cycle_days: np.ndarray
     product_url: np.ndarray
     category_url: np.ndarray
     generic_url: np.ndarray
@@ -221,11 +248,14 @@ def build_catalog(spec: WorldSpec) -> Catalog:
     order = np.argsort(log_price, kind="stable")
     price = np.empty(n_p, dtype=np.int16)
     price[order] = (np.arange(n_p) * N_PRICE_BUCKETS // n_p).astype(np.int16)
-    # Names: super-category centroid -> category centroid -> product; quantized 0..255.
+    # Names: super-category centroid -> category centroid -> product (its style along STYLE_DIM global axes, plus
+    # noise and a price direction); quantized 0..255. The same style reads the same in every category.
     n_super = max(8, n_c // 25)
     super_c = rng.normal(128.0, 38.0, (n_super, CODE_LEN))
     centroid = (super_c[rng.integers(0, n_super, n_c)] + rng.normal(0.0, 26.0, (n_c, CODE_LEN))).astype(np.float32)
-    names = _quantize(centroid[category] + rng.normal(0.0, 13.0, (n_p, CODE_LEN))
+    axes = np.linalg.qr(rng.standard_normal((CODE_LEN, STYLE_DIM)))[0].T.astype(np.float32)   # orthonormal rows
+    style = rng.standard_normal((n_p, STYLE_DIM)).astype(np.float32)
+    names = _quantize(centroid[category] + STYLE_SCALE * style @ axes + rng.normal(0.0, NAME_NOISE, (n_p, CODE_LEN))
                       + (log_price - log_price.mean())[:, None] * rng.normal(0.0, 3.0, CODE_LEN))
     templates = _quantize(centroid[:, None, :] + rng.normal(0.0, 12.0, (n_c, 4, CODE_LEN)))
     # Releases: new products are more often near the top of their category; the last product of each category
@@ -235,6 +265,9 @@ def build_catalog(spec: WorldSpec) -> Catalog:
     is_new[cat_start + cat_size - 1] = False
     release_day = np.where(is_new, rng.uniform(0.0, spec.days, n_p), -np.inf)
     fallback = _fallback(is_new, cat_start, cat_size, category)
+    # Consumables: a share of the categories hold products re-bought on a product-specific cycle.
+    consumable = (rng.random(n_c) < CONSUMABLE_CATEGORIES)[category] & (rng.random(n_p) < CONSUMABLE_SHARE)
+    cycle_days = np.where(consumable, np.exp(math.log(CYCLE_DAYS) + 0.4 * rng.standard_normal(n_p)), 0.0)
     # Ids: skus, categories and urls are random distinct integers.
     sku = rng.choice(10 * n_p, n_p, replace=False).astype(np.int64)
     category_id = rng.choice(20 * n_c, n_c, replace=False).astype(np.int64)
@@ -243,6 +276,7 @@ def build_catalog(spec: WorldSpec) -> Catalog:
     return Catalog(sku=sku, category=category, rank=rank, log_price=log_price, price=price,
                    release_day=release_day, fallback=fallback, names=names, category_id=category_id,
                    cat_start=cat_start, cat_size=cat_size.astype(np.int64), centroid=centroid, templates=templates,
+                   style=style, style_axes=axes, consumable=consumable, cycle_days=cycle_days.astype(np.float32),
                    product_url=urls[:n_p], category_url=urls[n_p:n_p + n_c], generic_url=urls[n_p + n_c:],
                    row_order=rng.permutation(n_p))
 
@@ -339,7 +373,12 @@ class Clients:
     products bought per purchase session; cart_mult / search_mult: multipliers of the add/remove and search shares
     while browsing; price_level: preferred price bucket (0..99), price_tol: tolerance in buckets;
     taste_cat: int32 (n, 2, K_TASTE) category indices at the start [:, 0] and end [:, 1] of the period (-1 unused),
-    taste_w: float32 (n, 2, K_TASTE) weights (rows sum to 1; unused slots 0).
+    taste_w: float32 (n, 2, K_TASTE) weights (rows sum to 1; unused slots 0);
+    style: float32 (n, STYLE_DIM) unit vector, the region of style space the client prefers, style_strength: its
+    weight in product choices (a product's choice cost falls by strength x <product style, client style>);
+    buy_now: share of bought items without an add_to_cart; replenish: probability of re-buying a consumable after
+    a purchase of it, replenish_pace: multiplier of the product's cycle; novelty: multiplier of the share of product
+    choices that go to a recent release (taken only when its style matches, see :func:`draw_events`).
     """
 
     client_id: np.ndarray
@@ -361,6 +400,12 @@ class Clients:
     price_tol: np.ndarray
     taste_cat: np.ndarray
     taste_w: np.ndarray
+    style: np.ndarray
+    style_strength: np.ndarray
+    buy_now: np.ndarray
+    replenish: np.ndarray
+    replenish_pace: np.ndarray
+    novelty: np.ndarray
 
     def browse_mix_cum(self) -> np.ndarray:
         """Cumulative probabilities (n, 5) of the event kinds (EVENT_TYPES order) while browsing: no purchases."""
@@ -376,7 +421,7 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     z = rng.standard_normal(n)                      # activity
     session_rate = np.minimum(np.exp(np.where(relevant, math.log(0.09), math.log(0.025))
                                      + np.where(relevant, 1.7, 1.6) * z), 20.0)
-    session_len = 1.0 + np.exp(math.log(3.5) + 0.4 * rng.standard_normal(n))
+    session_len = 1.0 + np.exp(math.log(SESSION_LEN) + SESSION_LEN_SD * rng.standard_normal(n))
     hazard = np.exp(math.log(1 / 800) + 0.9 * rng.standard_normal(n) - 0.25 * z)
     join_day = np.where(rng.random(n) < 0.7, 0.0, rng.uniform(0.0, 0.8 * spec.days, n))
     death_day = np.minimum(join_day + rng.exponential(1.0, n) / hazard, float(spec.days))
@@ -407,11 +452,19 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     w = np.stack([w0, w1], axis=1)
     w /= w.sum(axis=2, keepdims=True)
     taste_cat = np.where(used[:, None, :], np.stack([start_cat, end_cat], axis=1), -1).astype(np.int32)
+    style = rng.standard_normal((n, STYLE_DIM))
+    style /= np.linalg.norm(style, axis=1, keepdims=True)
+    style_strength = np.exp(math.log(STYLE_STRENGTH) + 0.4 * rng.standard_normal(n))
+    buy_now = rng.beta(3.0 * BUY_NOW_SHARE / (1 - BUY_NOW_SHARE), 3.0, n)
+    replenish = rng.beta(2.0 * REPLENISH_MEAN / (1 - REPLENISH_MEAN), 2.0, n)
+    replenish_pace = np.exp(0.25 * rng.standard_normal(n))
+    novelty = np.exp(0.7 * rng.standard_normal(n) - 0.245)
     return Clients(client_id=client_id, relevant=relevant, session_rate=session_rate, session_len=session_len,
                    join_day=join_day, death_day=death_day, hazard=hazard, buyer=buyer, buy_interval=buy_interval,
                    buy_shape=buy_shape, buy_start_day=buy_start_day, buy_stop_day=buy_stop_day, items_per_buy=items_per_buy, cart_mult=cart_mult,
                    search_mult=search_mult, price_level=price_level, price_tol=price_tol, taste_cat=taste_cat,
-                   taste_w=w.astype(np.float32))
+                   taste_w=w.astype(np.float32), style=style.astype(np.float32), style_strength=style_strength,
+                   buy_now=buy_now, replenish=replenish, replenish_pace=replenish_pace, novelty=novelty)
 
 
 class Rhythm:
@@ -509,6 +562,49 @@ def _sessions(rng: np.random.Generator, clients: Clients, spec: WorldSpec, rhyth
     return s_client[order], s_time[order], s_items[order]
 
 
+def choice_cost(level, tol, strength, match, price):
+    """Cost of a product for a client (lower = more likely chosen; the choice weight is exp(-cost)):
+    ``|price - level| / tol - strength * match``, match = <product style, client style>. Float arrays
+    broadcasting together (price in buckets); float32 result."""
+    return (np.abs(price - level) / tol - strength * match).astype(np.float32)
+
+
+def _choose(rng: np.random.Generator, clients: Clients, cat: Catalog, rows: np.ndarray, category: np.ndarray,
+            seconds: np.ndarray) -> np.ndarray:
+    """One product per entry (client row ``rows``, category index, time in seconds): N_CANDIDATES popularity draws
+    in the category (unreleased ones replaced by their fallback), the one with the smallest ``E * exp(cost)``
+    (E ~ Exp(1): a Gumbel-max choice with weights ``exp(-cost)``, see :func:`choice_cost`). int64 (n,)."""
+    n = len(rows)
+    level, tol = clients.price_level[rows].astype(np.float32), clients.price_tol[rows].astype(np.float32)
+    strength, style = clients.style_strength[rows].astype(np.float32), clients.style[rows]
+    start, zc, size = cat.cat_start[category], cat.zipf_c[category], cat.cat_size[category]
+    best, best_score = np.zeros(n, dtype=np.int64), np.full(n, np.inf, dtype=np.float32)
+    for _ in range(N_CANDIDATES):          # a loop over candidates, vectorised over entries (bounded memory)
+        cand = start + zipf_rank_c(rng.random(n, dtype=np.float32), zc, size, PRODUCT_ZIPF)
+        cand = np.where(cat.release_day[cand] * SECONDS_PER_DAY > seconds, cat.fallback[cand], cand)
+        score = rng.standard_exponential(n, dtype=np.float32) * np.exp(
+            choice_cost(level, tol, strength, (cat.style[cand] * style).sum(axis=1), cat.price[cand].astype(np.float32)))
+        better = score < best_score
+        best[better], best_score[better] = cand[better], score[better]
+    return best
+
+
+def adoption_probability(strength: np.ndarray, match: np.ndarray) -> np.ndarray:
+    """Probability that a client takes a recent release offered to it: logistic in strength x style match."""
+    return 1.0 / (1.0 + np.exp(1.0 - 3.0 * strength * match))
+
+
+def _offer_fresh(rng: np.random.Generator, clients: Clients, cat: Catalog, rows: np.ndarray, category: np.ndarray,
+                 seconds: np.ndarray, share: float | np.ndarray, product: np.ndarray) -> None:
+    """Novelty, in place on ``product``: a ``share x novelty`` of the choices are offered the category's latest
+    release of the last FRESH_DAYS days, taken when its style matches the client's (:func:`adoption_probability`)."""
+    hot = np.flatnonzero(rng.random(len(rows)) < share * clients.novelty[rows])
+    fresh, ok = cat.latest_release(category[hot], seconds[hot] / SECONDS_PER_DAY)
+    match = (cat.style[fresh] * clients.style[rows[hot]]).sum(axis=1)
+    ok &= rng.random(len(hot)) < adoption_probability(clients.style_strength[rows[hot]], match)
+    product[hot[ok]] = fresh[ok]
+
+
 def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat: Catalog, rhythm: Rhythm
                 ) -> ChunkEvents:
     """All events of a chunk of clients (see the module docstring for the story)."""
@@ -518,64 +614,70 @@ def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat
     focus = _taste_draw(rng, clients, s_client, s_time / period)
     explore = rng.random(n_s) < np.where(s_items > 0, EXPLORE_PURCHASE, EXPLORE_SESSION)
     focus[explore] = zipf_rank(rng.random(int(explore.sum())), spec.n_categories, 0.9)
-    # Events per session: a geometric body (mean session_len) then, in purchase sessions, add + buy per item;
-    # seconds to minutes apart.
+    # Sequential intent: every session has a goal product in its focus category; its views narrow towards it and
+    # a purchase session buys it first.
+    goal = _choose(rng, clients, cat, s_client, focus, s_time)
+    _offer_fresh(rng, clients, cat, s_client, focus, s_time, np.where(s_items > 0, FRESH_BUY_SHARE, FRESH_SHARE),
+                 goal)
+    # Events per session: a geometric body (mean session_len) then, in purchase sessions, a pair per item bought
+    # (add_to_cart or, buying now, a view of the product page; then product_buy); seconds to minutes apart.
     body = rng.geometric(1.0 / clients.session_len[s_client])
     n_ev = body + 2 * s_items
     session = np.repeat(np.arange(n_s, dtype=np.int64), n_ev)
     first = np.concatenate([[0], np.cumsum(n_ev)[:-1]]).astype(np.int64)
-    gap = rng.exponential(40.0, len(session)) + 5.0
+    gap = rng.exponential(SESSION_GAP_MEAN, len(session)) + 5.0
     gap[first] = 0.0
     csum = np.cumsum(gap)
     seconds = s_time[session] + (csum - csum[first][session]).astype(np.int64)
     pos = np.arange(len(session), dtype=np.int64) - first[session] - body[session]   # >= 0 in the tail
+    del gap, csum
     keep = seconds < period
     session, seconds, pos = session[keep], seconds[keep], pos[keep]
     client = s_client[session]
     n_e = len(session)
-    kind = _pick_sorted_rows(clients.browse_mix_cum(), client, rng.random(n_e)).astype(np.uint8)
     tail = pos >= 0
+    progress = np.where(tail, 1.0, (pos + body[session] + 1) / body[session]).astype(np.float32)  # in (0, 1]
+    kind = _pick_sorted_rows(clients.browse_mix_cum(), client, rng.random(n_e)).astype(np.uint8)
     kind[tail] = np.where(pos[tail] % 2 == 0, EVENT_CODE[ADD_TO_CART], EVENT_CODE[PRODUCT_BUY])
-    # Category: the session focus, else the client's taste at that time, else anything popular.
+    buy_now = tail & (pos % 2 == 0) & (rng.random(n_e) < clients.buy_now[client])
+    kind[buy_now] = EVENT_CODE[PAGE_VISIT]
+    # Category: the session focus, else the client's taste at that time, else anything popular; late in the
+    # session it returns to the focus (the goal's category).
     category = focus[session].astype(np.int64)
     r = rng.random(n_e)
-    alt = np.flatnonzero(r < EVENT_OFF_FOCUS)
+    narrow = rng.random(n_e) < INTENT_CATEGORY * progress
+    alt = np.flatnonzero((r < EVENT_OFF_FOCUS) & ~narrow)
     category[alt] = _taste_draw(rng, clients, client[alt], seconds[alt] / period)
-    wild = np.flatnonzero(r < EVENT_WILD)
+    wild = np.flatnonzero((r < EVENT_WILD) & ~narrow)
     category[wild] = zipf_rank(rng.random(len(wild)), spec.n_categories, 0.9)
-    # Product: N_CANDIDATES popularity draws in the category (released ones only), the closest in price wins.
-    cand = cat.cat_start[category][:, None] + zipf_rank_c(
-        rng.random((n_e, N_CANDIDATES), dtype=np.float32), cat.zipf_c[category][:, None],
-        cat.cat_size[category][:, None], PRODUCT_ZIPF)
-    unreleased = cat.release_day[cand] * SECONDS_PER_DAY > seconds[:, None]
-    cand = np.where(unreleased, cat.fallback[cand], cand)
-    # Gumbel-max in exponential form: argmin E * exp(distance / tolerance), E ~ Exp(1).
-    gap = np.abs(cat.price[cand] - clients.price_level[client][:, None].astype(np.float32))
-    score = rng.standard_exponential((n_e, N_CANDIDATES), dtype=np.float32) * np.exp(
-        gap / clients.price_tol[client][:, None].astype(np.float32))
-    product = cand[np.arange(n_e), np.argmin(score, axis=1)]
-    del cand, unreleased, score
-    # Novelty: some choices go to the category's latest release of the last FRESH_DAYS days.
-    hot = np.flatnonzero(rng.random(n_e) < FRESH_SHARE)
-    fresh, ok = cat.latest_release(category[hot], seconds[hot] / SECONDS_PER_DAY)
-    product[hot[ok]] = fresh[ok]
-    # Page visits: the product's page, its category's page or a generic page.
+    product = _choose(rng, clients, cat, client, category, seconds)
+    # Novelty: some choices are offered the category's latest release of the last FRESH_DAYS days, taken when its
+    # style matches the client's (content affinity, not popularity alone).
+    _offer_fresh(rng, clients, cat, client, category, seconds, FRESH_SHARE, product)
+    # Views narrow towards the goal: late events of a session are the goal product itself more and more often.
+    to_goal = ~tail & (rng.random(n_e) < INTENT_GOAL * progress ** 2)
+    product[to_goal] = goal[session[to_goal]]
+    # The tail: the first item bought is the goal; both events of a pair hold the same product (a kept buy's pair
+    # opener is kept too: times increase within a session).
+    product[tail & (pos == 0)] = goal[session[tail & (pos == 0)]]
+    closer = np.flatnonzero(tail & (pos % 2 == 1))
+    product[closer] = product[closer - 1]
+    # Page visits: the product's page, its category's page or a generic page (a buy-now view: the product's page).
     visit = kind == EVENT_CODE[PAGE_VISIT]
-    u = rng.random(n_e)
-    product_page = visit & (u < 0.60)
+    u = np.where(buy_now, 0.0, rng.random(n_e))
+    product_page = visit & (u < PRODUCT_PAGE)
     item = np.full(n_e, -1, dtype=np.int64)
     item[product_page] = cat.product_url[product[product_page]]
-    cat_page = visit & (u >= 0.60) & (u < 0.75)
+    cat_page = visit & (u >= PRODUCT_PAGE) & (u < PRODUCT_PAGE + CATEGORY_PAGE)
     item[cat_page] = cat.category_url[category[cat_page]]
-    generic = visit & (u >= 0.75)
-    item[generic] = cat.generic_url[zipf_rank(rng.random(int(generic.sum())), spec.n_generic_urls, 1.1)]
-    # Funnel: add the product last viewed in the session; buy / remove the product last added.
+    generic = visit & (u >= PRODUCT_PAGE + CATEGORY_PAGE)
+    item[generic] = cat.generic_url[zipf_rank(rng.random(int(generic.sum())), spec.n_generic_urls, GENERIC_ZIPF)]
+    # Funnel while browsing: add the product last viewed in the session; remove the product last added.
     last, ok = _last_in_session(product_page, session)
-    is_add = kind == EVENT_CODE[ADD_TO_CART]
+    is_add = (kind == EVENT_CODE[ADD_TO_CART]) & ~tail
     product = np.where(is_add & ok & (rng.random(n_e) < 0.8), product[last], product)
     last, ok = _last_in_session(is_add, session)
-    linked = (kind == EVENT_CODE[PRODUCT_BUY]) | (kind == EVENT_CODE[REMOVE_FROM_CART])
-    product = np.where(linked & ok, product[last], product)
+    product = np.where((kind == EVENT_CODE[REMOVE_FROM_CART]) & ok, product[last], product)
     sku_event = kind <= EVENT_CODE[REMOVE_FROM_CART]
     item[sku_event] = cat.sku[product[sku_event]]
     # Searches: a query like the name of the product looked at next in the session.
@@ -584,7 +686,42 @@ def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat
     target = np.where(session[nxt] == session[search], product[nxt], product[search])
     template = cat.templates[cat.category[target], rng.integers(0, cat.templates.shape[1], len(search))]
     query = _quantize(0.6 * cat.names[target] + 0.4 * template)
-    return ChunkEvents(client=client, seconds=seconds, kind=kind, item=item, query=query)
+    # Replenishment: consumables bought are re-bought on their cycle (a product view or an add, then the buy).
+    bought = np.flatnonzero((kind == EVENT_CODE[PRODUCT_BUY]) & cat.consumable[product])
+    r_client, r_seconds, r_kind, r_product = _replenish(rng, clients, spec, cat, rhythm, client[bought],
+                                                        seconds[bought], product[bought])
+    r_item = np.where(r_kind == EVENT_CODE[PAGE_VISIT], cat.product_url[r_product], cat.sku[r_product])
+    return ChunkEvents(client=np.concatenate([client, r_client]), seconds=np.concatenate([seconds, r_seconds]),
+                       kind=np.concatenate([kind, r_kind]), item=np.concatenate([item, r_item]), query=query)
+
+
+def _replenish(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat: Catalog, rhythm: Rhythm,
+               client: np.ndarray, seconds: np.ndarray, product: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Re-buys of consumables: after a buy (client row, second, product), with the client's ``replenish``
+    probability, a chain of re-buys every ``cycle_days x replenish_pace x Gamma(8)/8`` days, each followed by
+    another with REPLENISH_CONTINUE, while the client is alive. Each re-buy is two events: a product-page view
+    (with the client's buy_now share) or an add_to_cart, 5 s to minutes before the buy.
+    Returns (client row, seconds, kind code, product), int64/uint8 arrays."""
+    start = rng.random(len(client)) < clients.replenish[client]
+    c, p, day = client[start], product[start], seconds[start] / SECONDS_PER_DAY
+    out_c, out_t, out_p = [], [], []
+    while len(c):                          # one pass per generation of the chains (each a vectorised step)
+        day = day + cat.cycle_days[p] * clients.replenish_pace[c] * rng.gamma(8.0, 1.0 / 8.0, len(c))
+        alive = day < np.minimum(clients.death_day[c], float(spec.days))
+        c, p, day = c[alive], p[alive], day[alive]
+        out_c.append(c), out_t.append(day), out_p.append(p)
+        go_on = rng.random(len(c)) < REPLENISH_CONTINUE
+        c, p, day = c[go_on], p[go_on], day[go_on]
+    c, day, p = (np.concatenate(x) if x else np.zeros(0) for x in (out_c, out_t, out_p))
+    c, p = c.astype(np.int64), p.astype(np.int64)
+    buy = np.minimum(rhythm.time_of_day(rng, day), spec.days * SECONDS_PER_DAY - 1)
+    lead = (rng.exponential(60.0, len(c)) + 5.0).astype(np.int64)
+    ok = buy - lead >= 0
+    c, p, buy, lead = c[ok], p[ok], buy[ok], lead[ok]
+    opener = np.where(rng.random(len(c)) < clients.buy_now[c], EVENT_CODE[PAGE_VISIT], EVENT_CODE[ADD_TO_CART])
+    kinds = np.concatenate([opener, np.full(len(c), EVENT_CODE[PRODUCT_BUY])]).astype(np.uint8)
+    return np.concatenate([c, c]), np.concatenate([buy - lead, buy]), kinds, np.concatenate([p, p])
 
 
 def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
@@ -597,10 +734,13 @@ def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
 
     cols = {CLIENT_ID: clients.client_id, "relevant": clients.relevant}
     for name in ("session_rate", "session_len", "join_day", "death_day", "hazard", "buyer", "buy_interval",
-                 "buy_shape", "buy_start_day", "buy_stop_day", "items_per_buy", "cart_mult", "search_mult", "price_level", "price_tol"):
+                 "buy_shape", "buy_start_day", "buy_stop_day", "items_per_buy", "cart_mult", "search_mult",
+                 "price_level", "price_tol", "style_strength", "buy_now", "replenish", "replenish_pace", "novelty"):
         value = getattr(clients, name)
         cols[name] = value if value.dtype == bool else value.astype(np.float64)
     table = pa.table({k: pa.array(v) for k, v in cols.items()})
+    table = table.append_column("style", pa.FixedSizeListArray.from_arrays(
+        pa.array(clients.style.astype(np.float64).reshape(-1)), STYLE_DIM))
     for j, when in enumerate(("start", "end")):
         table = table.append_column(f"taste_{when}_category", fixed(ids[:, j]))
         table = table.append_column(f"taste_{when}_weight", fixed(clients.taste_w[:, j]))
@@ -609,14 +749,20 @@ def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
 
 
 def products_truth_table(cat: Catalog) -> pa.Table:
-    """Product latents (truth/products.parquet): category index and rank, log price, release day (NaN = from the
-    start), is_new, fallback sku (the product bought in its place before the release)."""
+    """Product latents (truth/products.parquet), in catalogue order (categories contiguous, by rank): category
+    index and rank, category size, log price, release day (NaN = from the start), is_new, fallback sku (the product
+    bought in its place before the release), style (STYLE_DIM floats), consumable, cycle_days (0 = not a
+    consumable)."""
     release = np.where(np.isfinite(cat.release_day), cat.release_day, np.nan)
-    return pa.table({SKU: cat.sku, CATEGORY: cat.category_id[cat.category],
-                     "category_index": cat.category.astype(np.int64), "rank": cat.rank.astype(np.int64),
-                     "log_price": cat.log_price.astype(np.float64), PRICE: cat.price.astype(np.int64),
-                     "release_day": release, "is_new": np.isfinite(cat.release_day),
-                     "fallback_sku": cat.sku[cat.fallback]})
+    table = pa.table({SKU: cat.sku, CATEGORY: cat.category_id[cat.category],
+                      "category_index": cat.category.astype(np.int64), "rank": cat.rank.astype(np.int64),
+                      "category_size": cat.cat_size[cat.category].astype(np.int64),
+                      "log_price": cat.log_price.astype(np.float64), PRICE: cat.price.astype(np.int64),
+                      "release_day": release, "is_new": np.isfinite(cat.release_day),
+                      "fallback_sku": cat.sku[cat.fallback], "consumable": cat.consumable,
+                      "cycle_days": cat.cycle_days.astype(np.float64)})
+    return table.append_column("style", pa.FixedSizeListArray.from_arrays(
+        pa.array(cat.style.astype(np.float64).reshape(-1)), STYLE_DIM))
 
 
 # ---------------------------------------------------------------------------------------------------------------

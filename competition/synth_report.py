@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +34,9 @@ import polars as pl
 from competition.cli import HelpFormatter, add_no_progress
 from competition.io import atomic_path
 from competition.load import read_products, read_relevant_clients, scan_table
-from competition.schema import (CATEGORY, CLIENT_ID, EVENT_TYPES, PRICE,
-                                PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE, PROPENSITY_SKU, SKU,
-                                SKU_EVENTS, TASKS, TIMESTAMP, DataPaths)
+from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, EVENT_TYPES, PAGE_VISIT, PRICE, PRODUCT_BUY,
+                                PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE, PROPENSITY_SKU,
+                                REMOVE_FROM_CART, SKU, SKU_EVENTS, TASKS, TIMESTAMP, URL, DataPaths)
 
 FEATURE_SETS = ("rf", "latent", "latent+rf")
 LATENT_SCALARS = ("session_rate", "session_len", "join_day", "hazard", "buyer", "buy_interval", "buy_shape",
@@ -81,6 +81,115 @@ def label_statistics(data: dict) -> dict:
                          "mean_rate_per_target_train": float(d.y_train.mean()) if d.y_train.size else 0.0,
                          "mean_rate_per_target_valid": float(d.y_valid.mean()) if d.y_valid.size else 0.0}
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Realism: the statistics to hold a world against a real log
+# ---------------------------------------------------------------------------------------------------------------
+#: A gap longer than this between two events of a client starts a new session (as in embedders.stats).
+SESSION_GAP_SECONDS = 30 * 60
+#: Realism statistics of the Taobao UserBehavior sample (814 users, 9 days), as quoted in docs/synthetic_worlds.md.
+TAOBAO = {"repeat_visit_share": 0.21, "repeat_buy_share": 0.05, "buy_after_cart_share": 0.17,
+          "events_per_session_p50": 3.0, "events_per_session_p90": 14.0, "session_gap_p50_seconds": 55.0}
+REALISM_KEYS = ("repeat_visit_share", "repeat_buy_share", "buy_after_cart_share", "adds_per_buy",
+                "cart_abandoned_share", "cart_removed_share", "events_per_session_p50", "events_per_session_p90",
+                "session_gap_p50_seconds", "sessions_per_client_p50", "sessions_per_client_p90",
+                "sessions_per_client_mean", "popularity_slope")
+
+
+def _sample_clients(data_dir: str | Path, max_clients: int | None, seed: int) -> np.ndarray:
+    relevant = read_relevant_clients(data_dir)
+    if max_clients is None or len(relevant) <= max_clients:
+        return relevant
+    return np.sort(np.random.default_rng(seed).choice(relevant, max_clients, replace=False))
+
+
+def realism_statistics(data_dir: str | Path, layout: str = "raw", max_clients: int | None = 20_000,
+                       seed: int = 0, window_days: float | None = None) -> dict[str, float]:
+    """Statistics of the event files of any data dir (``layout`` "raw" or "input"), over a seeded sample of at most
+    ``max_clients`` relevant clients (None: all of them), over the whole log or (``window_days``) its last days
+    only, to compare with a short log (the Taobao sample spans 9 days; repeats grow with the span):
+
+    - ``repeat_visit_share``: page visits of a url the client had visited before (1 - distinct pairs / visits);
+    - ``repeat_buy_share``: the same for product_buy and skus;
+    - ``buy_after_cart_share``: buys preceded (at or before) by an add_to_cart of the same sku by the client;
+    - ``adds_per_buy``: add_to_cart events / product_buy events;
+    - ``cart_abandoned_share`` / ``cart_removed_share``: distinct (client, sku) adds never bought / removed later;
+    - ``events_per_session_p50`` / ``_p90``, ``session_gap_p50_seconds`` (gaps between consecutive events of a
+      session), ``sessions_per_client_p50`` / ``_p90`` / ``_mean`` (clients with events), a session ending at a gap
+      over :data:`SESSION_GAP_SECONDS`;
+    - ``popularity_slope``: least-squares slope of log(events) on log(rank) over the 1000 most touched skus (buy, add
+      and remove events of every client, not only the sample), about -1 for a Zipf law.
+    """
+    sample = _sample_clients(data_dir, max_clients, seed)
+    ids = pl.Series(sample).implode()
+
+    since = None
+    if window_days is not None:
+        last = pl.concat([scan_table(data_dir, kind, layout).select(pl.col(TIMESTAMP).max()) for kind in EVENT_TYPES])
+        since = last.select(pl.col(TIMESTAMP).max()).collect().item() - timedelta(days=window_days)
+
+    def scan(kind: str, *cols: str, every_client: bool = False) -> pl.LazyFrame:
+        frame = scan_table(data_dir, kind, layout)
+        if since is not None:
+            frame = frame.filter(pl.col(TIMESTAMP) > since)
+        frame = frame.select(CLIENT_ID, *cols)
+        return frame if every_client else frame.filter(pl.col(CLIENT_ID).is_in(ids))
+
+    def repeat_share(kind: str, item: str) -> float:
+        n, distinct = (scan(kind, item).select(pl.len(), pl.struct(CLIENT_ID, item).n_unique())
+                       .collect(engine="streaming").row(0))
+        return float(1.0 - distinct / n) if n else float("nan")
+
+    buys = scan(PRODUCT_BUY, SKU, TIMESTAMP).collect(engine="streaming")
+    adds = scan(ADD_TO_CART, SKU, TIMESTAMP).collect(engine="streaming")
+    removes = scan(REMOVE_FROM_CART, SKU, TIMESTAMP).collect(engine="streaming")
+    first_add = adds.group_by(CLIENT_ID, SKU).agg(pl.col(TIMESTAMP).min().alias("first_add"))
+    after_cart = (buys.join(first_add, on=[CLIENT_ID, SKU], how="left")
+                  .select((pl.col("first_add") <= pl.col(TIMESTAMP)).fill_null(False).mean()).item())
+
+    def later(frame: pl.DataFrame) -> float:
+        last = frame.group_by(CLIENT_ID, SKU).agg(pl.col(TIMESTAMP).max().alias("last"))
+        hit = first_add.join(last, on=[CLIENT_ID, SKU], how="left").select(
+            (pl.col("last") >= pl.col("first_add")).fill_null(False).mean()).item()
+        return float(hit) if len(first_add) else float("nan")
+
+    times = pl.concat([scan(kind, TIMESTAMP) for kind in EVENT_TYPES]).sort(CLIENT_ID, TIMESTAMP)
+    gaps = (times.with_columns(gap=pl.col(TIMESTAMP).diff().dt.total_seconds().over(CLIENT_ID))
+            .with_columns(new=pl.col("gap").is_null() | (pl.col("gap") > SESSION_GAP_SECONDS))
+            .with_columns(session=pl.col("new").cast(pl.Int64).cum_sum()).collect(engine="streaming"))
+    per_session = gaps.group_by("session").len()["len"]
+    per_client = gaps.filter(pl.col("new")).group_by(CLIENT_ID).len()["len"]
+    inner = gaps.filter(~pl.col("new"))["gap"]
+    popularity = (pl.concat([scan(kind, SKU, every_client=True) for kind in SKU_EVENTS])
+                  .group_by(SKU).len().sort("len", descending=True).head(1000).collect(engine="streaming"))
+    counts = popularity["len"].to_numpy().astype(np.float64)
+    slope = (float(np.polyfit(np.log(np.arange(1, len(counts) + 1)), np.log(counts), 1)[0])
+             if len(counts) >= 10 else float("nan"))
+    q = lambda s, p: float(s.quantile(p, interpolation="nearest")) if len(s) else float("nan")  # noqa: E731
+    return {"clients": int(len(sample)), "window_days": window_days,
+            "repeat_visit_share": repeat_share(PAGE_VISIT, URL),
+            "repeat_buy_share": repeat_share(PRODUCT_BUY, SKU),
+            "buy_after_cart_share": float(after_cart) if len(buys) else float("nan"),
+            "adds_per_buy": len(adds) / len(buys) if len(buys) else float("nan"),
+            "cart_abandoned_share": 1.0 - later(buys) if len(first_add) else float("nan"),
+            "cart_removed_share": later(removes),
+            "events_per_session_p50": q(per_session, 0.5), "events_per_session_p90": q(per_session, 0.9),
+            "session_gap_p50_seconds": q(inner, 0.5),
+            "sessions_per_client_p50": q(per_client, 0.5), "sessions_per_client_p90": q(per_client, 0.9),
+            "sessions_per_client_mean": float(per_client.mean()) if len(per_client) else float("nan"),
+            "popularity_slope": slope}
+
+
+def format_realism(stats: dict[str, dict[str, float]]) -> str:
+    """A side-by-side table: one column per named statistics dict (e.g. {"old": ..., "new": ..., "taobao": ...})."""
+    names = list(stats)
+    lines = [f"  {'statistic':<26}" + "".join(f" {n:>12}" for n in names)]
+    for key in REALISM_KEYS:
+        vals = [stats[n].get(key) for n in names]
+        lines.append(f"  {key:<26}" + "".join(f" {v:12.3f}" if isinstance(v, float) and v == v else f" {'-':>12}"
+                                                for v in vals))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""The oracle block of a synthetic world: shape, ids aligned to the relevant clients, flags, and the errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from competition import synth
+from competition.schema import DataPaths
+from embedders.base import Block, read_block
+from validate import oracle
+
+CLIENTS = 300
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return synth.generate_world(tmp_path_factory.mktemp("oracle") / "w", CLIENTS, seed=11, chunk_clients=500,
+                                progress=False)
+
+
+@pytest.fixture(scope="module")
+def block_dir(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("oracle_block") / "oracle"
+    assert oracle.main(["--data-dir", str(world), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_block_shape_ids_and_meta(world, block_dir):
+    block = read_block(block_dir)
+    relevant = np.load(DataPaths(world).relevant_clients)
+    assert np.array_equal(block.client_ids, relevant)           # the relevant clients, in their file's order
+    assert block.vectors.dtype == np.float32 and np.isfinite(block.vectors).all()
+    assert np.load(block_dir / "embeddings.npy").dtype == np.float32
+    meta = json.loads((block_dir / "meta.json").read_text())
+    assert meta["oracle"] is True and meta["embedder"] == "oracle"
+    assert len(meta["columns"]) == block.dim
+    # standardised columns (constant ones are 0)
+    assert np.allclose(block.vectors.mean(axis=0), 0.0, atol=1e-3)
+    sd = block.vectors.std(axis=0)
+    assert np.all((np.abs(sd - 1.0) < 1e-3) | (sd < 1e-6))
+    # every latent of truth/ is there: activity, death day, price level, style; and one column per target entry
+    for column in ("log_session_rate", "death_day", "price_level", "style_0", "replenish_pace",
+                   "validation_log_purchase_sessions"):
+        assert column in meta["columns"], column
+    n_targets = sum(len(np.load(DataPaths(world).target_list(t)))
+                    for t in ("propensity_category", "propensity_sku", "propensity_new_sku", "propensity_price"))
+    assert sum(c.startswith("propensity_") for c in meta["columns"]) == n_targets
+
+
+def test_oracle_knows_the_category_tastes(world):
+    """The oracle's category column is high for the clients that buy that category in the validation window."""
+    import polars as pl
+    block = oracle.oracle_block(world, progress=False)
+    names = block.meta["columns"]
+    cats = np.load(DataPaths(world).target_list("propensity_category"))
+    window = pl.read_parquet(DataPaths(world).validation_target)
+    top = int(cats[0])
+    buyers = np.isin(block.client_ids, window.filter(pl.col("category") == top)["client_id"].to_numpy())
+    col = block.vectors[:, names.index(f"propensity_category_{top}")]
+    assert buyers.sum() > 0 and col[buyers].mean() > col[~buyers].mean() + 0.5
+
+
+def test_is_oracle(block_dir):
+    block = read_block(block_dir)
+    assert oracle.is_oracle(block) and oracle.is_oracle(block.meta) and oracle.is_oracle(block_dir)
+    assert oracle.is_oracle({"embedder": "oracle"}) and oracle.is_oracle({"oracle": True})
+    plain = Block(np.arange(3), np.zeros((3, 2)), {"name": "stats", "embedder": "stats"})
+    assert not oracle.is_oracle(plain) and not oracle.is_oracle({}) and not oracle.is_oracle(block_dir / "absent")
+
+
+def test_clear_error_without_truth(world, tmp_path, capsys):
+    real = tmp_path / "real"
+    shutil.copytree(world, real, ignore=shutil.ignore_patterns("truth"))
+    with pytest.raises(oracle.OracleError, match="truth"):
+        oracle.oracle_block(real, progress=False)
+    assert oracle.main(["--data-dir", str(real), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "truth" in err[0] and "synthetic" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_clear_error_without_target_lists(world, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(world, raw)
+    DataPaths(raw).target_list("propensity_sku").unlink()
+    with pytest.raises(oracle.OracleError, match="target lists"):
+        oracle.oracle_block(raw, progress=False)

@@ -7,9 +7,15 @@
     validation); ``--final``: from every event of the raw files, as the real submission requires (those blocks go
     to ``<blocks folder>-final/<name>``, apart from the local ones).
 
+``python -m submit.pack --data-dir D --out O`` (no ``--spec``)
+    the whole pipeline on your data in one command (:mod:`submit.pipeline`): the split when D has none, the
+    default blocks, a search, the local submission in ``O/local``, the final one (every event) in ``O/final`` and
+    the run report in ``O/run/report.md`` (the run folder, ``--work-dir``); ``--budget MINUTES`` fits the sizes.
+
 ``python -m submit.pack`` (no ``--data-dir``)
-    the embedded default (:mod:`submit.default`): a small synthetic world, every block, a short search, the packed
-    submission and a table of scores, in ``--work-dir`` (default ``./runs/default``).
+    the embedded default (:mod:`submit.default`): the same pipeline on a small synthetic world, every block, a
+    short search, the packed submission, a table of scores and the report, in ``--work-dir`` (default
+    ``./runs/default``).
 
 Writing is atomic: both files are written under temporary names in OUT, read back and checked, then renamed,
 ``client_ids.npy`` first and ``embeddings.npy`` last (any older ``embeddings.npy`` is removed before), so an
@@ -37,6 +43,7 @@ from embedders.base import BlockError
 from submit.build import ensure_blocks
 from submit.check import SubmissionError, check_arrays
 from submit.default import run_default
+from submit.pipeline import DEFAULT_BLOCKS, FINAL_DIR, LOCAL_DIR, RUN_DIR, run_own_data
 from submit.ensemble import Ensemble, Float16Error, build_ensemble, coverage_line
 from validate.cli import add_probe
 from validate.spec import EnsembleSpec, SpecError
@@ -105,54 +112,102 @@ def pack(data_dir: str | Path, spec: str | Path | EnsembleSpec, out: str | Path,
     return PackResult(out, ens, spec, layout, seconds)
 
 
+EPILOG = f"""\
+three ways to run:
+  python -m submit.pack --data-dir D --out O
+      your data, one command: split D when it has no input/ (writes D/input, D/target, as competition.split),
+      build the default blocks (CPU-sized; GPU presets when CUDA is present), search, pack. Outputs:
+        O/{LOCAL_DIR}/   local-validation submission (blocks from the input period; what the scores are about)
+        O/{FINAL_DIR}/   the final submission (blocks from every event): the one to upload
+        O/{RUN_DIR}/     run folder (--work-dir): blocks, spec.json, the study, report.md + PNGs, report.json
+      every stage reuses what is fresh: run it again after an interruption, or with more --trials.
+  python -m submit.pack --data-dir D --spec spec.json --out O [--final]
+      pack one ensemble spec (written by validate.search) into O.
+  python -m submit.pack [--quick]
+      the embedded default: the same pipeline on a synthetic world in --work-dir (default runs/default).
+
+--budget MINUTES (one-command run): from the data's size (events, relevant clients) and per-event costs measured
+on a 2-core CPU, pick the most neural epochs (1-4) that keep the run within 60% of the budget, then the most
+search clients (2,000 up to all) that fit with 10 trials, then as many trials (1-100) as the rest holds; the
+search also stops at its share of the budget. An estimate, printed at the start and in the report; fixed costs
+(split, stats, tf-idf, item2vec) cannot shrink, so a very small budget is exceeded. Explicit --trials / --epochs
+win over it."""
+
+
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The shared help formatter; the epilog's layout (the three ways to run, the output folders) kept as typed."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m submit.pack", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter,
-                                epilog="Without --data-dir: the embedded default run on a synthetic world "
-                                       "(see --work-dir, --clients, --trials, --epochs, --quick).")
-    p.add_argument("--data-dir", type=Path, help="data directory in the organisers' layout (split already run "
-                                                  "unless --final); omit for the embedded default run")
-    p.add_argument("--spec", type=Path, help="ensemble spec JSON (written by validate.search); required with "
-                                             "--data-dir")
-    p.add_argument("--out", type=Path, help="submission folder to write (required with --data-dir; default run: "
-                                            "WORK_DIR/submission)")
-    p.add_argument("--final", action="store_true", help="build blocks from every raw event (the real submission) "
-                                                        "instead of the split's input period")
+                                formatter_class=_Formatter, epilog=EPILOG)
+    p.add_argument("--data-dir", type=Path, help="data directory in the organisers' layout (six parquet files + "
+                                                  "input/relevant_clients.npy); omit for the embedded default run")
+    p.add_argument("--spec", type=Path, help="ensemble spec JSON (written by validate.search): pack only that "
+                                             "spec; without it, --data-dir runs the whole pipeline")
+    p.add_argument("--out", type=Path, help=f"with --spec: the submission folder to write; without --spec: the "
+                                            f"output folder O (O/{LOCAL_DIR}, O/{FINAL_DIR}, O/{RUN_DIR}); "
+                                            "required with --data-dir; default run: WORK_DIR/submission")
+    p.add_argument("--final", action="store_true", help="with --spec: build blocks from every raw event (the real "
+                                                        "submission) instead of the split's input period")
     p.add_argument("--seed", type=int, default=0, help="random seed of every block, PCA and the search (default 0)")
-    p.add_argument("--rebuild", action="store_true", help="rebuild every block even when fresh")
+    p.add_argument("--rebuild", action="store_true", help="with --spec: rebuild every block even when fresh")
     p.add_argument("--min-coverage", type=float, default=100 * MIN_COVERAGE, metavar="PCT",
                    help="refuse a block covering fewer than PCT percent of the relevant clients (the others would "
                         f"get its column means; default {100 * MIN_COVERAGE:g})")
     add_no_progress(p)
-    d = p.add_argument_group("embedded default run (no --data-dir)")
-    d.add_argument("--work-dir", type=Path, default=Path("runs/default"), help="folder for the world, blocks, "
-                                                                               "spec, submission and report (default runs/default)")
-    d.add_argument("--clients", type=int, default=None, help="relevant clients of the synthetic world "
-                                                             "(default 20000; 400 with --quick)")
-    d.add_argument("--trials", type=int, default=None, help="search trials (default 10; 1 with --quick)")
-    d.add_argument("--epochs", type=int, default=None, help="gru_ae training epochs (default 2; 1 with --quick)")
-    add_probe(d, "the score table")
+    d = p.add_argument_group("pipeline runs (no --spec: your data with --data-dir, else the embedded default)")
+    d.add_argument("--work-dir", type=Path, default=None,
+                   help=f"run folder: blocks, spec, study, report (default: O/{RUN_DIR} with --data-dir, "
+                        "runs/default without)")
+    d.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="with --data-dir: fit the sizes (trials, epochs, search clients) to about this many minutes "
+                        "(see below; default: the preset's sizes)")
+    d.add_argument("--trials", type=int, default=None, help="search trials (default 10 on a CPU, 20 with CUDA; "
+                                                            "1 with --quick)")
+    d.add_argument("--epochs", type=int, default=None, help="gru_ae training epochs, multitask 2 x EPOCHS + 1 "
+                                                            "(default 2 on a CPU, 3 with CUDA; 1 with --quick)")
+    d.add_argument("--blocks", nargs="+", choices=list(DEFAULT_BLOCKS), default=None, metavar="NAME",
+                   help=f"default blocks to build, among {', '.join(DEFAULT_BLOCKS)} (default: all; stats, the "
+                        "baseline, always)")
+    add_probe(d, "the score table (the search uses lgbm)")
     d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",
                    help=f"tasks of the search and the table, among {', '.join(TASKS)} (default: all six; "
                         "--quick: conversion, propensity_category)")
-    d.add_argument("--quick", action="store_true", help="tiny sizes for tests (well under a minute): 400 clients, "
-                                                        "1 trial, 2 tasks, small blocks")
+    d.add_argument("--quick", action="store_true", help="tiny sizes for tests (well under a minute on a tiny "
+                                                        "world): 1 trial, 2 tasks, small blocks")
+    d.add_argument("--clients", type=int, default=None, help="embedded default only: relevant clients of the "
+                                                             "synthetic world (default 20000; 400 with --quick)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.trials is not None and args.trials < 1:
+        parser.error("--trials must be >= 1")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be >= 1")
+    if args.budget is not None and (args.budget <= 0 or args.data_dir is None or args.spec is not None):
+        parser.error("--budget takes a positive number of minutes and goes with --data-dir and no --spec")
     try:
         if args.data_dir is None:
             if args.spec is not None or args.final or args.rebuild:
                 parser.error("--spec, --final and --rebuild need --data-dir (without it, the embedded default runs)")
-            run_default(args.work_dir, clients=args.clients, trials=args.trials, epochs=args.epochs,
-                        seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
-                        progress=not args.no_progress, tasks=args.tasks, pack=pack)
+            run_default(args.work_dir or Path("runs/default"), clients=args.clients, trials=args.trials,
+                        epochs=args.epochs, seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
+                        progress=not args.no_progress, tasks=args.tasks, blocks=args.blocks, pack=pack)
             return 0
-        if args.spec is None or args.out is None:
-            parser.error("--data-dir needs --spec and --out")
+        if args.out is None:
+            parser.error("--data-dir needs --out")
+        if args.spec is None:
+            if args.final or args.rebuild or args.clients is not None:
+                parser.error("--final, --rebuild and --clients go with --spec or the embedded default; the "
+                             f"one-command run writes both submissions (O/{LOCAL_DIR}, O/{FINAL_DIR})")
+            run_own_data(args.data_dir, args.out, args.work_dir, trials=args.trials, epochs=args.epochs,
+                         seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
+                         tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks, pack=pack)
+            return 0
         if not 0 <= args.min_coverage <= 100:
             parser.error(f"--min-coverage must be a percentage in 0..100, got {args.min_coverage:g}")
         pack(args.data_dir, args.spec, args.out, final=args.final, seed=args.seed,

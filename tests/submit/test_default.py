@@ -36,10 +36,13 @@ def test_default_run_quick(tmp_path, capsys):
                                       "packed"}
     for res in report["results"].values():
         assert set(res["tasks"]) == set(report["tasks"]) and np.isfinite(res["sum"])
-    assert "probe: LightGBM probe" in out.out and "packed" in out.out and "total wall time" in out.out
+    assert "probe: " in out.out and "packed" in out.out and "total wall time" in out.out
+    md = (work / "report.md").read_text()  # the run report (submit.report), its PNGs beside it
+    assert "![scores against the baseline](scores_vs_baseline.png)" in md and (work / "search.png").is_file()
+    assert [s["stage"] for s in report["stages"]] == ["world", "blocks", "search", "pack", "table"]
     assert "[1/5] world" in out.err and "[5/5] table" in out.err
 
     # a second run reuses the world and the fresh blocks
     assert main(["--quick", "--work-dir", str(work), "--no-progress", "--trials", "1"]) == 0
     err = capsys.readouterr().err
-    assert "reusing" in err and "building" not in err
+    assert "reusing" in err and "building" not in err and "the search is fresh" in err

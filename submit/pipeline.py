@@ -1,0 +1,507 @@
+"""The whole pipeline in one call, shared by the embedded default run (a synthetic world, :mod:`submit.default`) and
+the one-command run on the user's own data (``python -m submit.pack --data-dir D --out O``, :func:`run_own_data`).
+
+Stages (each reuses what is already there and fresh; all outputs in the run folder WORK):
+
+1. prepare: the default run generates its synthetic world (``world``); on the user's data, ``split`` cuts the
+   input period and the two target windows into D (as ``python -m competition.split`` does) when they are missing
+   or older than the raw files (raw fingerprint recorded in ``WORK/split.json``), and writes the target lists
+   that are missing (docs/challenge.md section 3);
+2. blocks: stats, tfidf_svd, item2vec, gru_ae and multitask (:func:`block_recipes`; CPU-sized, GPU presets when
+   CUDA is present) from the input period, in ``WORK/blocks/<name>/`` (:func:`submit.build.ensure_blocks`);
+3. search: ``validate.search`` (LightGBM probe) over those blocks on one half of a sample of the clients, writing
+   ``WORK/spec.json``; reused when ``WORK/search.json`` records the same blocks and settings;
+4. pack: the local submission (blocks of the input period; for local scoring);
+5. final (own data only): the real submission, the same spec packed from every raw event (blocks in
+   ``WORK/blocks-final/``);
+6. table: every block alone (stats alone = the count-statistics baseline) and the packed local submission scored
+   on the other half of the sample (clients the search never saw), then ``WORK/report.json`` and the run report
+   ``WORK/report.md`` with its PNGs (:mod:`submit.report`).
+
+Sizes: :data:`SIZES` presets ("quick" for tests, "cpu", "gpu"); :func:`fit_budget` scales trials, neural epochs and
+search clients to a time budget from the data's size and per-event costs measured on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from competition.cli import peak_rss_mb
+from competition.load import read_relevant_clients
+from competition.schema import CONVERSION, EVENT_TYPES, PROPENSITY_CATEGORY, TASKS, DataPaths
+from embedders import registry
+from submit.build import ensure_blocks
+from validate.spec import BlockSpec, EnsembleSpec
+
+#: Size presets. clients: relevant clients of the default run's synthetic world; search_clients: the sample of
+#: relevant clients the search and the table use (half each); epochs: gru_ae epochs (multitask: 2 * epochs + 1).
+SIZES: dict[str, dict[str, Any]] = {
+    "cpu": {"clients": 20_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "search_clients": 20_000,
+            "tasks": TASKS},
+    "gpu": {"clients": 20_000, "trials": 20, "epochs": 3, "search_timeout": 600.0, "search_clients": 50_000,
+            "tasks": TASKS},
+    "quick": {"clients": 400, "trials": 1, "epochs": 1, "search_timeout": 30.0, "search_clients": 20_000,
+              "tasks": (CONVERSION, PROPENSITY_CATEGORY)},
+}
+BASELINE = "stats"
+#: The default blocks, in :data:`embedders.registry.BUILTIN` order.
+DEFAULT_BLOCKS: tuple[str, ...] = tuple(n for n in registry.BUILTIN
+                                        if n in ("stats", "tfidf_svd", "item2vec", "gru_ae", "multitask"))
+#: Layout of the user's output folder O: the local-validation submission and the real (final) one.
+LOCAL_DIR, FINAL_DIR, RUN_DIR = "local", "final", "run"
+SEARCH_KEY = "search.json"
+SPLIT_RECORD = "split.json"
+
+
+def cuda_present() -> bool:
+    import torch
+    return bool(torch.cuda.is_available())
+
+
+def preset_name(quick: bool) -> str:
+    """"quick", else "gpu" when CUDA is present, else "cpu"."""
+    return "quick" if quick else ("gpu" if cuda_present() else "cpu")
+
+
+def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Default blocks: name, embedder, params (constructor kwargs) and the ensemble transform (the embedder's
+    ``ensemble_transform``, :func:`embedders.registry.default_transform`), in :data:`embedders.registry.BUILTIN`
+    order; ``names``: a subset of :data:`DEFAULT_BLOCKS` (stats is always kept: it is the baseline).
+
+    preset: "quick" (tiny, tests), "cpu" (gru_ae ``day_event`` 64-d: minutes at 20k clients on 2 cores) or "gpu"
+    (gru_ae ``week_all`` 128-d, wider blocks). ``multitask`` (supervised, stacking over stats + tfidf_svd built at
+    each of its windows' anchors) runs ``2 * epochs + 1`` epochs (its best by held-out loss is kept)."""
+    if preset == "quick":
+        params = {"stats": {}, "tfidf_svd": {"dim": 16, "n_iter": 2},
+                  "item2vec": {"dim": 16, "vector_size": 16, "epochs": 1, "min_count": 1},
+                  "gru_ae": {"variant": "day_event", "dim": 16, "field_dim": 8, "epochs": epochs, "batch_size": 64},
+                  "multitask": {"dim": 16, "thin": 32, "wide": 32, "residual_blocks": 1, "item_dim": 8,
+                                "epochs": epochs, "windows": 2, "inputs": ["stats", "tfidf_svd@dim=8"]}}
+    elif preset == "gpu":
+        params = {"stats": {}, "tfidf_svd": {"dim": 128}, "item2vec": {"dim": 128, "epochs": 3},
+                  "gru_ae": {"variant": "week_all", "dim": 128, "epochs": epochs},
+                  "multitask": {"dim": 256, "epochs": 2 * epochs + 1}}
+    elif preset == "cpu":
+        params = {"stats": {}, "tfidf_svd": {"dim": 64}, "item2vec": {"dim": 64, "epochs": 3},
+                  "gru_ae": {"variant": "day_event", "dim": 64, "field_dim": 32, "layers": 1, "epochs": epochs},
+                  "multitask": {"dim": 128, "epochs": 2 * epochs + 1}}
+    else:
+        raise ValueError(f"preset must be one of {sorted(SIZES)}, got {preset!r}")
+    wanted = set(DEFAULT_BLOCKS if names is None else names) | {BASELINE}
+    unknown = sorted(wanted - set(DEFAULT_BLOCKS))
+    if unknown:
+        raise ValueError(f"unknown default block(s) {unknown}; choose among {list(DEFAULT_BLOCKS)}")
+    return [{"name": name, "embedder": name, "params": params[name], "transform": registry.default_transform(name)}
+            for name in DEFAULT_BLOCKS if name in wanted]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time budget
+# ---------------------------------------------------------------------------------------------------------------
+#: Costs on this project's 2-core CPU (seconds per million raw events, or per thousand clients), from the
+#: measured runs in the README (CPU preset); on a GPU the neural ones are divided by GPU_SPEEDUP.
+COST = {"split": 2.0, "fixed_blocks": 4.0, "neural_epoch": 8.0, "trial_per_kclient": 0.25,
+        "table_per_kclient": 0.15, "startup": 15.0}
+GPU_SPEEDUP = 10.0
+TRIALS_RANGE, EPOCHS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), (1, 4), 2_000
+
+
+def count_events(data_dir: str | Path) -> int:
+    """Rows of the five raw event files (parquet metadata only)."""
+    import pyarrow.parquet as pq
+
+    from competition.load import scan_table
+    paths = DataPaths(data_dir)
+    for kind in EVENT_TYPES:
+        scan_table(data_dir, kind)  # present, parquet, the columns of the contract (DataError otherwise)
+    return int(sum(pq.ParquetFile(paths.table(k)).metadata.num_rows for k in EVENT_TYPES))
+
+
+def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, n_blocks: int, final: bool,
+                     gpu: bool = False, neural: int = 2) -> dict[str, float]:
+    """Estimated seconds per stage for ``size`` (a :data:`SIZES` entry) on ``n_events`` raw events and
+    ``n_clients`` relevant clients; ``neural``: how many of the blocks are neural (gru_ae, multitask)."""
+    m = n_events / 1e6
+    speed = GPU_SPEEDUP if gpu else 1.0
+    # gru_ae runs `epochs` epochs, multitask 2 * epochs + 1 (each multitask epoch ~ half a gru_ae one).
+    neural_epochs = (size["epochs"] + (size["epochs"] + 0.5)) * neural / 2
+    blocks = m * (COST["fixed_blocks"] + COST["neural_epoch"] * neural_epochs / speed) * n_blocks / 5
+    k_search = min(size["search_clients"], n_clients) / 1e3
+    search = min(size["trials"] * COST["trial_per_kclient"] * k_search * len(size["tasks"]) / 6,
+                 size["search_timeout"])
+    table = (n_blocks + 1) * COST["table_per_kclient"] * k_search / 2 * len(size["tasks"]) / 6
+    return {"startup": COST["startup"], "split": COST["split"] * m, "blocks": blocks, "search": search,
+            "pack": 0.05 * m, "final": blocks if final else 0.0, "table": table}
+
+
+def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: int, n_blocks: int, final: bool,
+               gpu: bool = False, neural: int = 2) -> tuple[dict[str, Any], float]:
+    """Sizes scaled to fit ``budget_s`` seconds (:func:`estimate_seconds`): the most neural epochs (1..4) that keep
+    the run within 60% of the budget with the smallest search, then the most search clients (2,000..all) that fit
+    with 10 trials, then as many trials (1..100) as the rest of the budget holds; the search's timeout is that
+    rest (at least 30 s). Returns (sizes, estimated seconds); the estimate exceeds the budget when even the
+    smallest sizes do (the data's fixed costs: split, non-neural blocks)."""
+    def total(s: dict[str, Any]) -> float:
+        return sum(estimate_seconds(s, n_events, n_clients, n_blocks, final, gpu, neural).values())
+
+    smallest_clients = min(n_clients, SEARCH_CLIENTS_MIN)
+    out = dict(size, search_timeout=math.inf)
+    for epochs in range(EPOCHS_RANGE[1], EPOCHS_RANGE[0] - 1, -1):
+        out.update(epochs=epochs, trials=1, search_clients=smallest_clients)
+        if total(out) <= 0.6 * budget_s:
+            break
+    ladder = sorted({min(n_clients, c) for c in (2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)}
+                    | {n_clients}, reverse=True)
+    for clients in ladder:
+        out["search_clients"] = clients
+        if total(dict(out, trials=10)) <= budget_s:
+            break
+    else:
+        out["search_clients"] = smallest_clients
+    per_trial = estimate_seconds(dict(out, trials=1), n_events, n_clients, n_blocks, final, gpu, neural)["search"]
+    rest = max(budget_s - total(dict(out, trials=0)), 0.0)
+    out["trials"] = int(np.clip(rest // max(per_trial, 1e-9), *TRIALS_RANGE))
+    out["search_timeout"] = float(max(rest, 30.0))
+    return out, total(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stages: progress headers, timings and peak memory per stage
+# ---------------------------------------------------------------------------------------------------------------
+def _vm_hwm_mb() -> float | None:
+    """The process's peak resident memory since the last :func:`_reset_hwm` (Linux VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (``/proc/self/clear_refs`` 5); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Stages:
+    """Prints ``[k/n] stage ...`` headers with the elapsed time (stderr, beside the tqdm bars) and records each
+    stage's wall seconds and peak RSS (MiB; per stage where the kernel lets the mark be reset, else the process's
+    peak so far, and ``rss_scope`` says which)."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names, self.t0, self.k = names, time.perf_counter(), 0
+        self.records: list[dict[str, Any]] = []
+        self._current: tuple[str, float] | None = None
+        self.rss_scope = "stage"
+
+    def start(self, name: str, what: str) -> None:
+        self.finish()
+        self.k = self.names.index(name) + 1
+        if not _reset_hwm():
+            self.rss_scope = "process so far"
+        self._current = (name, time.perf_counter())
+        self.log(f"[{self.k}/{len(self.names)}] {name}: {what}")
+
+    def finish(self) -> None:
+        """Close the running stage's record (called by :meth:`start` and at the end)."""
+        if self._current is None:
+            return
+        name, t = self._current
+        peak = _vm_hwm_mb() if self.rss_scope == "stage" else None
+        self.records.append({"stage": name, "seconds": round(time.perf_counter() - t, 2),
+                             "peak_rss_mb": round(peak if peak is not None else peak_rss_mb(), 1)})
+        self._current = None
+
+    def log(self, msg: str) -> None:
+        print(f"{time.perf_counter() - self.t0:7.1f}s  {msg}", file=sys.stderr, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage helpers
+# ---------------------------------------------------------------------------------------------------------------
+def ensure_split(data_dir: Path, work: Path, progress: bool, log) -> str:
+    """The split and the target lists of ``data_dir``, (re)made when missing or older than the raw files.
+
+    Fresh = every ``input/<event>.parquet`` and ``target/split_times.json`` exist and either ``WORK/split.json``
+    records the current raw fingerprint or (a split made outside this run) its end instant is the raw files'.
+    Returns "reused" or "split"."""
+    from competition.events import fingerprint
+    from competition.io import write_json
+    from competition.split import compute_split_times, read_split_times, split
+    from competition.targets import write_target_lists
+
+    paths = DataPaths(data_dir)
+    record = work / SPLIT_RECORD
+    raw_fp = fingerprint(data_dir, "raw")
+    have = paths.split_times.is_file() and all(paths.table(k, "input").is_file() for k in EVENT_TYPES) \
+        and paths.train_target.is_file() and paths.validation_target.is_file()
+    fresh = False
+    if have:
+        if record.is_file():
+            fresh = json.loads(record.read_text()).get("raw_fingerprint") == raw_fp
+        else:
+            fresh = read_split_times(data_dir) == compute_split_times(data_dir)
+    if fresh:
+        log(f"split of {data_dir} is fresh (input/ and target/ windows reused)")
+        how = "reused"
+    else:
+        log(f"splitting {data_dir}: input/ and the target windows " + ("were missing" if not have else
+                                                                        "are older than the raw files"))
+        split(data_dir, progress=progress)
+        how = "split"
+    lists = write_target_lists(data_dir)
+    write_json({"raw_fingerprint": raw_fp, "target_lists": lists}, record)
+    return how
+
+
+def search_key(recipes_spec: EnsembleSpec, size: dict[str, Any], tasks: Sequence[str], probe: str, seed: int,
+               max_clients: int | None) -> dict[str, Any]:
+    """What the search depends on: each block's meta (embedder, params, seed, input fingerprint) and the settings."""
+    blocks = {}
+    for b in recipes_spec.blocks:
+        meta = json.loads((b.path / "meta.json").read_text()) if (b.path / "meta.json").is_file() else {}
+        blocks[b.name] = {k: meta.get(k) for k in ("embedder", "params", "seed", "fingerprint", "dim")}
+    return json.loads(json.dumps({"blocks": blocks, "trials": size["trials"], "timeout": size["search_timeout"],
+                                  "tasks": list(tasks), "probe": probe, "seed": seed, "max_clients": max_clients},
+                                 default=str))
+
+
+def search_history(study_db: Path) -> list[dict[str, Any]]:
+    """Every trial of the stored study: number, state, objective (None when pruned), columns."""
+    import optuna
+
+    from validate.search import STUDY_NAME
+
+    if not study_db.is_file():
+        return []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{study_db}")
+    return [{"number": t.number, "state": t.state.name, "value": t.value,
+             "columns": t.user_attrs.get("columns")} for t in study.trials]
+
+
+def score_table(data_dir: Path, named_dirs: dict[str, Path], clients: np.ndarray, tasks: tuple[str, ...],
+                probe: str, seed: int, progress: bool, log) -> dict[str, dict]:
+    """``validate.probe.score_blocks`` of each folder alone on ``clients``, by name."""
+    from validate.probe import score_blocks
+
+    results = {}
+    for name, path in named_dirs.items():
+        res = score_blocks(data_dir, [path], tasks, probe=probe, seed=seed, clients=clients, progress=progress)
+        log(f"  {name}: sum {res['sum']:.4f} over {len(tasks)} task(s) ({res['seconds']:.1f}s)")
+        results[name] = res
+    return results
+
+
+def probe_words(probe: str) -> str:
+    """The probe named for the score table's header."""
+    from submit.report import probe_label
+    return ("MLP replica (the organisers' downstream net)" if probe == "mlp"
+            else f"{probe_label(probe)}: a fast stand-in, not the organisers' MLP")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shared pipeline
+# ---------------------------------------------------------------------------------------------------------------
+def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str, Any]], size: dict[str, Any],
+                 seed: int, probe: str, progress: bool, pack: Callable, out_local: Path,
+                 out_final: Path | None = None, title: str = "pipeline run", extra: dict | None = None,
+                 oracle: bool = False) -> dict:
+    """Stages 2-6 (module docstring) on a prepared (split) ``data_dir``; the caller ran stage 1 on ``st``.
+
+    pack: :func:`submit.pack.pack` (given by its caller, so that this module does not import the command that runs
+    it). out_final: where the final submission goes (None: no final stage). oracle: add the oracle row
+    (synthetic worlds with ``truth/``, when :mod:`validate.oracle` is available). Returns the report dict (also
+    written to ``WORK/report.json``; ``WORK/report.md`` and its PNGs beside it)."""
+    from competition.io import write_json
+    from submit.report import Row, rows_from_results, write_run_report
+    from validate.cli import resolve_probe
+    from validate.report import format_table
+    from validate.search import DB_FILE, report_sample, run_search
+
+    tasks = tuple(size["tasks"])
+    blocks_dir = work / "blocks"
+    blog = lambda m: st.log("  " + m)  # noqa: E731
+    st.start("blocks", ", ".join(r["name"] for r in recipes))
+    entries = [BlockSpec(r["name"], blocks_dir / r["name"], r["transform"], 1.0, None, r["embedder"], r["params"])
+               for r in recipes]
+    # Blocks an earlier run (or the user) left in WORK/blocks are searched too (validate.search scans the folder):
+    # kept fresh from their meta.json's recipe, so that the search never chooses with stale vectors.
+    from validate.search import find_blocks
+    known = {r["name"] for r in recipes}
+    extra_blocks = [p for p in (find_blocks(blocks_dir) if blocks_dir.is_dir() and any(blocks_dir.iterdir())
+                                else []) if p.name not in known]
+    entries += [BlockSpec(p.name, p, registry.default_transform(json.loads((p / "meta.json").read_text())
+                                                                .get("embedder", "")), 1.0)
+                for p in extra_blocks if (p / "meta.json").is_file()]
+    if extra_blocks:
+        blog(f"also kept fresh and searched: {', '.join(p.name for p in extra_blocks)} (already in {blocks_dir})")
+    all_spec = EnsembleSpec(entries, source="default blocks")
+    # Torch threads: the embedders' own policy (embedders.threads), the same as their CLIs and submit.pack use.
+    ensure_blocks(all_spec, data_dir, "input", seed=seed, progress=progress, log=blog)
+
+    probe_search = "lgbm"
+    n_relevant = len(np.load(DataPaths(data_dir).relevant_clients))
+    max_clients = None if size["search_clients"] >= n_relevant else int(size["search_clients"])
+    spec_path = work / "spec.json"
+    key = search_key(all_spec, size, tasks, probe_search, seed, max_clients)
+    key_path = work / SEARCH_KEY
+    fresh = (spec_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key)
+    st.start("search", f"{size['trials']} trial(s), {probe_search} probe, at most {size['search_timeout']:.0f}s, "
+                       f"{min(n_relevant, size['search_clients']):,} clients" + (" (reused)" if fresh else ""))
+    if fresh:
+        spec = EnsembleSpec.load(spec_path).to_dict()
+        blog(f"the search is fresh ({key_path} matches the blocks and settings): {spec_path} reused")
+    else:
+        key_path.unlink(missing_ok=True)
+        spec = run_search(data_dir, blocks_dir, spec_path, size["trials"], timeout=size["search_timeout"],
+                          probe=probe_search, seed=seed, overwrite=True, tasks=tasks, max_clients=max_clients,
+                          progress=progress)
+        write_json(key, key_path)
+    for b in spec["blocks"]:
+        blog(f"chose {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
+
+    st.start("pack", f"local submission (input-period blocks): {spec_path} -> {out_local}")
+    packed = pack(data_dir, spec_path, out_local, seed=seed, progress=progress, log=blog)
+    packed_final = None
+    if out_final is not None:
+        st.start("final", f"final submission (blocks from every event, in {work / 'blocks-final'}) -> {out_final}")
+        packed_final = pack(data_dir, spec_path, out_final, final=True, seed=seed, progress=progress, log=blog)
+
+    table_probe = resolve_probe(probe)
+    # clients of the full split's report fold (never scored by the search, at any --max-clients), at most half
+    # the search sample, so the table costs about what one search fold does
+    report_ids = report_sample(data_dir, min(n_relevant, int(size["search_clients"])) // 2, seed)
+    st.start("table", f"{len(recipes)} blocks alone and the packed submission, {table_probe} probe, "
+                      f"{len(report_ids):,} report-fold clients")
+    dirs = {f"{r['name']} (baseline)" if r["name"] == BASELINE else r["name"]: blocks_dir / r["name"]
+            for r in recipes}
+    dirs["packed"] = out_local
+    results = score_table(data_dir, dirs, report_ids, tasks, table_probe, seed, progress, st.log)
+    rows = rows_from_results(results, baseline=f"{BASELINE} (baseline)", packed="packed")
+    if oracle:
+        rows += oracle_rows(data_dir, report_ids, tasks, table_probe, seed, st.log)
+
+    base = results[f"{BASELINE} (baseline)"]["sum"]
+    lines = [f"Scores on the report fold ({len(report_ids):,} clients the search never saw); probe: "
+             f"{probe_words(table_probe)}",
+             format_table(results, list(tasks)),
+             f"packed ({packed.ensemble.dim} columns: "
+             + ", ".join(f"{k} {b - a}" for k, (a, b) in packed.ensemble.columns.items())
+             + f") vs the count-statistics baseline: {results['packed']['sum'] - base:+.4f} (sum of {len(tasks)} "
+               f"task(s))"]
+    print("\n" + "\n".join(lines), flush=True)
+    st.finish()
+    columns = {"local": {k: b - a for k, (a, b) in packed.ensemble.columns.items()}}
+    if packed_final is not None:
+        columns["final"] = {k: b - a for k, (a, b) in packed_final.ensemble.columns.items()}
+    report = {"title": title, "data_dir": str(data_dir), "work_dir": str(work), "sizes": size, "seed": seed,
+              "probe": table_probe, "search_probe": probe_search, "tasks": list(tasks),
+              "report_clients": int(len(report_ids)), "spec": str(spec_path), "submission": str(out_local),
+              "final_submission": str(out_final) if out_final is not None else None,
+              "results": results, "rows": [r.to_dict() for r in rows], "baseline": f"{BASELINE} (baseline)",
+              "search": {k: spec.get("search", {}).get(k) for k in ("trials", "trials_total", "pruned",
+                                                                     "best_trial", "search_fold", "report_fold")},
+              "chosen": spec["blocks"], "search_history": search_history(work / DB_FILE), "columns": columns,
+              "stages": st.records, "rss_scope": st.rss_scope, "seconds": round(st.elapsed, 1),
+              "peak_rss_mb": round(max([peak_rss_mb()] + [r["peak_rss_mb"] for r in st.records]), 1),
+              **(extra or {})}
+    write_json(report, work / "report.json")
+    md = write_run_report(report, rows, work)
+    report["report_md"] = str(md)
+    write_json(report, work / "report.json")
+    where = f"local submission in {out_local}" + (f", final submission in {out_final}" if out_final else "")
+    print(f"\ntotal wall time {st.elapsed:.1f}s ({st.elapsed / 60:.1f} min); {where}; report in {md}", flush=True)
+    return report
+
+
+def oracle_rows(data_dir: Path, clients: np.ndarray, tasks: Sequence[str], probe: str, seed: int, log) -> list:
+    """The oracle's row (the world's true latents, :mod:`validate.oracle`) when that module and ``truth/`` exist;
+    else none."""
+    if not DataPaths(data_dir).truth.is_dir():
+        return []
+    try:
+        from validate import oracle  # noqa: F401  (built by another task; used only once it has landed)
+    except ImportError:
+        return []
+    from submit.report import oracle_row
+    try:
+        row = oracle_row(data_dir, clients, tasks, probe, seed)
+    except Exception as exc:  # the oracle is a bonus row: never lose the run's report over it
+        log(f"  oracle: not scored ({type(exc).__name__}: {exc})")
+        return []
+    if row is not None:
+        log(f"  {row.name}: sum {row.sum:.4f}")
+    return [row] if row is not None else []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The user's own data
+# ---------------------------------------------------------------------------------------------------------------
+OWN_STAGES = ("split", "blocks", "search", "pack", "final", "table")
+
+
+def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | None = None,
+                 trials: int | None = None, epochs: int | None = None, seed: int = 0, quick: bool = False,
+                 probe: str = "auto", progress: bool = True, tasks: Sequence[str] | None = None,
+                 budget_minutes: float | None = None, blocks: Sequence[str] | None = None, *,
+                 pack: Callable) -> dict:
+    """The whole pipeline on the user's data (module docstring): ``out/local`` (local-validation submission),
+    ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
+    blocks, study, report.md). Explicit trials/epochs/tasks win over the preset and the budget."""
+    data_dir, out = Path(data_dir), Path(out)
+    work = Path(work_dir) if work_dir is not None else out / RUN_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    preset = preset_name(quick)
+    size = {k: v for k, v in SIZES[preset].items() if k != "clients"}  # clients: the default run's world
+    recipes_names = list(blocks) if blocks else None
+    st = Stages(OWN_STAGES)
+    relevant = len(read_relevant_clients(data_dir))  # one clear error when absent or malformed
+    n_events = count_events(data_dir)
+    n_blocks = len(block_recipes(1, preset, recipes_names))
+    neural = sum(n in ("gru_ae", "multitask") for n in (recipes_names or DEFAULT_BLOCKS))
+    if tasks:
+        size["tasks"] = tuple(tasks)
+    estimate = None
+    if budget_minutes is not None:
+        size, estimate = fit_budget(size, 60.0 * budget_minutes, n_events, relevant, n_blocks, True,
+                                    preset == "gpu", neural)
+    size.update({k: v for k, v in {"trials": trials, "epochs": epochs}.items() if v is not None})
+    if estimate is None:
+        estimate = sum(estimate_seconds(size, n_events, relevant, n_blocks, True, preset == "gpu", neural).values())
+    recipes = block_recipes(size["epochs"], preset, recipes_names)
+    local, final = out / LOCAL_DIR, out / FINAL_DIR
+    st.log(f"submit.pack on {data_dir} ({relevant:,} relevant clients, {n_events:,} events; preset {preset}"
+           + (f", budget {budget_minutes:g} min" if budget_minutes is not None else "")
+           + f"): {size['trials']} search trial(s) on {min(relevant, size['search_clients']):,} clients, "
+             f"neural epochs {size['epochs']}, seed {seed}; estimated {estimate / 60:.1f} min")
+    st.log(f"outputs: local submission {local}, final submission {final}, run folder {work}")
+
+    st.start("split", f"input period and target windows of {data_dir}")
+    split_how = ensure_split(data_dir, work, progress, st.log)
+    extra = {"kind": "own data", "preset": preset, "budget_minutes": budget_minutes, "n_events": n_events,
+             "n_relevant": relevant, "estimated_seconds": round(estimate, 1), "split": split_how, "out": str(out)}
+    return run_pipeline(data_dir, work, st, recipes, size, seed, probe, progress, pack, local, final,
+                        title=f"submit.pack on {data_dir.name}", extra=extra, oracle=True)
+
+
+__all__ = ["SIZES", "DEFAULT_BLOCKS", "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
+           "run_pipeline", "run_own_data", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]

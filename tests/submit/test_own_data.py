@@ -1,0 +1,117 @@
+"""The one-command run on the user's own data (``python -m submit.pack --data-dir D --out O``, no spec), end to end
+on a tiny raw world with the awkward properties of real logs: no split yet, an empty search_query file, no
+remove_from_cart events, client and sku ids far from 0; run from another working folder."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, PAGE_VISIT, DataPaths
+from submit.pipeline import SIZES, ensure_split, fit_budget
+from submit.report import PNGS, REPORT_MD
+from tests.submit.own_worlds import AWKWARD, raw_world
+from tests.test_install import _env_outside_repo
+
+ARGS = ["--quick", "--probe", "lgbm", "--tasks", "conversion", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def own_run(tmp_path_factory):
+    """One run of the command from a folder outside the repository, on a raw awkward world."""
+    root = tmp_path_factory.mktemp("own")
+    world = raw_world(root / "world", **AWKWARD)
+    cwd = root / "elsewhere"
+    cwd.mkdir()
+    env = _env_outside_repo()
+    res = subprocess.run([sys.executable, "-m", "submit.pack", "--data-dir", str(world), "--out", "out", *ARGS],
+                         cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {"world": world, "out": cwd / "out", "cwd": cwd, "env": env, "res": res}
+
+
+def test_split_blocks_and_both_submissions(own_run):
+    world, out = own_run["world"], own_run["out"]
+    paths = DataPaths(world)
+    assert paths.split_times.is_file() and paths.target_list("propensity_category").is_file()  # split made
+    relevant = np.load(paths.relevant_clients)
+    assert relevant.min() > 10**9
+    for sub in ("local", "final"):
+        ids = np.load(out / sub / CLIENT_IDS_FILE)
+        assert ids.dtype == np.int64 and set(ids.tolist()) == set(relevant.tolist())
+        assert np.load(out / sub / EMBEDDINGS_FILE).dtype == np.float16
+        assert json.loads((out / sub / "pack.json").read_text())["layout"] == ("raw" if sub == "final" else "input")
+        # the organisers' kind of check, by the command a user would run, from the same folder
+        res = subprocess.run([sys.executable, "-m", "submit.check", "--data-dir", str(world), "--embeddings-dir",
+                              str(out / sub)], cwd=own_run["cwd"], env=own_run["env"], capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0 and "valid" in res.stdout, res.stdout + res.stderr
+    for name in ("stats", "tfidf_svd", "item2vec", "gru_ae", "multitask"):
+        assert (out / "run" / "blocks" / name / EMBEDDINGS_FILE).is_file()
+        assert (out / "run" / "blocks-final" / name / EMBEDDINGS_FILE).is_file()
+    assert "final submission in out/final" in own_run["res"].stdout
+
+
+def test_report_with_pngs(own_run):
+    run = own_run["out"] / "run"
+    md = (run / REPORT_MD).read_text()
+    for png in PNGS.values():
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"]({png})" in md
+    assert "out/final" in md and "out/local" in md
+    assert "LightGBM (proxy)" in md and "stats (baseline)" in md and "**packed**" in md
+    report = json.loads((run / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == ["split", "blocks", "search", "pack", "final", "table"]
+    assert all(s["seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in report["stages"])
+    assert report["search_history"] and set(report["columns"]) == {"local", "final"}
+    assert sum(report["columns"]["final"].values()) == np.load(own_run["out"] / "final" / EMBEDDINGS_FILE).shape[1]
+
+
+def test_second_run_reuses_every_stage(own_run, capsys, monkeypatch):
+    from submit.pack import main
+
+    monkeypatch.chdir(own_run["cwd"])
+    assert main(["--data-dir", str(own_run["world"]), "--out", "out", *ARGS]) == 0
+    err = capsys.readouterr().err
+    assert "split of" in err and "is fresh" in err
+    assert "the search is fresh" in err and "building" not in err
+
+
+def test_split_redone_when_the_raw_files_change(tmp_path):
+    world = raw_world(tmp_path / "w", clients=60, seed=3)
+    work = tmp_path / "run"
+    log = []
+    assert ensure_split(world, work, False, log.append) == "split"
+    assert ensure_split(world, work, False, log.append) == "reused"
+    visits = pl.read_parquet(DataPaths(world).table(PAGE_VISIT))
+    visits.head(len(visits) - 1).write_parquet(DataPaths(world).table(PAGE_VISIT))
+    assert ensure_split(world, work, False, log.append) == "split"
+    assert "older than the raw files" in log[-1]
+
+
+def test_budget_scales_sizes():
+    cpu = SIZES["cpu"]
+    small, est_small = fit_budget(cpu, 60.0, 5_000_000, 20_000, 5, True)
+    large, est_large = fit_budget(cpu, 120 * 60.0, 5_000_000, 20_000, 5, True)
+    assert small["epochs"] == 1 and small["trials"] == 1 and small["search_clients"] == 2_000
+    assert large["epochs"] == 4 and large["search_clients"] == 20_000 and large["trials"] > cpu["trials"]
+    assert est_large <= 120 * 60.0 and large["search_timeout"] <= 120 * 60.0
+    mid, est_mid = fit_budget(cpu, 10 * 60.0, 5_000_000, 20_000, 5, True)
+    assert est_mid <= 10 * 60.0 and 1 <= mid["trials"] <= 100
+
+
+def test_flags_that_do_not_fit(tmp_path, capsys):
+    from submit.pack import main
+
+    for argv in (["--data-dir", str(tmp_path), "--out", "o", "--final"], ["--budget", "5"],
+                 ["--data-dir", str(tmp_path)], ["--data-dir", str(tmp_path), "--out", "o", "--budget", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    # no data: one clear error naming the file
+    assert main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "relevant_clients.npy" in capsys.readouterr().err

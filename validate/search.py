@@ -1,7 +1,8 @@
 """Search the ensemble automatically: an Optuna study over which blocks to use, their weights and dimensions.
 
-``python -m validate.search --data-dir D --embeddings-root R --trials N [--timeout S] [--probe auto|lgbm|mlp]
-[--seed S] [--resume] --out spec.json``
+``python -m validate.search --data-dir D --embeddings-root R --trials N [--timeout S]
+[--probe auto|mlp|narrow|linear|lgbm] [--repeats K] [--max-clients N] [--confirm-clients N] [--seed S] [--resume]
+--out spec.json``
 
 - R holds block folders, one per subfolder (``embeddings.npy`` + ``client_ids.npy`` + ``meta.json``).
 - Per block a trial picks: use it or not; a weight in [0.25, 4] (log scale) on its normalised rows (with the MLP
@@ -12,6 +13,11 @@
 - The relevant clients are split by seed into two disjoint halves: the objective is the mean task score on the
   "search" half; the best ensemble is then scored once on the "report" half, and that is the figure reported, so
   the search cannot flatter it.
+- The probe (``--probe``, :mod:`validate.cli`): ``auto`` is the replica with CUDA, else the fast probe that ranks
+  most like the replica (docs/probes.md); ``--repeats K`` averages each trial over K row orders of the search fold.
+- ``--confirm-clients N``: the best ensemble is then scored by the replica itself on N report-fold clients beside
+  every block alone (or the stats block), the check that the probe's choice holds by the organisers' measure.
+  Oracle blocks (built from a synthetic world's truth) are refused.
 - The study lives in ``<out dir>/search.db`` (SQLite, study name :data:`STUDY_NAME`); ``--resume`` loads it and adds
   trials. Writes the spec JSON that ``submit.pack`` consumes (:mod:`validate.spec`; each block's entry records
   the embedder and params of its meta.json, so pack can rebuild it) and, beside it, ``search_history.png`` and ``search_importance.png``.
@@ -33,8 +39,9 @@ from competition.cli import HelpFormatter, add_no_progress
 from competition.load import DataError
 from competition.schema import EMBEDDINGS_FILE, MAX_EMBEDDING_COLUMNS, TASKS
 from embedders.base import Block, BlockError, read_block
-from validate.cli import add_probe, resolve_probe
+from validate.cli import SCALE_SENSITIVE, add_probe, resolve_probe
 from validate.ensemble_ops import apply_transform, default_transform, fit_pca, scale_block
+from validate.noise import noise_line
 from validate.probe import TaskLabels, client_order, score_matrix
 from validate.spec import BlockSpec, EnsembleSpec
 
@@ -42,8 +49,6 @@ STUDY_NAME = "validate_search"
 DB_FILE = "search.db"
 DIM_CHOICES = (16, 32, 64, 128, 256)
 WEIGHT_RANGE = (0.25, 4.0)
-#: Probes whose score depends on a block's scale; with the others (LightGBM) weights are not searched.
-SCALE_SENSITIVE = ("mlp",)
 #: Block matrices kept in memory between trials (bytes).
 CACHE_BYTES = 4 * 2**30
 
@@ -78,6 +83,20 @@ def split_folds(client_ids: np.ndarray, seed: int, search_share: float = 0.5) ->
     return client_ids[in_search], client_ids[~in_search]
 
 
+def sample_fold(fold: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``size`` ids of ``fold``, in the fold's order (all of it when smaller)."""
+    if size >= len(fold):
+        return fold
+    return fold[np.sort(np.random.default_rng(seed).choice(len(fold), size=size, replace=False))]
+
+
+def report_sample(data_dir: str | Path, size: int | None, seed: int) -> np.ndarray:
+    """``size`` clients of the report fold of seed ``seed`` (the clients a search with that seed never scores, at
+    any ``--max-clients``), in a seeded order; the whole fold when ``size`` is None."""
+    report = split_folds(client_order(data_dir), seed)[1]
+    return report[np.random.default_rng(seed + 1).permutation(len(report))[:size or len(report)]]
+
+
 class BlockMatrices:
     """Block matrices for one set of clients, as :func:`validate.ensemble_ops.block_matrix` makes them, cached.
 
@@ -110,8 +129,8 @@ class BlockMatrices:
             return self._cache[key]
         Z = self._base(name)
         if dims < Z.shape[1]:
-            if name not in self._pca:
-                top = max(d for d in dim_options(Z.shape[1]) if d < Z.shape[1])
+            if name not in self._pca or self._pca[name].dims < dims:  # any size below the width, not only options
+                top = max([d for d in dim_options(Z.shape[1]) if d < Z.shape[1]] + [dims])
                 self._pca[name] = fit_pca(Z, top, seed=self.seed)
             Z = self._pca[name].transform(Z, dims)
         M = scale_block(Z, self.kinds[name])
@@ -173,18 +192,25 @@ def choice_of(params: dict, blocks: dict[str, Block]) -> list[tuple[str, float, 
 
 
 class SearchObjective:
-    """The trial objective: the probe's mean task score of the suggested ensemble on the search fold.
+    """The trial objective: the probe's mean task score of the suggested ensemble on the search fold, averaged over
+    ``repeats`` row orders of it (the first: the fold's own order; the others seeded permutations). The MLP probes
+    train unshuffled, so their score moves with row order; averaging orders is how the search sees past that noise.
 
     Trials with no block or more than ``schema.MAX_EMBEDDING_COLUMNS`` columns are pruned before any scoring
-    (user attribute "pruned_because"); scored trials record "columns", per-task "tasks" and "seconds".
+    (user attribute "pruned_because"); scored trials record "columns", per-task "tasks" (mean over orders),
+    "order_sums" (six-task sum per order) and "seconds".
     """
 
     def __init__(self, data_dir, blocks: dict[str, Block], mats: BlockMatrices, search_ids: np.ndarray,
                  search_rows: np.ndarray, labels: TaskLabels, tasks: Sequence[str], probe: str, seed: int,
-                 mlp_width: tuple[int, int] | None = None):
+                 mlp_width: tuple[int, int] | None = None, repeats: int = 1):
         self.data_dir, self.blocks, self.mats = data_dir, blocks, mats
-        self.search_ids, self.search_rows, self.labels = search_ids, search_rows, labels
         self.tasks, self.probe, self.seed, self.mlp_width = list(tasks), probe, seed, mlp_width
+        rng = np.random.default_rng(seed + 7919)
+        perms = [np.arange(len(search_ids))] + [rng.permutation(len(search_ids)) for _ in range(repeats - 1)]
+        # per order: (client ids, rows into the block matrices, labels in that order)
+        self.orders = [(search_ids[p], search_rows[p], labels if i == 0 else labels.restrict(search_ids[p]))
+                       for i, p in enumerate(perms)]
 
     def __call__(self, trial) -> float:
         chosen = trial_choice(trial, self.blocks, tune_weights=self.probe in SCALE_SENSITIVE)
@@ -194,11 +220,41 @@ class SearchObjective:
             trial.set_user_attr("pruned_because", "no block" if not chosen else
                                 f"{total} columns > {MAX_EMBEDDING_COLUMNS}")
             raise optuna.TrialPruned()
-        res = score_matrix(self.data_dir, self.search_ids, self.mats.ensemble(chosen, self.search_rows), self.tasks,
-                           self.probe, self.seed, labels=self.labels, progress=False, mlp_width=self.mlp_width)
-        trial.set_user_attr("tasks", {t: r["score"] for t, r in res["tasks"].items()})
-        trial.set_user_attr("seconds", res["seconds"])
-        return res["mean"]
+        runs = [score_matrix(self.data_dir, ids, self.mats.ensemble(chosen, rows), self.tasks, self.probe, self.seed,
+                             labels=labels, progress=False, mlp_width=self.mlp_width)
+                for ids, rows, labels in self.orders]
+        trial.set_user_attr("tasks", {t: float(np.mean([r["tasks"][t]["score"] for r in runs]))
+                                      for t in runs[0]["tasks"]})
+        trial.set_user_attr("order_sums", [r["sum"] for r in runs])
+        trial.set_user_attr("seconds", sum(r["seconds"] for r in runs))
+        return float(np.mean([r["mean"] for r in runs]))
+
+
+def confirm_with_replica(data_dir: str | Path, blocks: dict[str, Block], chosen: Sequence[tuple[str, float, int]],
+                         n_clients: int, seed: int, against: str = "all", tasks: Sequence[str] = TASKS,
+                         progress: bool = True, mlp_width: tuple[int, int] | None = None) -> dict:
+    """The chosen ensemble scored by the replica on ``n_clients`` report-fold clients (:func:`report_sample`),
+    beside the stats block alone (``against="stats"``) or every block alone (``"all"``), on the same rows.
+
+    Blocks alone are scored as ``validate.probe`` scores their folder (raw columns). Returns ``{"probe": "mlp",
+    "n_clients", "candidates": {name: {"sum", "tasks"}}, "noise", "margin"}``; margin: the ensemble's sum minus the
+    best other candidate's."""
+    ids = report_sample(data_dir, n_clients, seed)
+    labels = TaskLabels.load(data_dir, tasks, ids)
+    mats = BlockMatrices(blocks, ids, seed=seed)
+    others = [n for n, b in blocks.items() if against == "all" or b.meta.get("embedder") == "stats"]
+    matrices = {"searched": mats.ensemble(chosen)} | {n: blocks[n].align(ids)[0] for n in others}
+    out = {}
+    for name, X in matrices.items():
+        res = score_matrix(data_dir, ids, X, tasks, "mlp", seed, labels=labels, progress=progress,
+                           mlp_width=mlp_width)
+        out[name] = {"sum": res["sum"], "seconds": res["seconds"],
+                     "tasks": {t: r["score"] for t, r in res["tasks"].items()}}
+        if progress:
+            print(f"confirm {name}: replica sum {res['sum']:.4f} ({res['seconds']:.0f} s)", file=sys.stderr)
+    best_other = max((v["sum"] for k, v in out.items() if k != "searched"), default=float("nan"))
+    return {"probe": "mlp", "replica": mlp_width is None, "n_clients": int(len(ids)), "against": against,
+            "candidates": out, "margin": out["searched"]["sum"] - best_other, "noise": noise_line(len(ids))}
 
 
 def open_study(storage_path: Path, seed: int, resume: bool, overwrite: bool, config: dict):
@@ -262,33 +318,50 @@ def save_plots(study, out_dir: Path) -> dict[str, str]:
 def run_search(data_dir: str | Path, embeddings_root: str | Path, out: str | Path, trials: int,
                timeout: float | None = None, probe: str = "lgbm", seed: int = 0, resume: bool = False,
                overwrite: bool = False, tasks: Sequence[str] = TASKS, max_clients: int | None = None,
-               progress: bool = True, mlp_width: tuple[int, int] | None = None) -> dict:
+               progress: bool = True, mlp_width: tuple[int, int] | None = None, repeats: int = 1,
+               confirm_clients: int = 0, confirm_against: str = "all") -> dict:
     """Run (or continue) the study and write the best spec to ``out``. Returns the spec as written (a dict).
 
-    max_clients: use a seeded sample of this many relevant clients (both folds together) to bound time and memory.
+    max_clients: use a seeded sample of this many relevant clients (half from each fold of the full split) to bound
+    time and memory. repeats: row orders of the search fold each trial is averaged over (see
+    :class:`SearchObjective`). confirm_clients: when > 0, the best ensemble is scored by the replica on that many
+    report-fold clients beside the stats block or every block alone (:func:`confirm_with_replica`), stored under
+    ``search["confirm"]``. Oracle blocks (:func:`validate.oracle.is_oracle`) are refused: they read the world's truth.
     """
+    from validate.oracle import is_oracle
+
     t0 = time.perf_counter()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     blocks = {p.name: read_block(p) for p in find_blocks(embeddings_root)}
+    oracles = sorted(n for n, b in blocks.items() if is_oracle(b.meta))
+    if oracles:
+        raise ValueError(f"{embeddings_root}: {', '.join(oracles)} is an oracle block (built from the world's true "
+                         "latents, truth/): it may calibrate a report, never enter a search; move it elsewhere")
     tasks = list(tasks)
     ids = client_order(data_dir)
-    if max_clients is not None and max_clients < len(ids):
-        ids = ids[np.sort(np.random.default_rng(seed).choice(len(ids), size=max_clients, replace=False))]
     search_ids, report_ids = split_folds(ids, seed)
+    if max_clients is not None and max_clients < len(ids):
+        # each fold sampled from the full split, so the report fold is the same clients at any size
+        search_ids, report_ids = (sample_fold(f, n, seed) for f, n in
+                                  ((search_ids, max_clients - max_clients // 2), (report_ids, max_clients // 2)))
+        ids = ids[np.isin(ids, np.concatenate([search_ids, report_ids]))]
     search_rows, report_rows = np.flatnonzero(np.isin(ids, search_ids)), np.flatnonzero(np.isin(ids, report_ids))
     labels = TaskLabels.load(data_dir, tasks, ids)
     search_labels, report_labels = labels.restrict(search_ids), labels.restrict(report_ids)
     mats = BlockMatrices(blocks, ids, seed=seed)
 
     config = {"data_dir": str(Path(data_dir).resolve()), "blocks": sorted(blocks), "tasks": tasks, "probe": probe,
-              "seed": seed, "max_clients": max_clients, "mlp_width": list(mlp_width) if mlp_width else None}
+              "seed": seed, "max_clients": max_clients, "mlp_width": list(mlp_width) if mlp_width else None,
+              "repeats": repeats}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(out.parent / DB_FILE, seed, resume, overwrite, config)
     if not study.trials:
         enqueue_baselines(study, blocks, tune_weights=probe in SCALE_SENSITIVE, limit=trials)
     objective = SearchObjective(data_dir, blocks, mats, search_ids, search_rows, search_labels, tasks, probe, seed,
-                                mlp_width)
+                                mlp_width, repeats)
 
     def report(study_, trial) -> None:
         if progress and trial.value is not None:
@@ -314,12 +387,29 @@ def run_search(data_dir: str | Path, embeddings_root: str | Path, out: str | Pat
         "report_fold": {"n_clients": int(len(report_ids)), "mean": rep["mean"], "sum": rep["sum"],
                         "tasks": {t: r["score"] for t, r in rep["tasks"].items()}, "details": rep["tasks"]},
         "study": {"storage": str((out.parent / DB_FILE).resolve()), "name": STUDY_NAME},
-        "max_clients": max_clients, "seconds": time.perf_counter() - t0,
+        "max_clients": max_clients, "repeats": repeats,
     }
+    search_info["report_fold"]["noise"] = noise_line(len(report_ids)) if probe == "mlp" else None
+    if confirm_clients:
+        search_info["confirm"] = confirm_with_replica(data_dir, blocks, chosen, confirm_clients, seed,
+                                                      confirm_against, tasks, progress, mlp_width)
+    search_info["seconds"] = time.perf_counter() - t0
     search_info["plots"] = save_plots(study, out.parent)
     spec = make_spec(chosen, blocks, mats.kinds, search_info)
     spec.save(out)
     return spec.to_dict()
+
+
+def format_confirm(confirm: dict) -> str:
+    """The replica confirmation as a Markdown table (six-task sum and per task), best first, with the noise line."""
+    cands = sorted(confirm["candidates"].items(), key=lambda kv: -kv[1]["sum"])
+    tasks = list(cands[0][1]["tasks"])
+    lines = [f"Replica on {confirm['n_clients']:,} report-fold clients (the search never saw them):", "",
+             "| candidate | sum | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 2)]
+    lines += [f"| {n} | {v['sum']:.4f} | " + " | ".join(f"{v['tasks'][t]:.4f}" for t in tasks) + " |"
+              for n, v in cands]
+    lines += ["", f"searched minus the best other: {confirm['margin']:+.4f}. {confirm['noise']}"]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,7 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
                    help=f"tasks in the objective, among {', '.join(TASKS)}")
     p.add_argument("--seed", type=int, default=0, help="sampler seed, client folds, probe seed")
-    p.add_argument("--max-clients", type=int, default=None, help="use a seeded sample of the relevant clients")
+    p.add_argument("--max-clients", type=int, default=None,
+                   help="use a seeded sample of the relevant clients (half from each fold of the full split)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="row orders of the search fold each trial is averaged over (the MLP probes' score moves "
+                        "with row order; see validate.noise)")
+    p.add_argument("--confirm-clients", type=int, default=0,
+                   help="after the search, score the best ensemble with the replica on this many report-fold "
+                        "clients beside the blocks alone (0: skip; the replica takes ~1.5 min per candidate at "
+                        "2,000 clients on a 2-core CPU)")
+    p.add_argument("--confirm-against", choices=("all", "stats"), default="all",
+                   help="confirmation candidates besides the ensemble: every block alone, or the stats block")
     p.add_argument("--resume", action="store_true", help="continue the study stored beside --out")
     p.add_argument("--overwrite", action="store_true", help="discard a stored study and start again")
     p.add_argument("--mlp-width", nargs=2, type=int, metavar=("THIN", "WIDE"), default=None,
@@ -351,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = run_search(args.data_dir, args.embeddings_root, args.out, args.trials, args.timeout, args.probe,
                           args.seed, args.resume, args.overwrite, args.tasks, args.max_clients, not args.no_progress,
-                          tuple(args.mlp_width) if args.mlp_width else None)
+                          tuple(args.mlp_width) if args.mlp_width else None, args.repeats,
+                          args.confirm_clients, args.confirm_against)
     except (BlockError, DataError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"validate.search: error: {exc}", file=sys.stderr)
         return 2
@@ -360,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"search fold mean {s['search_fold']['mean']:.4f}, report fold mean {s['report_fold']['mean']:.4f}")
     for b in spec["blocks"]:
         print(f"  {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
+    if "confirm" in s:
+        print(format_confirm(s["confirm"]))
     print(f"wrote {args.out}")
     return 0
 

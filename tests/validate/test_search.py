@@ -48,8 +48,8 @@ def test_over_the_cap_is_pruned_before_scoring(planted, root, monkeypatch):
     objective = SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)), labels,
                                 TASKS, "lgbm", 0)
     calls = []
-    monkeypatch.setattr(search, "score_matrix", lambda *a, **k: calls.append(a) or {"mean": 0.5, "tasks": {},
-                                                                                      "seconds": 0})
+    monkeypatch.setattr(search, "score_matrix", lambda *a, **k: calls.append(a) or {"mean": 0.5, "sum": 1.0,
+                                                                                      "tasks": {}, "seconds": 0})
     base = {f"weight_{n}": 1.0 for n in blocks}
     two_wide = {"use_signal": True, "use_random": True, "use_wide": True, "dims_signal": 8, "dims_random": 8,
                 "dims_wide": 1100, **base}
@@ -136,3 +136,65 @@ def test_find_blocks_ignores_leftovers_of_a_killed_write(tmp_path):
     shutil.rmtree(tmp_path / "stats")
     with pytest.raises(FileNotFoundError, match="no block folders"):
         find_blocks(tmp_path)
+
+
+def test_objective_averages_row_orders(planted, root, monkeypatch):
+    data_dir = planted[0]
+    blocks = {p.name: read_block(p) for p in find_blocks(root)}
+    ids = client_order(data_dir)
+    labels = TaskLabels.load(data_dir, TASKS, ids)
+    objective = SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)), labels,
+                                TASKS, "narrow", 0, repeats=3)
+    seen = []
+
+    def fake(d, order_ids, X, tasks, *a, labels=None, **k):
+        assert np.array_equal(labels.client_ids, order_ids)  # each order's labels follow its rows
+        seen.append(order_ids)
+        v = float(order_ids[0] % 7)  # an order-dependent score
+        return {"mean": v, "sum": 2 * v, "seconds": 1.0, "tasks": {t: {"score": v} for t in tasks}}
+
+    monkeypatch.setattr(search, "score_matrix", fake)
+    params = {"use_signal": True, "use_random": False, "use_wide": False, "dims_signal": 8, "dims_random": 8,
+              "dims_wide": 1100, **{f"weight_{n}": 1.0 for n in blocks}}
+    trial = optuna.trial.FixedTrial(params)
+    value = objective(trial)
+    assert len(seen) == 3 and np.array_equal(seen[0], ids)
+    assert all(set(s) == set(ids) for s in seen) and not np.array_equal(seen[1], ids)
+    assert value == pytest.approx(np.mean([float(s[0] % 7) for s in seen]))
+
+
+def test_max_clients_keeps_the_report_fold_inside_the_full_one(planted, root, tmp_path, monkeypatch):
+    data_dir = planted[0]
+    seen = []
+    real = search.score_matrix
+    monkeypatch.setattr(search, "score_matrix", lambda d, ids, X, *a, **k: seen.append(ids) or real(d, ids, X, *a, **k))
+    run_search(data_dir, root, tmp_path / "spec.json", trials=1, tasks=["conversion"], progress=False,
+               max_clients=200)
+    full_search, full_report = split_folds(client_order(data_dir), 0)
+    assert len(seen[0]) == 100 and np.isin(seen[0], full_search).all()
+    assert len(seen[-1]) == 100 and np.isin(seen[-1], full_report).all()
+    assert np.isin(search.report_sample(data_dir, 50, 0), full_report).all()
+
+
+def test_confirm_with_replica_scores_ensemble_beside_each_block(planted, root, tmp_path):
+    data_dir = planted[0]
+    spec = run_search(data_dir, root, tmp_path / "spec.json", trials=2, tasks=["churn"], progress=False,
+                      confirm_clients=150, mlp_width=(16, 32))
+    c = spec["search"]["confirm"]
+    assert c["n_clients"] == 150 and c["replica"] is False
+    assert set(c["candidates"]) == {"searched", "signal", "random", "wide"}
+    best_other = max(v["sum"] for k, v in c["candidates"].items() if k != "searched")
+    assert c["margin"] == pytest.approx(c["candidates"]["searched"]["sum"] - best_other)
+    assert "searched minus the best other" in search.format_confirm(c)
+
+
+def test_search_refuses_an_oracle_block(planted, root, tmp_path):
+    from validate.oracle import is_oracle
+
+    data_dir, ids = planted[0], planted[1]
+    r = tmp_path / "root"
+    shutil.copytree(root / "signal", r / "signal")
+    write_block(Block(ids, np.zeros((len(ids), 2), np.float32), {"embedder": "oracle", "oracle": True}), r / "truth")
+    assert is_oracle(read_block(r / "truth").meta)
+    with pytest.raises(ValueError, match="oracle"):
+        run_search(data_dir, r, tmp_path / "spec.json", trials=1, tasks=["churn"], progress=False)

@@ -21,6 +21,8 @@ BUILTIN: dict[str, str] = {
     "gru_ae": "embedders.gru_ae:GruAE",
     "multitask": "embedders.multitask:MultiTaskEmbedder",
     "als": "embedders.als:AlsEmbedder",
+    "next_event": "embedders.next_event:NextEventEmbedder",
+    "contrastive": "embedders.contrastive:ContrastiveEmbedder",
 }
 
 

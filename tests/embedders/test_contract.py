@@ -27,6 +27,10 @@ PARAMS = {
     "multitask": {"dim": 8, "thin": 16, "wide": 16, "residual_blocks": 1, "item_dim": 8, "epochs": 1, "windows": 2,
                   "inputs": ("stats",), "device": "cpu", "progress": False},
     "als": {"dim": 8, "matrices": "category,sku,url", "iterations": 3, "threads": 1, "progress": False},
+    "next_event": {"dim": 16, "n_layer": 1, "n_head": 2, "epochs": 1, "sku_negatives": 32, "device": "cpu",
+                   "threads": 1, "progress": False},
+    "contrastive": {"dim": 8, "field_dim": 16, "epochs": 1, "batch_size": 32, "device": "cpu", "threads": 1,
+                    "progress": False},
 }
 NO_EVENTS = 10**12  # a client id no world holds
 

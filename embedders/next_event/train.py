@@ -1,0 +1,326 @@
+"""Training and inference of the sequence embedders: one loop (:class:`SequenceEmbedder`) and the next-event
+Transformer on it (:class:`NextEventEmbedder`); :mod:`embedders.contrastive` is the other user of the loop.
+
+- Clients: the relevant clients with events (every client of the table without a data directory), optionally a
+  seeded sample of ``max_train_clients``; a seeded ``holdout`` share picks the best epoch by held-out loss.
+- Inputs: :class:`embedders.next_event.inputs.SequenceInputs` (vocabulary fitted on the training clients).
+- Batches: clients of similar length (:func:`embedders.gru_ae.train.length_batches`), seeded by ``(seed, epoch)``;
+  under ``torchrun`` each rank trains its :func:`embedders.distributed.shard` of them through DDP.
+- Checkpoints in ``work_dir`` (:mod:`embedders.checkpoints`): ``last.pt`` every epoch, ``best.pt`` when the
+  held-out loss improves; ``resume`` continues ``last.pt``.
+- Determinism: ``threads`` fixed (:mod:`embedders.threads`), deterministic kernels, seeded torch generators per
+  (epoch, rank): the same seed gives the same bytes on a CPU.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from competition.events import block_fingerprint
+from competition.load import read_relevant_clients
+from competition.schema import SKU
+from embedders.base import Block, Embedder
+from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic
+from embedders.distributed import deterministic_algorithms, dist_info, resolve_device, shard, wrap_ddp
+from embedders.gru_ae.model import batch_tensors
+from embedders.gru_ae.sku_table import SkuTable
+from embedders.gru_ae.train import _seed_of, length_batches
+from embedders.next_event.inputs import DEFAULT_FIELDS, SequenceInputs, parse_fields
+from embedders.next_event.model import PRESETS, GPTConfig, NextEventGPT
+from embedders.threads import resolve_threads, torch_threads
+
+#: Parameters that may differ between a run and its resumption.
+_NOT_IN_KEY = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch"})
+
+
+class SequenceEmbedder(Embedder):
+    """The shared loop (module docstring). Subclasses set ``name``, implement :meth:`build_model` (an
+    ``nn.Module`` with ``embed(batch, lengths) -> (B, dim)``) and :meth:`batch_loss`, and may extend
+    :meth:`validate`."""
+
+    resumable = True
+
+    def __init__(self, dim: int | None = None, seed: int = 0, fields: str = DEFAULT_FIELDS, epochs: int = 4,
+                 batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.01, holdout: float = 0.05,
+                 max_train_clients: int | None = None, max_batches: int | None = None, vocab_cap: int = 5000,
+                 delta_max: float = 0.5, device: str = "auto", threads: int = 2, work_dir: str | None = None,
+                 resume: bool | str = False, progress: bool = True, infer_batch: int = 512):
+        self.dim = dim
+        self.seed = seed
+        self.fields = fields
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.holdout = holdout
+        self.max_train_clients = max_train_clients
+        self.max_batches = max_batches
+        self.vocab_cap = vocab_cap
+        self.delta_max = delta_max
+        self.device = device
+        self.threads = threads
+        self.work_dir = work_dir
+        self.resume = resume
+        self.progress = progress
+        self.infer_batch = infer_batch
+
+    # -- to implement -----------------------------------------------------------------------------------------------
+    def build_model(self) -> torch.nn.Module:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def batch_loss(self, net, grids: dict[str, np.ndarray], lengths: np.ndarray, device, gen: torch.Generator,
+                   rng: np.random.Generator) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def out_dim(self) -> int:
+        return int(self.dim)
+
+    # -- validation -------------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad parameter."""
+        parse_fields(self.fields)
+        ints = {"epochs": self.epochs, "batch_size": self.batch_size, "vocab_cap": self.vocab_cap,
+                "infer_batch": self.infer_batch}
+        if self.dim is not None:
+            ints["dim"] = self.dim
+        for k, v in ints.items():
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError(f"max_batches must be >= 1 or None, got {self.max_batches}")
+        if self.max_train_clients is not None and self.max_train_clients < 2:
+            raise ValueError(f"max_train_clients must be >= 2 or None, got {self.max_train_clients}")
+        if not (0.0 <= self.holdout < 1.0):
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if self.resume not in RESUME_MODES:
+            raise ValueError(f"resume must be one of {RESUME_MODES}, got {self.resume!r}")
+        resolve_threads(self.threads)
+        resolve_device(self.device)
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        if self.progress and dist_info()[0] == 0:
+            print(f"{self.name}: {msg}", file=sys.stderr, flush=True)
+
+    def _work_dir(self) -> Path:
+        if self.work_dir is None:
+            raise ValueError("work_dir is required (checkpoints are written there)")
+        work = Path(self.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+
+    def _train_rows(self, events) -> np.ndarray:
+        rows = np.flatnonzero(events.lengths > 0).astype(np.int64)
+        if events.data_dir is not None:
+            r = events.rows_of(read_relevant_clients(events.data_dir))
+            rows = np.unique(r[r >= 0])
+        if self.max_train_clients is not None and len(rows) > self.max_train_clients:
+            rng = np.random.default_rng([self.seed, 11])
+            rows = np.sort(rng.choice(rows, size=self.max_train_clients, replace=False))
+        if len(rows) < 2:
+            raise ValueError(f"{len(rows)} training client(s) with events; {self.name} needs at least 2")
+        return rows
+
+    def sku_table(self, dim: int) -> SkuTable | None:
+        """The content-initialised sku table of gru_ae (bounded delta for skus seen in training)."""
+        if SKU not in self.inputs_.fields:
+            return None
+        v = self.inputs_.vocab
+        return SkuTable("content", len(v.skus), dim, names=v.names, seen=v.catalogue_counts > 0,
+                        delta_max=self.delta_max, seed=self.seed)
+
+    def _run_key(self, events, world: int) -> dict:
+        fp = events.fingerprint
+        if events.data_dir is not None:
+            fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
+        return {"params": params, "fingerprint": fp, "world": world}
+
+    # -- training ---------------------------------------------------------------------------------------------------
+    def fit(self, events) -> "SequenceEmbedder":
+        self.validate()
+        with deterministic_algorithms(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
+            return self._fit(events)
+
+    def _fit(self, events) -> "SequenceEmbedder":
+        rank, world = dist_info()
+        device = resolve_device(self.device)
+        work = self._work_dir()
+        rows = self._train_rows(events)
+        perm = np.random.default_rng([self.seed, 12]).permutation(rows)
+        n_val = int(round(self.holdout * len(rows))) if self.holdout > 0 and len(rows) >= 10 else 0
+        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.inputs_ = SequenceInputs(parse_fields(self.fields), self.vocab_cap).fit(events, train_rows)
+        train_tok, val_tok = self.inputs_.tokens(events, train_rows), self.inputs_.tokens(events, val_rows)
+        self.n_train_, self.n_holdout_ = int(len(train_rows)), int(len(val_rows))
+        torch.manual_seed(self.seed)
+        model = self.build_model().to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        key = self._run_key(events, world)
+        start, best, best_epoch, history = 0, math.inf, -1, []
+        ck = resume_checkpoint(work / "last.pt", key, device, self.resume, self.epochs, self._log)
+        if ck is not None:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            start, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
+        net = wrap_ddp(model, device)
+        sku = next((m for m in model.modules() if isinstance(m, SkuTable)), None)
+        for epoch in range(start, self.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
+            gen = torch.Generator().manual_seed(_seed_of(self.seed, epoch, rank, 2))
+            rng = np.random.default_rng([self.seed, epoch, rank, 3])
+            batches = shard(length_batches(train_tok.lengths, self.batch_size,
+                                           np.random.default_rng([self.seed, epoch])), rank, world)
+            if self.max_batches is not None:
+                batches = batches[:self.max_batches]
+            net.train()
+            total, n_events = 0.0, 0
+            bar = tqdm(batches, desc=f"{self.name} epoch {epoch + 1}/{self.epochs}", unit="batch",
+                       disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
+            for i, idx in enumerate(bar):
+                grids, lengths = train_tok.batch(idx)
+                loss = self.batch_loss(net, grids, lengths, device, gen, rng)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sku is not None:
+                    sku.clip_()
+                total += float(loss.detach())
+                n_events += int((lengths - 2).sum())
+                if i % 10 == 0 or i == len(batches) - 1:
+                    bar.set_postfix(loss=f"{total / (i + 1):.3f}",
+                                    ev_s=f"{n_events * world / max(time.perf_counter() - t0, 1e-9):,.0f}")
+            bar.close()
+            train_s = time.perf_counter() - t0
+            train_loss = total / max(len(batches), 1)
+            val_loss = self._heldout(model, val_tok, device, epoch) if len(val_tok) else train_loss
+            improved = val_loss < best
+            if improved:
+                best, best_epoch = val_loss, epoch + 1
+            history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "heldout_loss": round(val_loss, 5),
+                            "batches": len(batches), "events": n_events * world,
+                            "train_seconds": round(train_s, 2), "seconds": round(time.perf_counter() - t0, 2)})
+            if rank == 0:
+                if improved:
+                    save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "key": key}, work / "best.pt")
+                save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                             "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key},
+                            work / "last.pt")
+            self._log(f"epoch {epoch + 1}/{self.epochs}: train {train_loss:.4f}  held-out {val_loss:.4f}"
+                      f"{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f}s")
+        if (work / "best.pt").is_file() and best_epoch > 0:
+            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
+        self.model_, self.device_, self.history_ = model.eval(), device, history
+        self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
+        return self
+
+    @torch.no_grad()
+    def _heldout(self, model, tok, device, epoch: int) -> float:
+        """Mean loss over the held-out clients' batches (model in eval mode, fixed sampling)."""
+        model.eval()
+        gen = torch.Generator().manual_seed(_seed_of(self.seed, 99))
+        rng = np.random.default_rng([self.seed, 99])
+        total, n = 0.0, 0
+        for idx in length_batches(tok.lengths, self.infer_batch, np.random.default_rng([self.seed, 98])):
+            grids, lengths = tok.batch(idx)
+            total += float(self.batch_loss(model, grids, lengths, device, gen, rng)) * len(idx)
+            n += len(idx)
+        return total / max(n, 1)
+
+    # -- inference --------------------------------------------------------------------------------------------------
+    def transform(self, events, client_ids: np.ndarray) -> Block:
+        """Client vectors float32 ``(len(client_ids), dim)`` from each client's last events up to the table's end
+        (rank 0; other ranks of a torchrun job return an empty block). A client without events gets the vector of
+        an empty history."""
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        if dist_info()[0] != 0:
+            return Block(np.zeros(0, np.int64), np.zeros((0, self.out_dim()), np.float32), {"name": self.name})
+        with torch.no_grad(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
+            rows = events.rows_of(client_ids)
+            tok = self.inputs_.tokens(events, rows)
+            order = np.argsort(tok.lengths, kind="stable")
+            out = np.zeros((len(client_ids), self.out_dim()), dtype=np.float32)
+            model = self.model_.eval()
+            for i in tqdm(range(0, len(order), self.infer_batch), desc=f"{self.name} embed", unit="batch",
+                          disable=not self.progress, file=sys.stderr, leave=False):
+                idx = order[i:i + self.infer_batch]
+                batch, lens = batch_tensors(*tok.batch(idx), None, self.device_)
+                out[idx] = model.embed(batch, lens).float().cpu().numpy()
+        meta = {"name": self.name, "history": self.history_, "best_epoch": self.best_epoch_,
+                "best_heldout_loss": self.best_loss_, "n_train_clients": self.n_train_,
+                "n_holdout_clients": self.n_holdout_, "config": self.config_.to_dict(),
+                "clients_without_events": int((rows < 0).sum()),
+                "n_parameters": int(sum(p.numel() for p in self.model_.parameters()))}
+        return Block(client_ids, out, meta)
+
+
+class NextEventEmbedder(SequenceEmbedder):
+    """Next-event causal Transformer (:mod:`embedders.next_event.model`); the block is the hidden state at each
+    client's last event. ``preset``: "small" (CPU: 2 layers, 2 heads, 128-d) or "base" (GPU: 4 layers, 4 heads,
+    256-d); ``dim`` (the model width, = the block's) and ``n_layer`` / ``n_head`` override it. ``dropout``,
+    ``sku_negatives`` (sampled softmax) and the loop's parameters (:class:`SequenceEmbedder`)."""
+
+    name = "next_event"
+
+    def __init__(self, dim: int | None = None, seed: int = 0, preset: str = "small", n_layer: int | None = None,
+                 n_head: int | None = None, dropout: float = 0.1, sku_negatives: int = 2048,
+                 fields: str = DEFAULT_FIELDS, epochs: int = 4, batch_size: int = 128, lr: float = 1e-3,
+                 weight_decay: float = 0.01, holdout: float = 0.05, max_train_clients: int | None = None,
+                 max_batches: int | None = None, vocab_cap: int = 5000, delta_max: float = 0.5, device: str = "auto",
+                 threads: int = 2, work_dir: str | None = None, resume: bool | str = False, progress: bool = True,
+                 infer_batch: int = 512):
+        super().__init__(dim, seed, fields, epochs, batch_size, lr, weight_decay, holdout, max_train_clients,
+                         max_batches, vocab_cap, delta_max, device, threads, work_dir, resume, progress, infer_batch)
+        self.preset = preset
+        self.n_layer = n_layer
+        self.n_head = n_head
+        self.dropout = dropout
+        self.sku_negatives = sku_negatives
+
+    def shape(self) -> dict:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        p = dict(PRESETS[self.preset])
+        for k, v in (("n_embd", self.dim), ("n_layer", self.n_layer), ("n_head", self.n_head)):
+            if v is not None:
+                p[k] = v
+        return p
+
+    def out_dim(self) -> int:
+        return int(self.shape()["n_embd"])
+
+    def validate(self) -> None:
+        super().validate()
+        s = self.shape()
+        if s["n_layer"] < 1 or s["n_head"] < 1 or s["n_embd"] % s["n_head"]:
+            raise ValueError(f"n_layer and n_head must be >= 1 and dim ({s['n_embd']}) a multiple of n_head "
+                             f"({s['n_head']})")
+        if s["n_embd"] < 16 and SKU in parse_fields(self.fields):
+            raise ValueError(f"dim must be >= 16 with the sku field (its content rows are 16 name codes), got "
+                             f"{s['n_embd']}")
+        if not (0.0 <= self.dropout < 1.0) or self.sku_negatives < 1:
+            raise ValueError(f"dropout must be in [0, 1) and sku_negatives >= 1, got {self.dropout}, "
+                             f"{self.sku_negatives}")
+
+    def build_model(self) -> NextEventGPT:
+        s = self.shape()
+        self.config_ = GPTConfig(n_layer=s["n_layer"], n_head=s["n_head"], n_embd=s["n_embd"], dropout=self.dropout,
+                                 fields=self.inputs_.fields, vocab_sizes=dict(self.inputs_.sizes),
+                                 sku_negatives=self.sku_negatives)
+        return NextEventGPT(self.config_, self.sku_table(s["n_embd"]))
+
+    def batch_loss(self, net, grids, lengths, device, gen, rng) -> torch.Tensor:
+        batch, lens = batch_tensors(grids, lengths, None, device)
+        return net(batch, lens, gen)
+
+
+__all__ = ["SequenceEmbedder", "NextEventEmbedder"]

@@ -57,6 +57,26 @@ _ROW = "__row"
 _SMALL_FILE = 1 << 20
 
 
+def index_sorted(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each of ``values`` in the ascending ``keys`` (client ids, sku ids, vocabulary values), -1 where
+    absent: int64 ``(len(values),)``. The one sorted-id lookup of the package (re-exported by
+    :mod:`embedders.chunks`); with repeated keys the first match counts."""
+    values = np.asarray(values)
+    if len(keys) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return np.where(np.asarray(keys[pos]) == values, pos, -1).astype(np.int64)
+
+
+def index_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """:func:`index_sorted` for ``keys`` in any order: index into ``keys`` of each of ``values``, -1 where absent
+    (with repeated keys the first in ``keys`` order counts). int64 ``(len(values),)``."""
+    keys = np.asarray(keys)
+    order = np.argsort(keys, kind="stable")
+    pos = index_sorted(keys[order], values)
+    return np.where(pos >= 0, order[np.maximum(pos, 0)], -1).astype(np.int64) if len(keys) else pos
+
+
 def file_fingerprint(path: Path) -> str:
     """Content digest of one input file, without reading its data: its size and a sha256 of its parquet footer
     (schema, row groups with their sizes, offsets and column statistics); a file that is not parquet (the split
@@ -198,12 +218,7 @@ class EventTable:
 
     def rows_of(self, client_ids: np.ndarray) -> np.ndarray:
         """Row of each client in :attr:`client_ids` (int64, -1 for clients without events)."""
-        client_ids = np.asarray(client_ids, dtype=np.int64)
-        if self.n_clients == 0:
-            return np.full(len(client_ids), -1, dtype=np.int64)
-        pos = np.searchsorted(self.client_ids, client_ids)
-        pos_c = np.minimum(pos, self.n_clients - 1)
-        return np.where(np.asarray(self.client_ids[pos_c]) == client_ids, pos_c, -1).astype(np.int64)
+        return index_sorted(self.client_ids, np.asarray(client_ids, dtype=np.int64))
 
     def event_client_index(self) -> np.ndarray:
         """Row into :attr:`client_ids` of every event, int64 ``(n_events,)``."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from competition.events import index_of
 from competition.io import save_npy
 from competition.load import DataError, read_active_clients, read_relevant_clients, scan_table
 from competition.schema import (ACTIVE_ONLY_TASKS, CATEGORY, CHURN_TASKS, CLIENT_ID, N_TARGETS, PRICE,
@@ -131,16 +132,9 @@ def label_matrix(task: str, client_ids: np.ndarray, window: pl.DataFrame,
     entries = np.asarray(entries, dtype=np.int64)
     values = window[PROPENSITY_TASKS[task]].fill_null(-1).to_numpy()
     labels = np.zeros((len(client_ids), len(entries)), dtype=np.uint8)
-    order = np.argsort(client_ids, kind="stable")
-    row_pos = np.searchsorted(client_ids[order], buyers)
-    row_ok = (row_pos < len(client_ids)) & (client_ids[order[np.minimum(row_pos, len(client_ids) - 1)]] == buyers) \
-        if len(client_ids) else np.zeros(len(buyers), dtype=bool)
-    entry_order = np.argsort(entries, kind="stable")
-    col_pos = np.searchsorted(entries[entry_order], values)
-    col_ok = (col_pos < len(entries)) & (entries[entry_order[np.minimum(col_pos, len(entries) - 1)]] == values) \
-        if len(entries) else np.zeros(len(values), dtype=bool)
-    ok = row_ok & col_ok
-    labels[order[row_pos[ok]], entry_order[col_pos[ok]]] = 1
+    row, col = index_of(client_ids, buyers), index_of(entries, values)
+    ok = (row >= 0) & (col >= 0)
+    labels[row[ok], col[ok]] = 1
     return labels
 
 

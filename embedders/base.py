@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from competition.events import index_of
 from competition.io import atomic_dir, json_default
 from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE
 
@@ -62,15 +63,11 @@ class Block:
         Clients the block does not hold get ``fill``: "mean" (column means of the block) or a constant.
         """
         client_ids = np.asarray(client_ids, dtype=np.int64)
-        order = np.argsort(self.client_ids, kind="stable")
-        sorted_ids = self.client_ids[order]
-        pos = np.searchsorted(sorted_ids, client_ids)
-        pos_clipped = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-        covered = (len(sorted_ids) > 0) & (sorted_ids[pos_clipped] == client_ids) if len(sorted_ids) else \
-            np.zeros(len(client_ids), dtype=bool)
+        idx = index_of(self.client_ids, client_ids)
+        covered = idx >= 0
         out = np.empty((len(client_ids), self.dim), dtype=np.float32)
         if covered.any():
-            out[covered] = self.vectors[order[pos_clipped[covered]]]
+            out[covered] = self.vectors[idx[covered]]
         if (~covered).any():
             value = self.vectors.mean(axis=0) if (isinstance(fill, str) and fill == "mean" and len(self.vectors)) \
                 else np.float32(0.0 if isinstance(fill, str) else fill)

@@ -1,11 +1,14 @@
 """Chunked access to the event table for embedders that stream over clients: row ranges of about N events,
-the events of a set of client rows as in-memory arrays (read without keeping the memory map resident), and
-counts per integer value accumulated chunk by chunk."""
+the events of a set of client rows as in-memory arrays (read without keeping the memory map resident), the one
+sorted-id lookup (:func:`index_sorted` / :func:`index_of`, defined next to the table in :mod:`competition.events`
+so that the table and the targets share it), and counts per integer value accumulated chunk by chunk."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from competition.events import index_of, index_sorted
 
 def row_chunks(lengths: np.ndarray, chunk_events: int) -> list[tuple[int, int]]:
     """Split consecutive rows with ``lengths`` events each into ``[start, stop)`` index ranges of about
@@ -143,7 +146,6 @@ class CountTable:
             ok = (values >= 0) & (values < len(self._dense))
             return np.where(ok, self._dense[np.where(ok, values, 0)], 0) if len(self._dense) else \
                 np.zeros(len(values), dtype=np.int64)
-        if len(self._values) == 0:
-            return np.zeros(len(values), dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self._values, values), len(self._values) - 1)
-        return np.where(self._values[pos] == values, self._counts[pos], 0)
+        pos = index_sorted(self._values, values)
+        return np.where(pos >= 0, self._counts[np.maximum(pos, 0)], 0) if len(self._values) else \
+            np.zeros(len(values), dtype=np.int64)

@@ -65,6 +65,7 @@ from competition.load import DataError, codes_to_numpy
 from competition.schema import (ADD_TO_CART, CATEGORY, EVENT_CODE, NAME, PAGE_VISIT, PRODUCT_BUY, SKU, SKU_EVENTS,
                                 URL, DataPaths)
 from embedders.base import Block, Embedder
+from embedders.chunks import index_sorted
 
 #: The corpus folders :meth:`Item2Vec.fit` makes in ``work_dir`` (``item2vec-<pid>-<random>``).
 CORPUS_PATTERN = r"item2vec-(?P<pid>\d+)-[A-Za-z0-9_]+"
@@ -251,14 +252,6 @@ def write_corpus(events, path: str | Path, kinds: tuple[str, ...] = (SKU,), max_
 # ---------------------------------------------------------------------------------------------------------------
 # The embedder
 # ---------------------------------------------------------------------------------------------------------------
-def _lookup(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Row of each value in sorted ``keys``, -1 where absent."""
-    if len(keys) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
-    return np.where(keys[pos] == values, pos, -1).astype(np.int64)
-
-
 class Item2Vec(Embedder):
     """word2vec item vectors -> recency-weighted client means per part -> PCA (see the module docstring).
 
@@ -411,7 +404,7 @@ class Item2Vec(Embedder):
         self.content_scale_ = np.where(scale > 0, scale, 1.0)
         x = (codes - self.content_mean_) / self.content_scale_
         keys, vecs = self.item_keys_[SKU], self.item_vectors_[SKU]
-        rows = _lookup(keys, skus)
+        rows = index_sorted(keys, skus)
         known = rows >= 0
         if known.sum() < 2:
             stats["content_note"] = "fewer than 2 in-vocabulary skus with content: no content fallback"
@@ -482,7 +475,7 @@ class Item2Vec(Embedder):
                 arrays[kind] = np.asarray((events.url if kind == URL else
                                            events.sku if kind == SKU else events.category)[pos])
             keys, table = self.item_keys_[kind], self.item_vectors_[kind]
-            item = _lookup(keys, arrays[kind])
+            item = index_sorted(keys, arrays[kind])
             m = np.isin(event_type, codes) & (item >= 0)
             loc_m, ts_m, item_m = local[m], ts[m], item[m]
             per_client = np.bincount(loc_m, minlength=nc)

@@ -65,7 +65,8 @@ from tqdm.auto import tqdm
 
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder
-from embedders.chunks import DENSE_LIMIT, CountTable, EventChunk, gather, present_rows, read_range, row_chunks
+from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, gather, index_sorted, present_rows, read_range,
+                              row_chunks)
 
 DAY = 86_400
 SESSION_GAP_S = 30 * 60
@@ -381,10 +382,8 @@ class StatsEmbedder(Embedder):
             sel = e == code
             k_rev, t_rev = key[sel][::-1], t[sel][::-1]
             uk, idx = np.unique(k_rev, return_index=True)  # first in reversed order = latest event
-            if len(uk) == 0:
-                return np.zeros(len(add_key), dtype=bool)
-            pos = np.minimum(np.searchsorted(uk, add_key), len(uk) - 1)
-            return (uk[pos] == add_key) & (t_rev[idx][pos] >= first_add)
+            pos = index_sorted(uk, add_key)
+            return (pos >= 0) & (t_rev[idx][np.maximum(pos, 0)] >= first_add) if len(uk) else pos >= 0
 
         bought, removed = after(BUY), after(REMOVE)
         n_add = np.bincount(add_row, minlength=n).astype(np.float64)

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder
-from embedders.chunks import DENSE_LIMIT, CountTable, EventChunk, gather, present_rows, row_chunks
+from embedders.chunks import DENSE_LIMIT, CountTable, EventChunk, gather, index_sorted, present_rows, row_chunks
 
 BUY, ADD, REMOVE, VISIT, SEARCH = (EVENT_CODE[e] for e in EVENT_TYPES)
 PRODUCT_CODES = np.array([EVENT_CODE[e] for e in SKU_EVENTS], dtype=np.uint8)
@@ -158,13 +158,10 @@ class Vocabulary:
     def index(self, values: np.ndarray) -> np.ndarray:
         """Column of each value, int64 (-1 when not in the vocabulary)."""
         values = np.asarray(values, dtype=np.int64)
-        if len(self.values) == 0:
-            return np.full(len(values), -1, dtype=np.int64)
         if self._lut is not None:
             ok = (values >= 0) & (values < len(self._lut))
             return np.where(ok, self._lut[np.where(ok, values, 0)], -1).astype(np.int64)
-        pos = np.minimum(np.searchsorted(self.values, values), len(self.values) - 1)
-        return np.where(self.values[pos] == values, pos, -1)
+        return index_sorted(self.values, values)
 
 
 def count_matrix(c: EventChunk, group: tuple[str, ...], vocab: dict[str, Vocabulary], col0: dict[str, int],
@@ -346,8 +343,8 @@ class TfidfSvdEmbedder(Embedder):
         z = np.zeros((len(table_rows), self.dim), dtype=np.float32)
         todo = np.ones(len(table_rows), dtype=bool)
         if events.fingerprint == self._fit_fingerprint and len(self._fit_table_rows):
-            pos = np.minimum(np.searchsorted(self._fit_table_rows, table_rows), len(self._fit_table_rows) - 1)
-            cached = self._fit_table_rows[pos] == table_rows
+            pos = index_sorted(self._fit_table_rows, table_rows)
+            cached = pos >= 0
             z[cached] = self._fit_z[pos[cached]]
             todo &= ~cached
         idx = np.flatnonzero(todo)

@@ -29,6 +29,7 @@ import numpy as np
 
 from competition.load import codes_to_numpy
 from competition.schema import CATEGORY, EVENT_TYPES, N_PRICE_BUCKETS, NAME, PRICE, QUERY, SKU, URL
+from embedders.chunks import index_sorted
 
 PAD, START, END, MISSING, OTHER = 0, 1, 2, 3, 4
 N_RESERVED = 5
@@ -62,11 +63,8 @@ def _smallest_dtype(size: int) -> np.dtype:
 
 def _lookup(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Token of each value: 5 + its index in the sorted ``keys``, ``other`` when absent. int64."""
-    if len(keys) == 0:
-        return np.full(len(values), OTHER, dtype=np.int64)
-    pos = np.searchsorted(keys, values)
-    pos_c = np.minimum(pos, len(keys) - 1)
-    return np.where(keys[pos_c] == values, N_RESERVED + pos_c, OTHER).astype(np.int64)
+    idx = index_sorted(keys, values)
+    return np.where(idx >= 0, N_RESERVED + idx, OTHER).astype(np.int64)
 
 
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from torch import nn
 
 from competition.schema import CHURN, CONVERSION, N_PRICE_BUCKETS, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, \
     PROPENSITY_PRICE, PROPENSITY_SKU, SKU, TASKS
+from embedders.chunks import index_sorted
 from embedders.gru_ae.model import StackedGRU
 from embedders.gru_ae.sku_table import SkuTable, content_units
 from embedders.gru_ae.tokens import PAD
@@ -93,22 +94,14 @@ class Catalogue:
 
     def sku_rows(self, skus: np.ndarray) -> np.ndarray:
         """Catalogue row of each sku (-1 for a sku product_properties lacks)."""
-        return _find(self.skus, skus)
+        return index_sorted(self.skus, np.asarray(skus, dtype=np.int64))
 
     def category_index(self, categories: np.ndarray) -> np.ndarray:
-        return _find(self.categories, categories)
+        return index_sorted(self.categories, np.asarray(categories, dtype=np.int64))
 
     def target_index(self, skus: np.ndarray) -> np.ndarray:
         """Row of each sku in the id table: 1 + its index in ``target_skus``, 0 for the others (a zero vector)."""
-        return _find(self.target_skus, skus) + 1
-
-
-def _find(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.int64)
-    if len(sorted_keys) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return np.where(sorted_keys[pos] == values, pos, -1).astype(np.int64)
+        return index_sorted(self.target_skus, np.asarray(skus, dtype=np.int64)) + 1
 
 
 class Residual(nn.Module):

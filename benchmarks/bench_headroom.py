@@ -1,0 +1,117 @@
+"""Headroom of a synthetic world: how far knowing the user (the oracle block) beats counting its events (stats).
+
+A script, not a test (the replica is slow on CPU). On one world, with the MLP replica (probe "mlp", the organisers'
+model) on the same clients, it scores the stats block alone (transform quantile), the oracle block of
+:mod:`validate.oracle` alone, and stats + oracle, and prints the per-task table, the gain of stats + oracle over
+stats and whether every task's oracle beats stats (docs/synthetic_worlds.md, "Headroom"):
+
+    python benchmarks/bench_headroom.py --data-dir W [--clients 5000] [--seed 404] [--probe mlp] [--out h.json]
+    python benchmarks/bench_headroom.py --world W --make 20000 --seed 404     # writes the world first
+
+Clients: a seeded sample of ``--clients`` relevant clients of the **report fold** (the half of the relevant clients
+that :func:`validate.search.split_folds` keeps away from a search with the same seed). The blocks are built once per
+world (``W.blocks/stats``, ``W.blocks/oracle``) and reused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb  # noqa: E402
+from competition.io import write_json  # noqa: E402
+from competition.load import read_relevant_clients  # noqa: E402
+from competition.schema import TASKS  # noqa: E402
+from validate.cli import PROBE_CHOICES, resolve_probe  # noqa: E402
+
+
+def build_blocks(world: Path, progress: bool) -> tuple[Path, Path]:
+    """The stats (quantile) and oracle blocks of a world, built once into ``<world>.blocks/``."""
+    from embedders.base import write_block
+    from embedders.cli import embed
+    from embedders.stats import StatsEmbedder
+    from validate.oracle import oracle_block
+    root = world.parent / f"{world.name}.blocks"
+    stats, oracle = root / "stats", root / "oracle"
+    if not (stats / "embeddings.npy").is_file():
+        write_block(embed(StatsEmbedder(transform="quantile", progress=progress), world, progress=progress), stats)
+    if not (oracle / "embeddings.npy").is_file():
+        write_block(oracle_block(world, progress=progress), oracle)
+    return stats, oracle
+
+
+def report_sample(world: Path, n: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``n`` relevant clients from the report fold of :func:`validate.search.split_folds`."""
+    from validate.search import split_folds
+    _, report = split_folds(read_relevant_clients(world), seed)
+    if len(report) <= n:
+        return report
+    return np.sort(np.random.default_rng(seed).choice(report, n, replace=False))
+
+
+def headroom(world: Path, clients: int, seed: int, probe: str, progress: bool) -> dict:
+    """Scores of stats, oracle and stats + oracle on the same clients, and the summary figures."""
+    from validate.probe import score_blocks
+    stats, oracle = build_blocks(world, progress)
+    sample = report_sample(world, clients, seed)
+    results = {}
+    for name, blocks in (("stats", [stats]), ("oracle", [oracle]), ("stats+oracle", [stats, oracle])):
+        results[name] = score_blocks(world, blocks, probe=probe, seed=seed, clients=sample, progress=progress)
+    s, o, so = (results[k] for k in ("stats", "oracle", "stats+oracle"))
+    per_task = {t: {k: results[k]["tasks"][t]["score"] for k in results} for t in TASKS}
+    return {"world": str(world), "probe": probe, "replica": bool(s.get("replica")), "seed": seed,
+            "n_clients": int(len(sample)), "results": results, "per_task": per_task,
+            "gain_stats_oracle_over_stats": so["sum"] - s["sum"], "gain_oracle_over_stats": o["sum"] - s["sum"],
+            "oracle_above_stats_every_task": all(per_task[t]["oracle"] > per_task[t]["stats"] for t in TASKS),
+            "stats_oracle_above_stats_every_task": all(per_task[t]["stats+oracle"] > per_task[t]["stats"]
+                                                       for t in TASKS)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/bench_headroom.py", formatter_class=HelpFormatter,
+                                description=__doc__.split("\n\n")[0])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", type=Path, help="a split synthetic world (with truth/)")
+    where.add_argument("--world", type=Path, help="where to write a world of --make relevant clients first "
+                       "(reused when it exists)")
+    p.add_argument("--make", type=int, default=20_000, help="relevant clients of the world written at --world")
+    p.add_argument("--clients", type=int, default=5_000, help="report-fold clients scored")
+    p.add_argument("--seed", type=int, default=404, help="world seed (with --world), fold and sample seed")
+    p.add_argument("--probe", choices=PROBE_CHOICES, default="mlp", help="probe of the three candidates (default "
+                   "mlp: the organisers' replica; any other is a proxy)")
+    p.add_argument("--out", type=Path, help="write every figure as JSON here")
+    add_no_progress(p)
+    args = p.parse_args(argv)
+    progress = not args.no_progress
+    t0 = time.perf_counter()
+    world = args.data_dir
+    if world is None:
+        world = args.world
+        if not (world / "truth" / "world.json").is_file() or not (world / "target").is_dir():
+            from competition.synth import generate_world
+            generate_world(world, args.make, args.seed, progress=progress)
+    probe = resolve_probe(args.probe)
+    out = headroom(world, args.clients, args.seed, probe, progress)
+    from validate.report import format_table
+    print(f"headroom of {world} on {out['n_clients']:,} report-fold clients (seed {args.seed}), probe {probe}"
+          f"{' (the replica)' if out['replica'] else ' (a proxy)'}:")
+    print(format_table(out["results"], TASKS))
+    print(f"stats+oracle - stats: {out['gain_stats_oracle_over_stats']:+.4f}; oracle - stats: "
+          f"{out['gain_oracle_over_stats']:+.4f}; oracle above stats on every task: "
+          f"{out['oracle_above_stats_every_task']}; stats+oracle above stats on every task: "
+          f"{out['stats_oracle_above_stats_every_task']}")
+    print(f"took {time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_mb():,.0f} MiB")
+    if args.out:
+        write_json(out, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -64,10 +64,12 @@ BUY_INTERVAL_DAYS = 25.0        # median days between a regular buyer's purchase
 ITEMS_PER_BUY = 1.2             # mean products bought per purchase session
 PRODUCTS_PER_CLIENT = 0.30      # catalogue size per client (relevant or not) ...
 MIN_PRODUCTS = 6_000            # ... and at least this many products
+CATEGORY_SIZE_ZIPF = 0.8       # category sizes fall with the category's popularity rank
 PRODUCTS_PER_CATEGORY = 150     # mean category size (at least 200 categories)
 K_TASTE = 8                     # categories per taste vector
 PRODUCT_ZIPF = 0.9              # within-category popularity exponent
-N_CANDIDATES = 4                # popularity draws per product choice; the best price and style match wins
+N_CANDIDATES = 4                # popularity draws per product choice; the best price and style match wins ...
+VIEW_CANDIDATES = 2             # ... and per browsing event (views explore more widely than goals and purchases)
 EXPLORE_SESSION = 0.08          # browsing sessions whose focus is any popular category, not the client's taste
 EXPLORE_PURCHASE = 0.25         # the same for purchase sessions (gifts, one-off needs)
 EVENT_OFF_FOCUS = 0.22          # events whose category is drawn afresh (taste or, below EVENT_WILD, anything)
@@ -236,9 +238,9 @@ class Catalog:
 def build_catalog(spec: WorldSpec) -> Catalog:
     rng = _rng(spec.seed, 0)
     n_p, n_c = spec.n_products, spec.n_categories
-    # Category sizes: at least 2 products each, the rest Zipf-like over a random order.
-    size_w = 1.0 / np.arange(1, n_c + 1) ** 0.8
-    size_w = rng.permutation(size_w)
+    # Category sizes: at least 2 products each, the rest Zipf-like, larger for the more popular categories (tastes
+    # and exploration favour low category indices), with noise.
+    size_w = np.exp(0.6 * rng.standard_normal(n_c)) / np.arange(1, n_c + 1) ** CATEGORY_SIZE_ZIPF
     cat_size = 2 + rng.multinomial(n_p - 2 * n_c, size_w / size_w.sum())
     cat_start = np.concatenate([[0], np.cumsum(cat_size)[:-1]]).astype(np.int64)
     category = np.repeat(np.arange(n_c, dtype=np.int32), cat_size)
@@ -570,8 +572,8 @@ def choice_cost(level, tol, strength, match, price):
 
 
 def _choose(rng: np.random.Generator, clients: Clients, cat: Catalog, rows: np.ndarray, category: np.ndarray,
-            seconds: np.ndarray) -> np.ndarray:
-    """One product per entry (client row ``rows``, category index, time in seconds): N_CANDIDATES popularity draws
+            seconds: np.ndarray, n_candidates: int = N_CANDIDATES) -> np.ndarray:
+    """One product per entry (client row ``rows``, category index, time in seconds): ``n_candidates`` popularity draws
     in the category (unreleased ones replaced by their fallback), the one with the smallest ``E * exp(cost)``
     (E ~ Exp(1): a Gumbel-max choice with weights ``exp(-cost)``, see :func:`choice_cost`). int64 (n,)."""
     n = len(rows)
@@ -579,7 +581,7 @@ def _choose(rng: np.random.Generator, clients: Clients, cat: Catalog, rows: np.n
     strength, style = clients.style_strength[rows].astype(np.float32), clients.style[rows]
     start, zc, size = cat.cat_start[category], cat.zipf_c[category], cat.cat_size[category]
     best, best_score = np.zeros(n, dtype=np.int64), np.full(n, np.inf, dtype=np.float32)
-    for _ in range(N_CANDIDATES):          # a loop over candidates, vectorised over entries (bounded memory)
+    for _ in range(n_candidates):          # a loop over candidates, vectorised over entries (bounded memory)
         cand = start + zipf_rank_c(rng.random(n, dtype=np.float32), zc, size, PRODUCT_ZIPF)
         cand = np.where(cat.release_day[cand] * SECONDS_PER_DAY > seconds, cat.fallback[cand], cand)
         score = rng.standard_exponential(n, dtype=np.float32) * np.exp(
@@ -650,7 +652,7 @@ def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat
     category[alt] = _taste_draw(rng, clients, client[alt], seconds[alt] / period)
     wild = np.flatnonzero((r < EVENT_WILD) & ~narrow)
     category[wild] = zipf_rank(rng.random(len(wild)), spec.n_categories, 0.9)
-    product = _choose(rng, clients, cat, client, category, seconds)
+    product = _choose(rng, clients, cat, client, category, seconds, VIEW_CANDIDATES)
     # Novelty: some choices are offered the category's latest release of the last FRESH_DAYS days, taken when its
     # style matches the client's (content affinity, not popularity alone).
     _offer_fresh(rng, clients, cat, client, category, seconds, FRESH_SHARE, product)

@@ -9,11 +9,12 @@ block can be scored alone. Folders are written under a temporary name and rename
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,6 +25,62 @@ from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE
 
 class BlockError(ValueError):
     """A block folder is missing, malformed or inconsistent."""
+
+
+class NotFittedError(ValueError, AttributeError):
+    """An embedder asked to transform before it was fitted."""
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """What an embedder reads of the event table: :class:`competition.events.EventTable` (docs/design.md) is the
+    one implementation; a test may pass anything with these members.
+
+    Clients (one row each, ids ascending): ``client_ids`` int64 ``(n_clients,)``, ``offsets`` int64
+    ``(n_clients + 1,)`` (events of row ``i`` are ``offsets[i]:offsets[i+1]``, in time order), ``lengths``.
+    Per event ``(n_events,)``: ``timestamp`` int64 s, ``event_type`` uint8 (schema.EVENT_CODE), ``sku`` /
+    ``category`` / ``url`` int64, ``price`` int16, ``query`` int32 (-1 = missing); ``query_codes`` uint8
+    ``(n_queries, 16)``. Time frame: ``start_time`` (first event), ``cut_time`` (end of the period), both s.
+    Provenance: ``fingerprint`` (content key), ``data_dir`` (None for a table opened without it), ``layout``.
+    ``products``: product_properties as a polars frame.
+    """
+
+    client_ids: np.ndarray
+    offsets: np.ndarray
+    timestamp: np.ndarray
+    event_type: np.ndarray
+    sku: np.ndarray
+    category: np.ndarray
+    price: np.ndarray
+    url: np.ndarray
+    query: np.ndarray
+    query_codes: np.ndarray
+    start_time: int
+    cut_time: int
+    fingerprint: str
+    data_dir: Path | None
+    layout: str
+
+    @property
+    def n_clients(self) -> int: ...
+
+    @property
+    def n_events(self) -> int: ...
+
+    @property
+    def lengths(self) -> np.ndarray: ...
+
+    @property
+    def products(self) -> Any: ...
+
+    def rows_of(self, client_ids: np.ndarray) -> np.ndarray:
+        """Row of each client (int64, -1 for clients without events)."""
+
+    def last_events(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the last ``n`` events of each row, and their counts."""
+
+    def before(self, t: int) -> "EventSource":
+        """The table as it stood at time ``t`` (events before ``t``, ``cut_time = t``)."""
 
 
 @dataclass
@@ -145,10 +202,14 @@ def cast_notice(block: Block) -> str | None:
 
 
 class Embedder:
-    """Base class: parameters in ``__init__``, ``fit(events) -> self``, ``transform(events, client_ids) -> Block``.
+    """Base class, scikit-learn style: ``__init__`` stores its parameters as given and raises nothing;
+    ``validate()`` raises ValueError naming a bad parameter (``fit`` calls it first; the CLIs and pack call it
+    before any work); ``fit(events) -> self`` learns the fitted attributes, whose names end in ``_``;
+    ``transform(events, client_ids) -> Block`` runs :meth:`check_fitted` first (a clear
+    :class:`NotFittedError` before ``fit``; added to every subclass's ``transform`` by ``__init_subclass__``).
 
-    Subclasses set ``name`` and implement ``fit`` and ``transform``. ``events`` is a
-    :class:`competition.events.EventTable`. ``get_params`` returns the constructor arguments for meta.json.
+    Subclasses set ``name`` and implement ``fit`` and ``transform``. ``events`` is an :class:`EventSource` (the
+    :class:`competition.events.EventTable`). ``get_params`` returns the constructor arguments for meta.json.
     """
 
     name: str = "embedder"
@@ -166,11 +227,35 @@ class Embedder:
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_")}
 
-    def fit(self, events) -> "Embedder":  # pragma: no cover - interface
+    def __init_subclass__(cls, **kwargs):
+        """Every subclass's ``transform`` runs :meth:`check_fitted` first, so no embedder (ours or a user's)
+        transforms with half-set attributes before ``fit``."""
+        super().__init_subclass__(**kwargs)
+        inner = cls.__dict__.get("transform")
+        if inner is not None and not getattr(inner, "_checks_fitted", False):
+            @functools.wraps(inner)
+            def transform(self, *args, **kw):
+                self.check_fitted()
+                return inner(self, *args, **kw)
+
+            transform._checks_fitted = True
+            cls.transform = transform
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad parameter (here: none). Called by ``fit`` before any work."""
+
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless ``fit`` has set a fitted attribute (a public name ending in
+        ``_``)."""
+        if not any(k.endswith("_") and not k.startswith("_") for k in vars(self)):
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(events) before transform")
+
+    def fit(self, events: EventSource) -> "Embedder":  # pragma: no cover - interface
         raise NotImplementedError
 
-    def transform(self, events, client_ids: np.ndarray) -> Block:  # pragma: no cover - interface
+    def transform(self, events: EventSource, client_ids: np.ndarray) -> Block:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def fit_transform(self, events, client_ids: np.ndarray) -> Block:
+    def fit_transform(self, events: EventSource, client_ids: np.ndarray) -> Block:
+        """``fit(events)`` then ``transform(events, client_ids)`` (an embedder may do both in one pass)."""
         return self.fit(events).transform(events, client_ids)

@@ -50,7 +50,7 @@ def embed(embedder: Embedder, data_dir: Path, layout: str = "input", progress: b
     t_events = time.perf_counter() - t0
     clients = read_relevant_clients(data_dir) if client_ids is None else np.asarray(client_ids, dtype=np.int64)
     t1 = time.perf_counter()
-    block = embedder.fit(events).transform(events, clients)
+    block = embedder.fit_transform(events, clients)
     seconds = time.perf_counter() - t1
     block.meta.update({
         "embedder": registry.name_of(type(embedder)), "params": embedder.get_params(), "seed": embedder.seed, "layout": layout,
@@ -71,6 +71,10 @@ def run(parser: argparse.ArgumentParser, make: Callable[[argparse.Namespace], Em
         if args.dim < 1:
             parser.error(f"--dim must be >= 1, got {args.dim}")
         embedder = make(args)
+        try:
+            embedder.validate()
+        except ValueError as exc:
+            parser.error(str(exc))
         block = embed(embedder, args.data_dir, args.layout, progress=not args.no_progress)
         write_block(block, args.out, dtype=args.dtype)
     except (DataError, BlockError) as exc:

@@ -137,6 +137,7 @@ def neural_main(parser, argv, make, label) -> int:
     args = parser.parse_args(argv)
     try:
         embedder = make(args)
+        embedder.validate()
         resolve_device(args.device)
     except ValueError as exc:
         parser.error(str(exc))

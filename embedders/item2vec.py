@@ -274,21 +274,9 @@ class Item2Vec(Embedder):
         super().__init__(dim=dim, seed=seed)
         if isinstance(sequences, str):
             sequences = tuple(s.strip() for s in sequences.split(",") if s.strip())
-        bad = [s for s in sequences if s not in KINDS]
-        if bad or not sequences:
-            raise ValueError(f"sequences must be a non-empty subset of {','.join(KINDS)}, got {','.join(sequences)!r}")
-        if oov not in OOV_MODES:
-            raise ValueError(f"oov must be one of {OOV_MODES}, got {oov!r}")
-        checks = {"dim": dim >= 1, "vector_size": vector_size >= 1, "window": window >= 1, "negative": negative >= 1,
-                  "epochs": epochs >= 1, "min_count": min_count >= 1, "workers": workers >= 1,
-                  "max_len": 1 <= max_len <= _MAX_SENTENCE, "url_rate": 0.0 < url_rate <= 1.0,
-                  "half_life_days": half_life_days >= 0, "sample": sample >= 0, "ridge_alpha": ridge_alpha >= 0,
-                  "pca_sample": pca_sample >= 1, "chunk_events": chunk_events >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"{name} out of range: {locals()[name]!r}"
-                                 + (f" (at most {_MAX_SENTENCE})" if name == "max_len" else ""))
-        self.sequences = tuple(k for k in KINDS if k in sequences)
+        # one spelling for the same kinds ("url,sku" is ("sku", "url")); unknown kinds are kept for validate()
+        known = sequences and all(s in KINDS for s in sequences)
+        self.sequences = tuple(k for k in KINDS if k in sequences) if known else tuple(sequences)
         self.vector_size, self.window, self.negative, self.epochs = vector_size, window, negative, epochs
         self.min_count, self.sample, self.alpha = min_count, sample, alpha
         self.max_len, self.url_rate, self.half_life_days = max_len, url_rate, half_life_days
@@ -296,6 +284,24 @@ class Item2Vec(Embedder):
         self.deterministic, self.workers = deterministic, workers
         self.pca_sample, self.chunk_events = pca_sample, chunk_events
         self.work_dir, self.progress = work_dir, progress
+
+    def validate(self) -> None:
+        """Known sequence kinds and oov mode, every count and rate in range."""
+        if not self.sequences or any(s not in KINDS for s in self.sequences):
+            raise ValueError(f"sequences must be a non-empty subset of {','.join(KINDS)}, got "
+                             f"{','.join(self.sequences)!r}")
+        if self.oov not in OOV_MODES:
+            raise ValueError(f"oov must be one of {OOV_MODES}, got {self.oov!r}")
+        checks = {"dim": self.dim >= 1, "vector_size": self.vector_size >= 1, "window": self.window >= 1,
+                  "negative": self.negative >= 1, "epochs": self.epochs >= 1, "min_count": self.min_count >= 1,
+                  "workers": self.workers >= 1, "max_len": 1 <= self.max_len <= _MAX_SENTENCE,
+                  "url_rate": 0.0 < self.url_rate <= 1.0, "half_life_days": self.half_life_days >= 0,
+                  "sample": self.sample >= 0, "ridge_alpha": self.ridge_alpha >= 0, "pca_sample": self.pca_sample >= 1,
+                  "chunk_events": self.chunk_events >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name} out of range: {getattr(self, name)!r}"
+                                 + (f" (at most {_MAX_SENTENCE})" if name == "max_len" else ""))
 
     # -- parts -----------------------------------------------------------------------------------------------------
     def _part_specs(self) -> list[tuple[str, str, np.ndarray]]:
@@ -315,6 +321,7 @@ class Item2Vec(Embedder):
     # -- fit -------------------------------------------------------------------------------------------------------
     def fit(self, events) -> "Item2Vec":
         """Write the corpus, train word2vec, build item tables (with the content fallback) and the projection."""
+        self.validate()
         stats: dict[str, Any] = {}
         t = time.perf_counter()
         if self.work_dir is not None:  # corpora of killed runs (ours only, of processes no longer running)

@@ -64,7 +64,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
-from embedders.base import Block, Embedder
+from embedders.base import Block, Embedder, EventSource
 from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, gather, index_sorted, present_rows, read_range,
                               row_chunks)
 
@@ -185,13 +185,15 @@ def _safe_div(a: np.ndarray, b: np.ndarray, fill: float) -> np.ndarray:
 class StatsEmbedder(Embedder):
     """:data:`N_FEATURES` documented statistics per client (module docstring).
 
-    Parameters: ``dim`` (None or :data:`N_FEATURES`; anything else raises ValueError), ``seed`` (used by the
-    quantile transform only), ``transform`` ("none" | "log": sign*log1p(|x|) | "quantile": QuantileTransformer to
-    uniform fitted on the embedded clients), ``quantile_subsample`` (rows the quantile fit samples),
-    ``chunk_events`` (events per processing chunk; bounds memory), ``progress``.
+    Parameters: ``dim`` (None, held as :data:`N_FEATURES`, or :data:`N_FEATURES`; anything else is refused by
+    :meth:`validate`), ``seed`` (used by the quantile transform only), ``transform`` ("none" | "log":
+    sign*log1p(|x|) | "quantile": QuantileTransformer to uniform, fitted in ``fit`` on the clients it is given),
+    ``quantile_subsample`` (rows the quantile fit samples), ``chunk_events`` (events per processing chunk; bounds
+    memory), ``progress``.
 
     Fitted attributes: ``cut_time_`` / ``start_time_`` (s), ``sentinel_days_``, popularity tables ``pop_sku_``,
-    ``pop_category_``, ``pop_url_`` (:class:`CountTable`), ``empty_row_`` float32 ``(N_FEATURES,)``.
+    ``pop_category_``, ``pop_url_`` (:class:`CountTable`), ``empty_row_`` float32 ``(N_FEATURES,)``,
+    ``quantile_`` (the fitted QuantileTransformer, or None).
     """
 
     name = "stats"
@@ -200,12 +202,7 @@ class StatsEmbedder(Embedder):
 
     def __init__(self, dim: int | None = None, seed: int = 0, transform: str = "none",
                  quantile_subsample: int = 200_000, chunk_events: int = 5_000_000, progress: bool = True):
-        if dim is not None and dim != N_FEATURES:
-            raise ValueError(f"stats has a fixed width of {N_FEATURES} features; dim must be {N_FEATURES} or "
-                             f"omitted, got {dim}")
-        if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
-        super().__init__(N_FEATURES, seed)
+        super().__init__(N_FEATURES if dim is None else dim, seed)
         self.transform_kind = transform
         self.quantile_subsample = quantile_subsample
         self.chunk_events = chunk_events
@@ -218,9 +215,38 @@ class StatsEmbedder(Embedder):
         params["transform"] = params.pop("transform_kind")
         return params
 
+    def validate(self) -> None:
+        """The width is fixed; ``transform`` one of :data:`TRANSFORMS`."""
+        if self.dim != N_FEATURES:
+            raise ValueError(f"stats has a fixed width of {N_FEATURES} features; dim must be {N_FEATURES} or "
+                             f"omitted, got {self.dim}")
+        if self.transform_kind not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform_kind!r}")
+
     # -- fit -------------------------------------------------------------------------------------------------------
-    def fit(self, events) -> "StatsEmbedder":
-        """Time frame and popularity tables (event counts per sku / category / url over the whole table)."""
+    def fit(self, events: EventSource, client_ids: np.ndarray | None = None) -> "StatsEmbedder":
+        """Time frame and popularity tables (event counts per sku / category / url over the whole table); with
+        ``transform="quantile"``, the quantile transform fitted on the features of ``client_ids`` (default: every
+        client of the table)."""
+        self._fit_tables(events)
+        self.quantile_ = None
+        if self.transform_kind == "quantile":
+            ids = np.asarray(events.client_ids if client_ids is None else client_ids, dtype=np.int64)
+            self._fit_quantile(self._raw(events, ids)[0])
+        return self
+
+    def fit_transform(self, events: EventSource, client_ids: np.ndarray) -> Block:
+        """``fit(events, client_ids).transform(events, client_ids)`` in one pass over the clients' events (the
+        quantile transform is fitted on the embedded clients)."""
+        self._fit_tables(events)
+        self.quantile_ = None
+        raw, where = self._raw(events, client_ids)
+        if self.transform_kind == "quantile":
+            self._fit_quantile(raw)
+        return self._block(client_ids, raw, where)
+
+    def _fit_tables(self, events: EventSource) -> None:
+        self.validate()
         self.cut_time_ = int(events.cut_time)
         self.start_time_ = int(events.start_time) if events.n_events else int(events.cut_time)
         self.sentinel_days_ = (self.cut_time_ - self.start_time_) / DAY + 1.0
@@ -238,11 +264,22 @@ class StatsEmbedder(Embedder):
             self.pop_category_.add(cat[product & (cat >= 0)])
             self.pop_url_.add(url[(et == VISIT) & (url >= 0)])
         self.empty_row_ = self._features(_empty_chunk(), events.query_codes)[0]
-        return self
+
+    def _fit_quantile(self, x: np.ndarray) -> None:
+        """The QuantileTransformer to uniform of features ``x`` float32 ``(n, N_FEATURES)`` (None when n = 0)."""
+        if len(x):
+            from sklearn.preprocessing import QuantileTransformer
+            self.quantile_ = QuantileTransformer(n_quantiles=min(1000, len(x)), output_distribution="uniform",
+                                                 subsample=self.quantile_subsample, random_state=self.seed).fit(x)
 
     # -- transform ---------------------------------------------------------------------------------------------------
-    def transform(self, events, client_ids: np.ndarray) -> Block:
+    def transform(self, events: EventSource, client_ids: np.ndarray) -> Block:
         """float32 ``(len(client_ids), N_FEATURES)`` in ``client_ids`` order (after ``transform`` scaling)."""
+        return self._block(client_ids, *self._raw(events, client_ids))
+
+    def _raw(self, events: EventSource, client_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unscaled features float32 ``(len(client_ids), N_FEATURES)`` (the empty row for clients without events),
+        and each client's index into the table rows it found (-1: no events)."""
         client_ids = np.asarray(client_ids, dtype=np.int64)
         table_rows, where = present_rows(events, client_ids)
         feats = np.empty((len(table_rows), N_FEATURES), dtype=np.float32)
@@ -252,7 +289,10 @@ class StatsEmbedder(Embedder):
         out = np.empty((len(client_ids), N_FEATURES), dtype=np.float32)
         out[where >= 0] = feats[where[where >= 0]]
         out[where < 0] = self.empty_row_
-        out = self._scale(out)
+        return out, where
+
+    def _block(self, client_ids: np.ndarray, raw: np.ndarray, where: np.ndarray) -> Block:
+        out = self._scale(raw)
         meta = {"name": self.name, "feature_names": FEATURE_NAMES, "transform": self.transform_kind,
                 "sentinel_days": self.sentinel_days_, "clients_without_events": int((where < 0).sum())}
         return Block(client_ids, out, meta)
@@ -260,11 +300,8 @@ class StatsEmbedder(Embedder):
     def _scale(self, x: np.ndarray) -> np.ndarray:
         if self.transform_kind == "log":
             return (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
-        if self.transform_kind == "quantile" and len(x):
-            from sklearn.preprocessing import QuantileTransformer
-            qt = QuantileTransformer(n_quantiles=min(1000, len(x)), output_distribution="uniform",
-                                     subsample=self.quantile_subsample, random_state=self.seed)
-            return qt.fit_transform(x).astype(np.float32)
+        if self.transform_kind == "quantile" and self.quantile_ is not None and len(x):
+            return self.quantile_.transform(x).astype(np.float32)
         return x
 
     # -- the features of one chunk ----------------------------------------------------------------------------------

@@ -224,13 +224,16 @@ class TfidfSvdEmbedder(Embedder):
         self.chunk_events = chunk_events
         self.blas_threads = blas_threads
         self.progress = progress
-        groups = parse_families(families, mode)  # validate early
-        if dim < len(groups):
-            raise ValueError(f"dim ({dim}) must be at least the number of family groups ({len(groups)})")
-        if min_df < 1:
-            raise ValueError(f"min_df must be >= 1, got {min_df}")
-        if fit_on not in FIT_ON:
-            raise ValueError(f"fit_on must be one of {FIT_ON}, got {fit_on!r}")
+
+    def validate(self) -> None:
+        """Known families and mode, ``dim`` >= the number of groups, ``min_df`` >= 1, a known ``fit_on``."""
+        groups = parse_families(self.families, self.mode)
+        if self.dim < len(groups):
+            raise ValueError(f"dim ({self.dim}) must be at least the number of family groups ({len(groups)})")
+        if self.min_df < 1:
+            raise ValueError(f"min_df must be >= 1, got {self.min_df}")
+        if self.fit_on not in FIT_ON:
+            raise ValueError(f"fit_on must be one of {FIT_ON}, got {self.fit_on!r}")
 
     # -- fit -------------------------------------------------------------------------------------------------------
     def _fit_rows(self, events) -> np.ndarray:
@@ -247,6 +250,7 @@ class TfidfSvdEmbedder(Embedder):
 
     def fit(self, events) -> "TfidfSvdEmbedder":
         from sklearn.decomposition import TruncatedSVD
+        self.validate()
         t0 = time.perf_counter()
         self.groups_ = parse_families(self.families, self.mode)
         base, extra = divmod(self.dim, len(self.groups_))

@@ -42,11 +42,17 @@ def embedder_class(name: str, where: str = "ensemble spec") -> type[Embedder]:
 
 def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool = True,
                   where: str = "ensemble spec", work_dir: str | Path | None = None) -> Embedder:
-    """:func:`embedders.registry.make_embedder`, raising :class:`SpecError`."""
+    """:func:`embedders.registry.make_embedder`, its params checked (``validate``) before any work; raises
+    :class:`SpecError`."""
     try:
-        return registry.make_embedder(name, params, seed, progress, where, work_dir)
+        embedder = registry.make_embedder(name, params, seed, progress, where, work_dir)
     except registry.RegistryError as exc:
         raise SpecError(str(exc)) from exc
+    try:
+        embedder.validate()
+    except ValueError as exc:
+        raise SpecError(f"{where}: embedder {name!r} rejects its params {params}: {exc}") from exc
+    return embedder
 
 
 def _norm(value: Any) -> Any:

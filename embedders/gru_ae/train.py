@@ -91,16 +91,21 @@ class GruAE(Embedder):
                  sku_negatives: int = 4096, train_on: str = "relevant", device: str = "auto",
                  work_dir: str | Path | None = None, resume: bool | str = False, progress: bool = True,
                  max_batches: int | None = None, infer_batch: int = 1024, threads: int = DEFAULT_THREADS):
-        if variant not in PRESETS:
-            raise ValueError(f"variant must be one of {sorted(PRESETS)}, got {variant!r}")
-        preset = PRESETS[variant]
+        # dim / field_dim / layers / dropout left None take the preset's (recorded so in meta.json); an unknown
+        # variant leaves them None for validate() to refuse
+        preset = PRESETS.get(variant)
+
+        def pick(value, default, cast):
+            value = value if value is not None else getattr(preset, default, None)
+            return None if value is None else cast(value)
+
         self.variant = variant
-        self.dim = int(dim if dim is not None else preset.hidden)
+        self.dim = pick(dim, "hidden", int)
         self.seed = int(seed)
         self.epochs = int(epochs)
-        self.field_dim = int(field_dim if field_dim is not None else preset.field_dim)
-        self.layers = int(layers if layers is not None else preset.layers)
-        self.dropout = float(dropout if dropout is not None else preset.dropout)
+        self.field_dim = pick(field_dim, "field_dim", int)
+        self.layers = pick(layers, "layers", int)
+        self.dropout = pick(dropout, "dropout", float)
         self.query, self.sku_init, self.delta_max = bool(query), sku_init, float(delta_max)
         self.vocab_cap = int(vocab_cap)
         self.sku_cap = None if sku_cap is None else int(sku_cap)
@@ -110,9 +115,11 @@ class GruAE(Embedder):
         self.resume = resume if resume == "auto" else bool(resume)
         self.threads = int(threads)
         self.max_batches, self.infer_batch = max_batches, int(infer_batch)
-        self._check()
 
-    def _check(self) -> None:
+    def validate(self) -> None:
+        """Every problem with the parameters, in one ValueError."""
+        if self.variant not in PRESETS:
+            raise ValueError(f"variant must be one of {sorted(PRESETS)}, got {self.variant!r}")
         problems = []
         for k in ("dim", "field_dim", "layers", "batch_size", "vocab_cap", "infer_batch", "sku_negatives"):
             if getattr(self, k) < 1:
@@ -181,6 +188,7 @@ class GruAE(Embedder):
     def fit(self, events) -> "GruAE":
         """Train on ``events`` (an :class:`~competition.events.EventTable`); keeps the best epoch's weights.
         Runs under the thread policy of :mod:`embedders.threads`, whichever command calls it."""
+        self.validate()
         with torch_threads(resolve_threads(self.threads, dist_info()[1])):
             return self._fit(events)
 

@@ -14,7 +14,7 @@ from competition.io import json_default
 from competition.load import read_relevant_clients
 from competition.synth import generate_world
 from embedders import registry
-from embedders.base import read_block, write_block
+from embedders.base import EventSource, NotFittedError, read_block, write_block
 from embedders.cli import embed
 
 #: Small CPU params of each registered embedder (every name of registry.BUILTIN must be here).
@@ -107,3 +107,14 @@ def test_contract(name, world, clients, tmp_path):
     empty = fresh.transform(events, np.array([NO_EVENTS, NO_EVENTS + 1], dtype=np.int64)).vectors
     assert np.isfinite(empty).all()
     np.testing.assert_allclose(empty[0], empty[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(registry.BUILTIN))
+def test_params_are_checked_in_validate_and_transform_needs_fit(name, world, tmp_path):
+    events = EventTable.build(world, "input", progress=False)
+    assert isinstance(events, EventSource)  # the table is what the embedders' Protocol describes
+    emb = _make(name, tmp_path)
+    emb.validate()
+    assert not [k for k in vars(emb) if k.endswith("_") and not k.startswith("_")], "fitted attributes end in _"
+    with pytest.raises(NotFittedError, match="not fitted: call fit"):
+        emb.transform(events, np.array([NO_EVENTS]))

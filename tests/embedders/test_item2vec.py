@@ -215,11 +215,11 @@ def test_block_is_centred_projection_of_parts(events, fitted):
 
 def test_bad_parameters_raise_clear_errors():
     with pytest.raises(ValueError, match="sequences must be"):
-        Item2Vec(sequences="sku,query")
+        Item2Vec(sequences="sku,query").validate()
     with pytest.raises(ValueError, match="oov must be"):
-        Item2Vec(oov="mean")
+        Item2Vec(oov="mean").validate()
     with pytest.raises(ValueError, match="max_len"):
-        Item2Vec(max_len=0)
+        Item2Vec(max_len=0).validate()
 
 
 def test_no_events_of_the_kind_is_a_data_error(tmp_path):

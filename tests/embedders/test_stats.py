@@ -186,6 +186,11 @@ def test_transforms(rand_events):
     q2 = StatsEmbedder(transform="quantile", seed=3, progress=False).fit(ev).transform(ev, ids).vectors
     np.testing.assert_array_equal(q1, q2)
     assert q1.min() >= 0 and q1.max() <= 1 and np.isfinite(q1).all()
+    # the quantiles are fitted in fit (on the clients given, default all), so any request is scaled alike
+    q = StatsEmbedder(transform="quantile", seed=3, progress=False)
+    both = q.fit_transform(ev, ids[:20]).vectors
+    np.testing.assert_array_equal(q.fit(ev, ids[:20]).transform(ev, ids[:20]).vectors, both)
+    np.testing.assert_array_equal(q.transform(ev, ids[[4, 2]]).vectors, both[[4, 2]])
 
 
 def test_helpers():
@@ -212,9 +217,10 @@ def test_count_table_dense_and_sorted():
 
 def test_dim_is_fixed():
     with pytest.raises(ValueError, match=str(N_FEATURES)):
-        StatsEmbedder(dim=N_FEATURES - 1)
+        StatsEmbedder(dim=N_FEATURES - 1).validate()
     with pytest.raises(ValueError, match="transform"):
-        StatsEmbedder(transform="zscore")
+        StatsEmbedder(transform="zscore").validate()
+    assert StatsEmbedder(transform="zscore").get_params()["transform"] == "zscore"  # params verbatim
 
 
 def test_cli(tiny, tmp_path, capsys):

@@ -157,9 +157,9 @@ def test_parse_families_and_params():
     with pytest.raises(ValueError, match="two groups"):
         parse_families("items,buy", "per-family")
     with pytest.raises(ValueError, match="at least the number"):
-        TfidfSvdEmbedder(dim=1, families="buy,visit", mode="per-family")
+        TfidfSvdEmbedder(dim=1, families="buy,visit", mode="per-family").validate()
     with pytest.raises(ValueError, match="min_df"):
-        TfidfSvdEmbedder(min_df=0)
+        TfidfSvdEmbedder(min_df=0).validate()
     for big in (0, 1 << 40, -(1 << 40)):  # dense columns, and ranks of huge / negative values
         v, df = doc_freq(np.array([0, 0, 1, 1, 1, 3]), np.array([9, 9, 9, 4, 4, 4]) + big, 4)
         np.testing.assert_array_equal(v, np.array([4, 9]) + big)

@@ -3,33 +3,46 @@
 ``python -m competition.synth --out D --clients N --seed S [--days 140]`` writes the six released parquet files
 (string timestamps ``YYYY-MM-DD HH:MM:SS``, string code vectors ``"[202 151  55 ...]"``),
 ``input/relevant_clients.npy``, then runs the official split and the target lists, and keeps the latents apart in
-``D/truth`` (``clients.parquet``, ``products.parquet``, ``world.json``; oracle measurements only).
+``D/truth`` (``clients.parquet``, ``products.parquet``, ``world.json``; oracle measurements only, see
+:mod:`validate.oracle`). The mechanisms and their latents are documented in docs/synthetic_worlds.md.
 
 The generative story (all vectorised per chunk of clients; no per-event Python loop):
 
-- Catalogue: categories with Zipf popularity; products grouped by category, ranked by a within-category Zipf
-  popularity; a log price per product (category mean + noise) cut into 100 quantile buckets; name codes = a
-  category centroid (itself near one of a few super-category centroids) + noise, quantized to 0..255. About 15%
-  of products are released during the period (more often at the top ranks); before its release a product's
-  events go to an older product of the same category, so products released after the split cut have no input
-  events and, being popular, are bought in the target windows.
+- Catalogue: categories with Zipf popularity (the more popular ones larger); products grouped by category, ranked
+  by a within-category Zipf popularity; a log price per product (category mean + noise) cut into 100 quantile
+  buckets; a **style** per product (STYLE_DIM numbers: brand / look); name codes = a category centroid (itself near
+  one of a few super-category centroids) + the style along STYLE_DIM global axes + noise, quantized to 0..255, so a
+  product's style can be read from its name. A share of the categories hold **consumables**, re-bought on a
+  product-specific cycle. About 15% of products are released during the period (more often at the top ranks);
+  before its release a product's events go to an older product of the same category, so products released after
+  the split cut have no input events and are bought in the target windows.
 - Clients: ``N`` relevant clients and ``N // 2`` lighter non-relevant ones. Latents per client: browsing session
   rate (log-normal, heavy tailed) and session length; an alive interval [join, death) with a churn hazard (more
   active clients churn less); purchase habits (a minority of regular buyers buy every few weeks in gamma-renewal
   purchase sessions, the rest almost never); cart and search multipliers; a price level and tolerance; two category
-  tastes (start and end of the period, up to 8 categories each) between which the taste drifts.
+  tastes (start and end of the period, up to 8 categories each) between which the taste drifts; a preferred style
+  (a unit vector) and its strength; a buy-now share; a replenishment probability and pace; a novelty multiplier.
+- Choices: a product is chosen in a category among popularity draws by the smallest ``E x exp(cost)`` (a
+  Gumbel-max choice), cost = price distance / tolerance - strength x style match (:func:`choice_cost`), so which
+  sku a client picks is predictable from the names of what it viewed, not only from category counts. A share of
+  the choices is offered the category's latest release, taken with a probability rising with the style match
+  (:func:`adoption_probability`): new products are adopted by content affinity, not popularity alone.
 - Sessions: browsing sessions are Poisson over the alive interval, placed by a weekly and daily rhythm; purchase
-  sessions follow the renewal process, at a time of day drawn from the daily rhythm, and end with add_to_cart +
-  product_buy per item bought. Each session has a focus category; events inside a session are seconds to minutes
-  apart. Each event draws its kind from the client's browsing mix and a product from its category (closest in
-  price among three popularity draws; sometimes the category's latest release). Page visits go to the product's
-  page, its category's page or a generic page; add_to_cart mostly takes the product last viewed in the session,
-  buys and removals the product last added; a search query's codes mix the name codes of the product the client
-  looks at next with a query template of its category.
+  sessions follow the renewal process, at a time of day drawn from the daily rhythm. Each session has a focus
+  category and a **goal** product in it; events inside a session are seconds to minutes apart, and late events go
+  back to the focus category and to the goal more and more often (sequential intent: order matters). A purchase
+  session ends with a pair per item bought, the first item being the goal: add_to_cart + product_buy or, buying
+  now, a view of the product page + product_buy. Each event draws its kind from the client's browsing mix; page
+  visits go to the product's page, its category's page or a generic page (many, flat popularity); add_to_cart
+  while browsing mostly takes the product last viewed (carts mostly abandoned), removals the product last added; a
+  search query's codes mix the name codes of the product the client looks at next with a query template.
+- Replenishment: after a buy of a consumable, with the client's probability, a chain of re-buys every cycle x
+  pace x Gamma noise days while the client is alive (each a product view or an add, then the buy).
 
 Determinism: the catalogue comes from ``(seed, 0)``, client ids from ``(seed, 1)``, chunk ``k`` from
 ``(seed, 2, k)`` (numpy PCG64), so a given seed and chunk size give byte-identical files. Memory is bounded by the
-chunk (about ``chunk_clients`` x 200 events).
+chunk (about ``chunk_clients`` x 200 events). Events of a chunk are written in (client, session) order, re-buys
+after them.
 """
 from __future__ import annotations
 
@@ -753,7 +766,7 @@ def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
 def products_truth_table(cat: Catalog) -> pa.Table:
     """Product latents (truth/products.parquet), in catalogue order (categories contiguous, by rank): category
     index and rank, category size, log price, release day (NaN = from the start), is_new, fallback sku (the product
-    bought in its place before the release), style (STYLE_DIM floats), consumable, cycle_days (0 = not a
+    bought in its place before the release), url (of its page), style (STYLE_DIM floats), consumable, cycle_days (0 = not a
     consumable)."""
     release = np.where(np.isfinite(cat.release_day), cat.release_day, np.nan)
     table = pa.table({SKU: cat.sku, CATEGORY: cat.category_id[cat.category],
@@ -761,7 +774,7 @@ def products_truth_table(cat: Catalog) -> pa.Table:
                       "category_size": cat.cat_size[cat.category].astype(np.int64),
                       "log_price": cat.log_price.astype(np.float64), PRICE: cat.price.astype(np.int64),
                       "release_day": release, "is_new": np.isfinite(cat.release_day),
-                      "fallback_sku": cat.sku[cat.fallback], "consumable": cat.consumable,
+                      "fallback_sku": cat.sku[cat.fallback], "url": cat.product_url, "consumable": cat.consumable,
                       "cycle_days": cat.cycle_days.astype(np.float64)})
     return table.append_column("style", pa.FixedSizeListArray.from_arrays(
         pa.array(cat.style.astype(np.float64).reshape(-1)), STYLE_DIM))

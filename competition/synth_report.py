@@ -3,6 +3,9 @@
 ``python -m competition.synth_report --data-dir D [--seed S] [--out report.json]`` prints and (optionally) writes:
 
 - the event mix and events-per-client quantiles of the raw files (all clients and relevant clients);
+- the realism statistics (:func:`realism_statistics`: repeat visits and buys, buys after a cart, cart fates,
+  session shape, popularity slope) over the whole log and its last 9 days, beside the Taobao UserBehavior figures;
+  ``--realism`` prints only these, for any data dir (a user's own log too);
 - label rates per task (competition.targets.task_dataset): positive rate in the train and validation windows
   (churn-type tasks), or the share of clients with any positive and the mean positive rate per target
   (propensity tasks);
@@ -381,7 +384,10 @@ def build_report(data_dir: str | Path, seed: int = 0, n_targets: int = 20, max_c
     sample = relevant if len(relevant) <= max_clients else np.sort(rng.choice(relevant, max_clients, replace=False))
     data = {task: task_dataset(data_dir, task, windows=windows) for task in TASKS}
     report: dict = {"data_dir": str(data_dir), "seed": seed, "split": times.to_json(),
-                    "events": event_statistics(data_dir, relevant), "labels": label_statistics(data)}
+                    "events": event_statistics(data_dir, relevant), "labels": label_statistics(data),
+                    "realism": {"all": realism_statistics(data_dir, max_clients=max_clients, seed=seed),
+                                "last_9_days": realism_statistics(data_dir, max_clients=max_clients, seed=seed,
+                                                                  window_days=9)}}
     has_truth = (paths.truth / "clients.parquet").is_file()
     products = read_products(data_dir, check=False)
     end_share = 1.0
@@ -423,6 +429,9 @@ def format_report(report: dict) -> str:
     lines += [f"  {k:<17} {ev['counts'][k]:>13,}  {ev['mix'][k]:6.2%}" for k in EVENT_TYPES]
     for who, q in ev["events_per_client"].items():
         lines.append(f"events per client ({who}): " + "  ".join(f"{k}={v:,.0f}" for k, v in q.items()))
+    if "realism" in report:
+        lines.append("realism (relevant clients; Taobao UserBehavior sample: 9 days):")
+        lines.append(format_realism({**report["realism"], "taobao": TAOBAO}))
     lines.append("labels (train window / validation window):")
     for task, s in report["labels"].items():
         if "positive_rate_train" in s:
@@ -458,12 +467,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     parser.add_argument("--targets", type=int, default=20, help="propensity targets scored per task (default 20)")
     parser.add_argument("--max-clients", type=int, default=50_000, help="relevant clients sampled for the models "
-                        "(default 50000)")
+                        "and the realism statistics (default 50000)")
     parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1: many small fits; "
                         "more threads only pay on an idle machine)")
+    parser.add_argument("--realism", action="store_true", help="print only the realism statistics (any data dir "
+                        "with input/relevant_clients.npy: repeat visits and buys, carts, sessions, popularity "
+                        "slope), beside the Taobao figures; no models")
+    parser.add_argument("--layout", choices=("raw", "input"), default="raw", help="event files of --realism: the "
+                        "released ones (raw) or the split's input period")
+    parser.add_argument("--window-days", type=float, default=9.0, help="--realism also over the last this many "
+                        "days (the Taobao sample spans 9; repeats grow with the span)")
     add_no_progress(parser, deprecated=("--quiet",))
     args = parser.parse_args(argv)
     from competition.load import DataError
+    if args.realism:
+        try:
+            stats = {"all": realism_statistics(args.data_dir, args.layout, args.max_clients, args.seed),
+                     f"last {args.window_days:g}d": realism_statistics(args.data_dir, args.layout, args.max_clients,
+                                                                      args.seed, window_days=args.window_days)}
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"realism of {args.data_dir} ({stats['all']['clients']:,} relevant clients, {args.layout} events):")
+        print(format_realism({**stats, "taobao": TAOBAO}))
+        if args.out:
+            with atomic_path(args.out) as tmp:
+                tmp.write_text(json.dumps(stats, indent=2))
+        return 0
     try:
         report = build_report(args.data_dir, args.seed, args.targets, args.max_clients, args.threads,
                               progress=not args.no_progress)

@@ -253,3 +253,116 @@ def test_report_shows_learnable_tasks(world):
     cat = report["auroc"]["propensity_category"]
     assert cat["targets_evaluated"] == 1 and cat["latent+rf"] > 0.6
     assert "AUROC" in synth_report.format_report(report)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mechanisms (docs/synthetic_worlds.md): each visible in the events and tied to its latent in truth/
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def truth(world):
+    t = DataPaths(world).truth
+    return pl.read_parquet(t / "clients.parquet"), pl.read_parquet(t / "products.parquet")
+
+
+def _buys(world) -> pl.DataFrame:
+    return pl.read_parquet(DataPaths(world).table(PRODUCT_BUY)).with_columns(
+        pl.col(TIMESTAMP).str.to_datetime(TIMESTAMP_FORMAT))
+
+
+def _style_match(frame: pl.DataFrame, truth) -> np.ndarray:
+    """<product style, client style> per row of a frame with client_id and sku."""
+    clients, products = truth
+    f = (frame.join(clients.select(CLIENT_ID, pl.col("style").alias("cs")), on=CLIENT_ID)
+         .join(products.select(SKU, pl.col("style").alias("ps")), on=SKU))
+    return (np.stack(f["cs"].to_list()) * np.stack(f["ps"].to_list())).sum(axis=1)
+
+
+def test_style_is_written_in_the_names_and_drives_choices(world, truth):
+    _, products = truth
+    names = np.stack(pl.read_parquet(DataPaths(world).table(PRODUCT_PROPERTIES))
+                     .join(products.select(SKU), on=SKU, how="right")  # products truth order
+                     .select(pl.col(NAME).str.extract_all(r"\d+"))[NAME].to_list()).astype(np.float64)
+    style = np.stack(products["style"].to_list())
+    cat = products["category_index"].to_numpy()
+    means = np.stack([np.bincount(cat, names[:, j]) / np.bincount(cat) for j in range(names.shape[1])], axis=1)
+    x = np.hstack([names - means[cat], np.ones((len(cat), 1))])
+    fit = np.linalg.lstsq(x, style, rcond=None)[0]
+    r2 = 1 - ((x @ fit - style) ** 2).sum() / ((style - style.mean(0)) ** 2).sum()
+    assert r2 > 0.6                                   # a product's style can be read from its name codes
+    assert _style_match(_buys(world), truth).mean() > 0.25   # 0 for choices blind to style
+
+
+def test_new_products_are_adopted_by_style_affinity(world, truth):
+    _, products = truth
+    new = products.filter(pl.col("is_new"))[SKU].to_numpy()
+    buys = _buys(world).filter(pl.col(SKU).is_in(new))
+    assert len(buys) > 20 and _style_match(buys, truth).mean() > 0.4
+
+
+def test_consumables_are_replenished_on_their_cycle(world, truth):
+    _, products = truth
+    buys = (_buys(world).join(products.select(SKU, "consumable", "cycle_days"), on=SKU).sort(CLIENT_ID, TIMESTAMP)
+            .with_columns(gap=pl.col(TIMESTAMP).diff().dt.total_seconds().over(CLIENT_ID, SKU) / 86_400))
+    share = buys.group_by("consumable").agg(pl.col("gap").is_not_null().mean())
+    share = dict(zip(share["consumable"], share["gap"]))
+    assert share[True] > 2 * share[False]             # consumables are re-bought far more often
+    ratio = buys.filter(pl.col("consumable") & pl.col("gap").is_not_null()).select(
+        pl.col("gap") / pl.col("cycle_days"))["gap"].to_numpy()
+    assert len(ratio) > 50 and 0.6 < np.median(ratio) < 1.6   # ... about one cycle after the previous buy
+
+
+def test_sessions_narrow_towards_the_product_bought(world, truth):
+    """Views of the product finally bought are more frequent late in its session than early (order matters)."""
+    _, products = truth
+    paths = DataPaths(world)
+    url_sku = products.select(pl.col("url").alias(ITEM_COLUMN[PAGE_VISIT]), SKU)
+    views = (pl.read_parquet(paths.table(PAGE_VISIT)).join(url_sku, on=ITEM_COLUMN[PAGE_VISIT])
+             .select(CLIENT_ID, TIMESTAMP, SKU, pl.lit(0).alias("buy")))
+    buys = pl.read_parquet(paths.table(PRODUCT_BUY)).select(CLIENT_ID, TIMESTAMP, SKU, pl.lit(1).alias("buy"))
+    ev = (pl.concat([views, buys]).with_columns(pl.col(TIMESTAMP).str.to_datetime(TIMESTAMP_FORMAT))
+          .sort(CLIENT_ID, TIMESTAMP, "buy")
+          .with_columns(gap=pl.col(TIMESTAMP).diff().dt.total_seconds().over(CLIENT_ID))
+          .with_columns(session=(pl.col("gap").is_null() | (pl.col("gap") > 1800)).cast(pl.Int64).cum_sum()))
+    first_buy = ev.filter(pl.col("buy") == 1).group_by("session").agg(
+        pl.col(SKU).first().alias("bought"), pl.col(TIMESTAMP).min().alias("t_buy"))
+    seen = (ev.filter(pl.col("buy") == 0).join(first_buy, on="session").filter(pl.col(TIMESTAMP) < pl.col("t_buy"))
+            .with_columns(rel=pl.int_range(pl.len()).over("session") / pl.len().over("session"),
+                          hit=pl.col(SKU) == pl.col("bought"))
+            .filter(pl.len().over("session") >= 3))
+    early = seen.filter(pl.col("rel") < 0.34)["hit"].mean()
+    late = seen.filter(pl.col("rel") >= 0.67)["hit"].mean()
+    assert late > 1.5 * early
+
+
+def test_buy_now_and_abandoned_carts(world):
+    from competition.synth_report import realism_statistics
+    r = realism_statistics(world)
+    assert 0.15 < r["buy_after_cart_share"] < 0.7     # many buys without an add_to_cart (was 1.0)
+    assert r["cart_abandoned_share"] > 0.5 and 0.02 < r["cart_removed_share"] < 0.4
+    assert r["adds_per_buy"] > 1.5
+    assert 2 <= r["events_per_session_p50"] <= 5 and 30 <= r["session_gap_p50_seconds"] <= 90
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Realism statistics
+# ---------------------------------------------------------------------------------------------------------------
+def test_realism_statistics_by_hand(raw_world):
+    """The standard tiny world (tests/worlds.py): relevant clients 100..104 (105 is not relevant)."""
+    from competition.synth_report import realism_statistics
+    r = realism_statistics(raw_world)
+    assert r["clients"] == 5
+    assert r["repeat_buy_share"] == pytest.approx(1 / 8)       # 100 buys sku 1 twice; 8 buys
+    assert r["buy_after_cart_share"] == pytest.approx(2 / 8)   # both of 100's sku-1 buys follow its add
+    assert r["adds_per_buy"] == pytest.approx(3 / 8)
+    assert r["cart_abandoned_share"] == pytest.approx(2 / 3)   # adds (100, 1) bought, (104, 2), (101, 6) not
+    assert r["cart_removed_share"] == pytest.approx(1 / 3)     # (104, 2) removed
+    assert r["repeat_visit_share"] == 0.0
+    short = realism_statistics(raw_world, window_days=1)       # the last day: 100's buy at the end only
+    assert short["repeat_buy_share"] == 0.0 and short["buy_after_cart_share"] == 0.0
+
+
+def test_realism_cli(world, capsys):
+    from competition import synth_report
+    assert synth_report.main(["--data-dir", str(world), "--realism", "--max-clients", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "repeat_visit_share" in out and "taobao" in out and "last 9d" in out

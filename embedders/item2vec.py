@@ -255,6 +255,54 @@ def write_corpus(events, path: str | Path, kinds: tuple[str, ...] = (SKU,), max_
 class Item2Vec(Embedder):
     """word2vec item vectors -> recency-weighted client means per part -> PCA (see the module docstring).
 
+    Parameters
+    ----------
+    dim : int
+        block width (the PCA's components; the concatenated parts when they are no wider)
+    seed : int
+        word2vec, url sampling and PCA sample seed
+    sequences : str | tuple
+        comma-separated token kinds to train on, among sku,category,url
+    vector_size : int
+        word2vec dimension (per part)
+    window : int
+        skip-gram window
+    negative : int
+        negative samples
+    epochs : int
+        word2vec epochs
+    min_count : int
+        minimum token count in the vocabulary
+    sample : float
+        word2vec frequent-token downsampling threshold
+    alpha : float
+        word2vec initial learning rate
+    max_len : int
+        most recent tokens per client and kind in the training corpus
+    url_rate : float
+        fraction of page visits kept in the training corpus (url sequences only)
+    half_life_days : float
+        recency half-life of the client means, days (0 = plain mean)
+    oov : str
+        skus outside the word2vec vocabulary: 'content' = ridge projection of their name codes, 'skip' = ignored
+    ridge_alpha : float
+        ridge penalty of the content projection
+    normalize : bool
+        L2-normalise the word2vec item vectors
+    deterministic : bool
+        train with one worker so the same seed gives the same block; --no-deterministic trains with --workers
+        threads (faster, not reproducible: gensim is only reproducible single-threaded)
+    workers : int
+        word2vec threads with --no-deterministic
+    pca_sample : int
+        clients used to fit the PCA
+    chunk_events : int
+        events per chunk of clients (corpus writing and client vectors); bounds memory
+    work_dir : str | None
+        folder for the temporary corpus file (default: system temp)
+    progress : bool
+        progress bars on stderr
+
     Fitted attributes: ``item_keys_[kind]`` int64 sorted ids and ``item_vectors_[kind]`` float32
     ``(n_items, vector_size)``; ``content_mean_`` / ``content_scale_`` ``(16,)``, ``content_coef_``
     ``(vector_size, 16)``, ``content_intercept_`` ``(vector_size,)`` (the ridge from standardised name codes to item
@@ -536,58 +584,21 @@ class Item2Vec(Embedder):
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from embedders.cli import base_parser
+    from embedders.cli import add_params, base_parser
 
     p = base_parser("python -m embedders.item2vec", __doc__.split("\n\n")[0], default_dim=128)
-    d = Item2Vec()
-    p.add_argument("--sequences", default=",".join(d.sequences),
-                   help=f"comma-separated token kinds to train on, among {','.join(KINDS)}")
-    p.add_argument("--oov", choices=OOV_MODES, default=d.oov,
-                   help="skus outside the word2vec vocabulary: 'content' = ridge projection of their name codes, "
-                        "'skip' = ignored")
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=d.deterministic,
-                   help="train with one worker so the same seed gives the same block; --no-deterministic trains "
-                        "with --workers threads (faster, not reproducible: gensim is only reproducible "
-                        "single-threaded)")
-    p.add_argument("--workers", type=int, default=d.workers, help="word2vec threads with --no-deterministic")
-    p.add_argument("--vector-size", type=int, default=d.vector_size, help="word2vec dimension (per part)")
-    p.add_argument("--window", type=int, default=d.window, help="skip-gram window")
-    p.add_argument("--negative", type=int, default=d.negative, help="negative samples")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="word2vec epochs")
-    p.add_argument("--min-count", type=int, default=d.min_count, help="minimum token count in the vocabulary")
-    p.add_argument("--sample", type=float, default=d.sample, help="word2vec frequent-token downsampling threshold")
-    p.add_argument("--max-len", type=int, default=d.max_len,
-                   help="most recent tokens per client and kind in the training corpus")
-    p.add_argument("--url-rate", type=float, default=d.url_rate,
-                   help="fraction of page visits kept in the training corpus (url sequences only)")
-    p.add_argument("--half-life-days", type=float, default=d.half_life_days,
-                   help="recency half-life of the client means, days (0 = plain mean)")
-    p.add_argument("--ridge-alpha", type=float, default=d.ridge_alpha, help="ridge penalty of the content projection")
-    p.add_argument("--pca-sample", type=int, default=d.pca_sample, help="clients used to fit the PCA")
-    p.add_argument("--chunk-events", type=int, default=d.chunk_events,
-                   help="events per chunk of clients (corpus writing and client vectors); bounds memory")
-    p.add_argument("--work-dir", default=None, help="folder for the temporary corpus file (default: system temp)")
-    return p
+    return add_params(p, Item2Vec, choices={"oov": OOV_MODES})
+
+
+def make(args: argparse.Namespace) -> Item2Vec:
+    """The embedder of the parsed flags."""
+    from embedders.cli import from_args
+    return from_args(Item2Vec, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     from embedders.cli import run
-
-    parser = build_parser()
-
-    def make(args: argparse.Namespace) -> Item2Vec:
-        try:
-            return Item2Vec(dim=args.dim, seed=args.seed, sequences=args.sequences, vector_size=args.vector_size,
-                            window=args.window, negative=args.negative, epochs=args.epochs,
-                            min_count=args.min_count, sample=args.sample, max_len=args.max_len,
-                            url_rate=args.url_rate, half_life_days=args.half_life_days, oov=args.oov,
-                            ridge_alpha=args.ridge_alpha, deterministic=args.deterministic, workers=args.workers,
-                            pca_sample=args.pca_sample, chunk_events=args.chunk_events, work_dir=args.work_dir,
-                            progress=not args.no_progress)
-        except ValueError as exc:
-            parser.error(str(exc))
-
-    return run(parser, make, argv)
+    return run(build_parser(), make, argv)
 
 
 if __name__ == "__main__":

@@ -185,11 +185,21 @@ def _safe_div(a: np.ndarray, b: np.ndarray, fill: float) -> np.ndarray:
 class StatsEmbedder(Embedder):
     """:data:`N_FEATURES` documented statistics per client (module docstring).
 
-    Parameters: ``dim`` (None, held as :data:`N_FEATURES`, or :data:`N_FEATURES`; anything else is refused by
-    :meth:`validate`), ``seed`` (used by the quantile transform only), ``transform`` ("none" | "log":
-    sign*log1p(|x|) | "quantile": QuantileTransformer to uniform, fitted in ``fit`` on the clients it is given),
-    ``quantile_subsample`` (rows the quantile fit samples), ``chunk_events`` (events per processing chunk; bounds
-    memory), ``progress``.
+    Parameters
+    ----------
+    dim : int | None
+        None (held as :data:`N_FEATURES`) or :data:`N_FEATURES`; anything else is refused by :meth:`validate`
+    seed : int
+        random state of the quantile transform (the only random step)
+    transform : str
+        scaling for scoring the block alone: quantile (uniform, fitted on the embedded clients), log
+        (sign*log1p|x|) or none (the ensemble scales)
+    quantile_subsample : int
+        rows sampled to fit the quantile transform
+    chunk_events : int
+        events per chunk (bounds memory)
+    progress : bool
+        progress bars on stderr
 
     Fitted attributes: ``cut_time_`` / ``start_time_`` (s), ``sentinel_days_``, popularity tables ``pop_sku_``,
     ``pop_category_``, ``pop_url_`` (:class:`CountTable`), ``empty_row_`` float32 ``(N_FEATURES,)``,
@@ -442,31 +452,22 @@ def _empty_chunk() -> EventChunk:
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from embedders.cli import base_parser
+    from embedders.cli import add_params, base_parser
     parser = base_parser("python -m embedders.stats",
                          f"{N_FEATURES} documented behavioural statistics per client (see the module docstring).",
                          default_dim=N_FEATURES)
-    parser.add_argument("--transform", choices=TRANSFORMS, default="none",
-                        help="scaling for scoring the block alone: quantile (uniform, fitted on the embedded "
-                             "clients), log (sign*log1p|x|) or none (the ensemble scales)")
-    parser.add_argument("--quantile-subsample", type=int, default=200_000,
-                        help="rows sampled to fit the quantile transform")
-    parser.add_argument("--chunk-events", type=int, default=5_000_000, help="events per chunk (bounds memory)")
-    return parser
+    return add_params(parser, StatsEmbedder, choices={"transform": TRANSFORMS})
+
+
+def make(args: argparse.Namespace) -> StatsEmbedder:
+    """The embedder of the parsed flags."""
+    from embedders.cli import from_args
+    return from_args(StatsEmbedder, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     from embedders.cli import run
-    parser = build_parser()
-
-    def make(args: argparse.Namespace) -> StatsEmbedder:
-        if args.dim != N_FEATURES:
-            parser.error(f"--dim: stats has a fixed width of {N_FEATURES} features; omit --dim or pass "
-                         f"{N_FEATURES} (got {args.dim})")
-        return StatsEmbedder(seed=args.seed, transform=args.transform, quantile_subsample=args.quantile_subsample,
-                             chunk_events=args.chunk_events, progress=not args.no_progress)
-
-    return run(parser, make, argv)
+    return run(build_parser(), make, argv)
 
 
 if __name__ == "__main__":

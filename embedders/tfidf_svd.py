@@ -197,12 +197,33 @@ def tfidf_inplace(x: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
 class TfidfSvdEmbedder(Embedder):
     """TF-IDF over typed tokens, reduced by randomized TruncatedSVD (see the module docstring).
 
-    Parameters: ``dim`` (total block width), ``seed`` (SVD random_state and the fit subsample), ``families``
-    (comma-separated families / aliases), ``mode`` ("joint" | "per-family"), ``min_df`` (drop tokens held by fewer
-    documents), ``n_iter`` (randomized SVD power iterations), ``fit_on`` ("all": every client with events;
-    "relevant": the data directory's relevant clients), ``fit_max_clients`` (random subsample of the fit clients,
-    None = all), ``chunk_events``, ``blas_threads`` (BLAS threads during the SVD; None = the library default),
-    ``progress``.
+    Parameters
+    ----------
+    dim : int
+        total block width
+    seed : int
+        SVD random_state and the fit subsample
+    families : str
+        comma-separated token families (buy, add, remove, visit, cat, price, query) or aliases
+        (items=buy+add+remove+cat+price, urls=visit, queries=query, all)
+    mode : str
+        joint: one SVD over all listed families; per-family: one SVD per comma-separated entry, --dim split
+        evenly, parts concatenated
+    min_df : int
+        drop tokens held by fewer clients than this
+    n_iter : int
+        power iterations of the randomized SVD
+    fit_on : str
+        clients the vocabulary, idf and SVD are fitted on: all clients with events, or only the relevant ones
+    fit_max_clients : int | None
+        fit on a random subsample of at most this many clients (memory); the others are projected
+    chunk_events : int
+        events per chunk (bounds memory)
+    blas_threads : int | None
+        BLAS threads during the SVD; 0 or None = library default. Its dense work is small next to the
+        single-threaded sparse products, and oversubscribed BLAS threads on a busy machine are many times slower
+    progress : bool
+        progress bars on stderr
 
     Fitted attributes: ``groups_``, ``dims_`` (columns per group), ``vocab_`` {family: :class:`Vocabulary`},
     ``df_`` {family: document frequency of each vocab token}, ``n_docs_``, ``svds_`` (TruncatedSVD or None per
@@ -368,46 +389,22 @@ class TfidfSvdEmbedder(Embedder):
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from embedders.cli import base_parser
+    from embedders.cli import add_params, base_parser
     parser = base_parser("python -m embedders.tfidf_svd",
                          "TF-IDF over typed item, url and query-code tokens per client, reduced by randomized "
                          "truncated SVD (see the module docstring).", default_dim=64)
-    aliases = ", ".join(f"{k}={'+'.join(v)}" for k, v in ALIASES.items() if k != "all")
-    parser.add_argument("--families", default=DEFAULT_FAMILIES,
-                        help=f"comma-separated token families ({', '.join(FAMILIES)}) or aliases ({aliases}, all)")
-    parser.add_argument("--mode", choices=MODES, default="joint",
-                        help="joint: one SVD over all listed families; per-family: one SVD per comma-separated "
-                             "entry, --dim split evenly, parts concatenated")
-    parser.add_argument("--min-df", type=int, default=2, help="drop tokens held by fewer clients than this")
-    parser.add_argument("--n-iter", type=int, default=5, help="power iterations of the randomized SVD")
-    parser.add_argument("--fit-on", choices=FIT_ON, default="all",
-                        help="clients the vocabulary, idf and SVD are fitted on: all clients with events, or only "
-                             "the relevant ones")
-    parser.add_argument("--fit-max-clients", type=int, default=None,
-                        help="fit on a random subsample of at most this many clients (memory); the others are "
-                             "projected")
-    parser.add_argument("--chunk-events", type=int, default=5_000_000, help="events per chunk (bounds memory)")
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS threads during the SVD; 0 = library default. Its dense work is small next to the "
-                             "single-threaded sparse products, and oversubscribed BLAS threads on a busy machine are "
-                             "many times slower")
-    return parser
+    return add_params(parser, TfidfSvdEmbedder, choices={"mode": MODES, "fit_on": FIT_ON})
+
+
+def make(args: argparse.Namespace) -> TfidfSvdEmbedder:
+    """The embedder of the parsed flags; ``--blas-threads 0`` is the library default (None)."""
+    from embedders.cli import from_args
+    return from_args(TfidfSvdEmbedder, args, blas_threads=args.blas_threads or None)
 
 
 def main(argv: list[str] | None = None) -> int:
     from embedders.cli import run
-    parser = build_parser()
-
-    def make(args: argparse.Namespace) -> TfidfSvdEmbedder:
-        try:
-            return TfidfSvdEmbedder(dim=args.dim, seed=args.seed, families=args.families, mode=args.mode,
-                                    min_df=args.min_df, n_iter=args.n_iter, fit_on=args.fit_on,
-                                    fit_max_clients=args.fit_max_clients, chunk_events=args.chunk_events,
-                                    blas_threads=args.blas_threads or None, progress=not args.no_progress)
-        except ValueError as exc:
-            parser.error(str(exc))
-
-    return run(parser, make, argv)
+    return run(build_parser(), make, argv)
 
 
 if __name__ == "__main__":

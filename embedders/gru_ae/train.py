@@ -70,13 +70,64 @@ def state_hash(module: torch.nn.Module) -> str:
 class GruAE(Embedder):
     """GRU sequence autoencoder; the user vector is the encoder's top-layer final state (width = hidden = dim).
 
-    variant: a key of :data:`~embedders.gru_ae.model.PRESETS`; dim / field_dim / layers / dropout override it.
-    sku_init: one of :data:`~embedders.gru_ae.sku_table.SKU_INITS`; delta_max bounds the ``content`` deltas;
-    vocab_cap caps the url vocabulary, sku_cap the sku one for ``id`` (default: vocab_cap). full_softmax_max:
-    catalogue size above which the sku head uses a sampled softmax with ``sku_negatives`` uniform negatives plus
-    in-batch skus. threads: CPU threads of fit and transform (:mod:`embedders.threads`; 0: torch's default).
-    resume: False, True (continue ``work_dir/last.pt``, refusing another run's) or "auto" (continue it when it is
-    this run's, else start afresh).
+    Parameters
+    ----------
+    variant : str
+        preset (a key of :data:`~embedders.gru_ae.model.PRESETS`): token fields and GRU shape
+    dim : int | None
+        block width = GRU hidden size (default: the preset's hidden size)
+    seed : int
+        weights, batches and held-out clients
+    epochs : int
+        training epochs (the best one by held-out loss is kept)
+    field_dim : int | None
+        embedding width per field (default: the preset's)
+    layers : int | None
+        GRU layers (default: the preset's)
+    dropout : float | None
+        dropout between GRU layers (default: the preset's)
+    query : bool
+        add the search query field: its 16 codes embedded (one table per position) and summed, and reconstructed
+    sku_init : str
+        sku table (one of :data:`~embedders.gru_ae.sku_table.SKU_INITS`): content = name-code vector + trainable
+        delta bounded by --delta-max (seen skus only; new skus keep their content vector); id = the reference's
+        top --vocab-cap ids + 'other'; content-frozen = no delta; content-finetune = unbounded delta
+    delta_max : float
+        largest L2 norm of a sku's delta (content vectors have norm 1); clipped after every step
+    vocab_cap : int
+        most frequent urls kept; the rest share the 'other' token
+    sku_cap : int | None
+        most frequent skus kept with --sku-init id (default: --vocab-cap); the rest are 'other'
+    batch_size : int
+        clients per batch (per rank under torchrun)
+    lr : float
+        Adam learning rate
+    holdout : float
+        fraction of training clients held out to pick the best epoch (0: keep the best training loss)
+    full_softmax_max : int
+        catalogue size above which the sku head uses a sampled softmax (in-batch skus + --sku-negatives uniform
+        negatives) instead of a softmax over every sku
+    sku_negatives : int
+        uniform negative skus per batch (sampled softmax)
+    train_on : str
+        train on the relevant clients with events, or on every client of the event table
+    device : str
+        auto: CUDA when present (one GPU per rank under torchrun), else CPU
+    work_dir : str | Path | None
+        checkpoints (last.pt, best.pt) and per-rank weight hashes (default: <out>.work)
+    resume : bool | str
+        continue from <work-dir>/last.pt (same flags and input required); gives the same result as an
+        uninterrupted run. "auto" (pack's): continue it when it is this run's checkpoint, else start afresh
+    progress : bool
+        progress bars and one line per epoch on stderr
+    max_batches : int | None
+        stop each epoch after this many batches (benchmarks and smoke runs)
+    infer_batch : int
+        clients per batch when embedding
+    threads : int
+        CPU threads per process (0: torch's default, cores / K under torchrun). The GRUs run one small matmul per
+        time step, where extra threads mostly wait on each other: on the 2-core reference machine 1 thread
+        trained day_event 8x faster than 2 (docs/gru_ae.md). Scale out with torchrun processes instead
     """
 
     name = "gru_ae"

@@ -53,7 +53,7 @@ def test_the_model_is_causal():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from competition.synth import generate_world
-    return generate_world(tmp_path_factory.mktemp("next_event") / "w", 200, seed=8, chunk_clients=200, progress=False)
+    return generate_world(tmp_path_factory.mktemp("next_event") / "w", 100, seed=8, chunk_clients=100, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +63,16 @@ def events(world):
 
 def test_shapes_determinism_empty_clients_and_meta(events, tmp_path):
     ids = np.concatenate([read_relevant_clients(events.data_dir)[:40], [NO_EVENTS, NO_EVENTS + 1]])
-    a = NextEventEmbedder(work_dir=str(tmp_path / "a"), seed=1, **SMALL).fit(events).transform(events, ids)
-    b = NextEventEmbedder(work_dir=str(tmp_path / "b"), seed=1, **SMALL).fit(events).transform(events, ids)
+    kw = {**SMALL, "max_train_clients": 64}
+    a = NextEventEmbedder(work_dir=str(tmp_path / "a"), seed=1, **kw).fit(events).transform(events, ids)
+    b = NextEventEmbedder(work_dir=str(tmp_path / "b"), seed=1, **kw).fit(events).transform(events, ids)
     assert a.vectors.shape == (42, 16) and np.array_equal(a.client_ids, ids) and np.isfinite(a.vectors).all()
     assert a.vectors.tobytes() == b.vectors.tobytes()
     np.testing.assert_array_equal(a.vectors[-1], a.vectors[-2])  # an empty history has one defined vector
     assert len(a.meta["history"]) == 2 and a.meta["n_parameters"] > 0 and a.meta["best_epoch"] in (1, 2)
     losses = [h["train_loss"] for h in a.meta["history"]]
     assert all(np.isfinite(losses))
-    c = NextEventEmbedder(work_dir=str(tmp_path / "c"), seed=2, **SMALL).fit(events).transform(events, ids)
+    c = NextEventEmbedder(work_dir=str(tmp_path / "c"), seed=2, **{**kw, "epochs": 1}).fit(events).transform(events, ids)
     assert c.vectors.tobytes() != a.vectors.tobytes()
 
 
@@ -114,14 +115,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_processes(world, tmp_path):
+def test_torchrun_two_processes(tiny, tmp_path):
+    world = tiny
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "embedders.next_event", *_cli(world, out, "--epochs", "1", "--holdout", "0.2")]
+           "-m", "embedders.next_event", *_cli(world, out, "--epochs", "1", "--batch-size", "2")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     block = read_block(out)
     np.testing.assert_array_equal(np.sort(block.client_ids), np.sort(read_relevant_clients(world)))
     assert block.vectors.shape[1] == 16 and np.isfinite(block.vectors).all()
-    assert block.meta["history"][0]["batches"] >= 2
+    assert block.meta["history"][0]["batches"] >= 1  # each rank's share of the 2-client batches

@@ -352,31 +352,19 @@ def _bucket_expr(bounds: np.ndarray) -> pl.Expr:
 
 
 def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool, chunk_events: int) -> None:
+    """Build the table into folder ``out``: check the inputs, cut balanced client-id ranges (pass 1), partition
+    every kind by range (pass 2), then sort and write one range at a time into the memory-mapped arrays."""
     t0 = time.perf_counter()
     log = (lambda m: print(f"events: {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
     for event in EVENT_TYPES:
         check_table(data_dir, event, layout)
     products = read_products(data_dir)
     n_unknown = count_unknown_skus(data_dir, layout, products)
-
-    # Pass 1: events per client (client_id column only), to cut balanced client-id ranges.
-    counts = (pl.concat([scan_table(data_dir, ev, layout).select(CLIENT_ID) for ev in EVENT_TYPES])
-              .group_by(CLIENT_ID).len().sort(CLIENT_ID).collect(engine="streaming"))
-    clients = counts[CLIENT_ID].to_numpy().astype(np.int64)
-    per_client = counts["len"].to_numpy().astype(np.int64)
-    del counts
-    n_events = int(per_client.sum())
-    cum = np.cumsum(per_client)
-    n_chunks = max(1, int(np.ceil(n_events / chunk_events)))
-    cut_rows = np.searchsorted(cum, np.arange(1, n_chunks) * (n_events / n_chunks))
-    bounds = np.unique(clients[np.minimum(cut_rows + 1, len(clients) - 1)]) if len(clients) else np.array([])
+    clients, cum, bounds = _client_ranges(data_dir, layout, chunk_events)
+    n_events = int(cum[-1]) if len(cum) else 0
     log(f"{n_events:,} events of {len(clients):,} clients in {len(bounds) + 1} chunk(s)")
-
-    # Pass 2: partition each kind by chunk (timestamps and codes parsed once, here).
     parts = out / "_parts"
-    for ev in EVENT_TYPES:
-        _kind_frame(data_dir, ev, layout).with_columns(_bucket_expr(bounds)).sink_parquet(
-            pl.PartitionBy(parts / ev, key=_BUCKET, include_key=False), mkdir=True)
+    _partition(parts, data_dir, layout, bounds)
 
     n_queries = (scan_table(data_dir, SEARCH_QUERY, layout).select(pl.len()).collect(engine="streaming").item())
     arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dt, shape=(n_events,))
@@ -384,42 +372,17 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
     query_codes = np.lib.format.open_memmap(out / "query_codes.npy", mode="w+", dtype=np.uint8,
                                             shape=(n_queries, CODE_LEN))
     props = products.lazy().select(pl.col(SKU), pl.col(CATEGORY), pl.col(PRICE))
-    empty = {CLIENT_ID: pl.Int64, TIMESTAMP: pl.Int64, "event_type": pl.UInt8, SKU: pl.Int64, URL: pl.Int64,
-             QUERY: pl.Array(pl.UInt8, CODE_LEN)}
     pos = q_pos = 0
     start_time, last_time = None, None
     for b in tqdm(range(len(bounds) + 1), desc="events: chunks", disable=not progress, unit="chunk"):
-        frames = []
-        for ev in EVENT_TYPES:
-            files = sorted((parts / ev / f"{_BUCKET}={b}").glob("*.parquet"))
-            if files:
-                frames.append(pl.scan_parquet(files))
-        if not frames:
+        chunk = _sorted_range(parts, b, props)
+        if chunk is None:
             continue
-        combined = pl.concat(frames, how="diagonal_relaxed")
-        present = combined.collect_schema()
-        chunk = (combined.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in empty.items() if c not in present)
-                 .join(props, on=SKU, how="left")
-                 .sort([CLIENT_ID, TIMESTAMP, "event_type", SKU, URL, _ROW], nulls_last=False)
-                 .collect())
-        n = len(chunk)
-        sl = slice(pos, pos + n)
-        arrays[TIMESTAMP][sl] = chunk[TIMESTAMP].to_numpy()
-        arrays["event_type"][sl] = chunk["event_type"].to_numpy()
-        for col in (SKU, CATEGORY, URL):
-            arrays[col][sl] = chunk[col].fill_null(-1).to_numpy()
-        arrays[PRICE][sl] = chunk[PRICE].fill_null(-1).cast(pl.Int16).to_numpy()
-        is_q = chunk[QUERY].is_not_null().to_numpy()
-        n_q = int(is_q.sum())
-        qidx = np.full(n, -1, dtype=np.int32)
-        qidx[is_q] = np.arange(q_pos, q_pos + n_q, dtype=np.int32)
-        arrays[QUERY][sl] = qidx
-        if n_q:
-            query_codes[q_pos:q_pos + n_q] = codes_to_numpy(chunk[QUERY].filter(pl.Series(is_q)))
+        n_q = _write_range(chunk, arrays, query_codes, pos, q_pos)
         ts = chunk[TIMESTAMP]
         start_time = ts.min() if start_time is None else min(start_time, ts.min())
         last_time = ts.max() if last_time is None else max(last_time, ts.max())
-        pos += n
+        pos += len(chunk)
         q_pos += n_q
         del chunk
     shutil.rmtree(parts, ignore_errors=True)  # absent when there are no events at all
@@ -437,6 +400,76 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
     log(f"built in {manifest['build_seconds']}s")
 
 
+def _client_ranges(data_dir: Path, layout: str, chunk_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1 (client_id column only): ``(clients, cum, bounds)``: every client with events, ascending, int64
+    ``(n_clients,)``; the cumulative event count per client ``(n_clients,)``; the first client id of each
+    client-id range after the first, ranges of about ``chunk_events`` events."""
+    counts = (pl.concat([scan_table(data_dir, ev, layout).select(CLIENT_ID) for ev in EVENT_TYPES])
+              .group_by(CLIENT_ID).len().sort(CLIENT_ID).collect(engine="streaming"))
+    clients = counts[CLIENT_ID].to_numpy().astype(np.int64)
+    per_client = counts["len"].to_numpy().astype(np.int64)
+    del counts
+    n_events = int(per_client.sum())
+    cum = np.cumsum(per_client)
+    n_chunks = max(1, int(np.ceil(n_events / chunk_events)))
+    cut_rows = np.searchsorted(cum, np.arange(1, n_chunks) * (n_events / n_chunks))
+    bounds = np.unique(clients[np.minimum(cut_rows + 1, len(clients) - 1)]) if len(clients) else np.array([])
+    return clients, cum, bounds
+
+
+def _partition(parts: Path, data_dir: Path, layout: str, bounds: np.ndarray) -> None:
+    """Pass 2: each kind's normalised events (timestamps and codes parsed once, here) written to
+    ``parts/<kind>/__bucket=<range>/`` by client-id range."""
+    for ev in EVENT_TYPES:
+        _kind_frame(data_dir, ev, layout).with_columns(_bucket_expr(bounds)).sink_parquet(
+            pl.PartitionBy(parts / ev, key=_BUCKET, include_key=False), mkdir=True)
+
+
+#: Columns a range lacks when one of its kinds has no event there (filled with nulls before the sort).
+_RANGE_COLUMNS = {CLIENT_ID: pl.Int64, TIMESTAMP: pl.Int64, "event_type": pl.UInt8, SKU: pl.Int64, URL: pl.Int64,
+                  QUERY: pl.Array(pl.UInt8, CODE_LEN)}
+
+
+def _sorted_range(parts: Path, b: int, props: pl.LazyFrame) -> pl.DataFrame | None:
+    """The events of client-id range ``b``, every kind together, joined to the products' category and price and
+    sorted by (client, time, event type, sku, url, source row); None when the range has none."""
+    frames = []
+    for ev in EVENT_TYPES:
+        files = sorted((parts / ev / f"{_BUCKET}={b}").glob("*.parquet"))
+        if files:
+            frames.append(pl.scan_parquet(files))
+    if not frames:
+        return None
+    combined = pl.concat(frames, how="diagonal_relaxed")
+    present = combined.collect_schema()
+    return (combined.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in _RANGE_COLUMNS.items()
+                                  if c not in present)
+            .join(props, on=SKU, how="left")
+            .sort([CLIENT_ID, TIMESTAMP, "event_type", SKU, URL, _ROW], nulls_last=False)
+            .collect())
+
+
+def _write_range(chunk: pl.DataFrame, arrays: dict[str, np.ndarray], query_codes: np.ndarray, pos: int,
+                 q_pos: int) -> int:
+    """Write a sorted range at event row ``pos`` of ``arrays`` (missing values -1) and its searches' codes at
+    row ``q_pos`` of ``query_codes`` (``query`` holds that row). Returns the number of searches written."""
+    n = len(chunk)
+    sl = slice(pos, pos + n)
+    arrays[TIMESTAMP][sl] = chunk[TIMESTAMP].to_numpy()
+    arrays["event_type"][sl] = chunk["event_type"].to_numpy()
+    for col in (SKU, CATEGORY, URL):
+        arrays[col][sl] = chunk[col].fill_null(-1).to_numpy()
+    arrays[PRICE][sl] = chunk[PRICE].fill_null(-1).cast(pl.Int16).to_numpy()
+    is_q = chunk[QUERY].is_not_null().to_numpy()
+    n_q = int(is_q.sum())
+    qidx = np.full(n, -1, dtype=np.int32)
+    qidx[is_q] = np.arange(q_pos, q_pos + n_q, dtype=np.int32)
+    arrays[QUERY][sl] = qidx
+    if n_q:
+        query_codes[q_pos:q_pos + n_q] = codes_to_numpy(chunk[QUERY].filter(pl.Series(is_q)))
+    return n_q
+
+
 def _cut_time(data_dir: Path, layout: str, last_time: int | None) -> int:
     """End of the period the table covers (exclusive), seconds: the split's train_target_start for the input
     layout; one second after the last event for the raw files."""
@@ -452,7 +485,7 @@ def load_events(data_dir: str | Path, layout: str = "input", progress: bool = Tr
 
 
 __all__ = ["EventTable", "load_events", "fingerprint", "block_fingerprint", "file_fingerprint", "cache_problem",
-           "EVENT_ARRAYS"]
+           "EVENT_ARRAYS", "index_sorted", "index_of"]
 
 
 def main(argv: list[str] | None = None) -> int:

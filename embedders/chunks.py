@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from competition.events import index_of, index_sorted
+from competition.events import EVENT_ARRAYS, index_of, index_sorted
 
 def row_chunks(lengths: np.ndarray, chunk_events: int) -> list[tuple[int, int]]:
     """Split consecutive rows with ``lengths`` events each into ``[start, stop)`` index ranges of about
@@ -39,8 +39,13 @@ class EventChunk:
     query: np.ndarray
 
 
-#: Columns of the event table an :class:`EventChunk` carries.
-CHUNK_COLUMNS = ("timestamp", "event_type", "sku", "category", "price", "url", "query")
+#: Columns of the event table an :class:`EventChunk` carries: every per-event array, in the table's order.
+CHUNK_COLUMNS: tuple[str, ...] = tuple(EVENT_ARRAYS)
+
+
+def empty_chunk(n_rows: int = 1) -> EventChunk:
+    """An :class:`EventChunk` of ``n_rows`` rows without events (the table's dtypes)."""
+    return EventChunk(n_rows, np.zeros(0, dtype=np.int64), *(np.zeros(0, dtype=EVENT_ARRAYS[c]) for c in CHUNK_COLUMNS))
 
 
 def read_range(array: np.ndarray, lo: int, hi: int) -> np.ndarray:

@@ -65,8 +65,8 @@ from tqdm.auto import tqdm
 
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder, EventSource
-from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, gather, index_sorted, present_rows, read_range,
-                              row_chunks)
+from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, empty_chunk, gather, index_sorted, present_rows,
+                              read_range, row_chunks)
 
 DAY = 86_400
 SESSION_GAP_S = 30 * 60
@@ -273,7 +273,7 @@ class StatsEmbedder(Embedder):
             self.pop_sku_.add(sku[product & (sku >= 0)])
             self.pop_category_.add(cat[product & (cat >= 0)])
             self.pop_url_.add(url[(et == VISIT) & (url >= 0)])
-        self.empty_row_ = self._features(_empty_chunk(), events.query_codes)[0]
+        self.empty_row_ = self._features(empty_chunk(), events.query_codes)[0]
 
     def _fit_quantile(self, x: np.ndarray) -> None:
         """The QuantileTransformer to uniform of features ``x`` float32 ``(n, N_FEATURES)`` (None when n = 0)."""
@@ -316,11 +316,27 @@ class StatsEmbedder(Embedder):
 
     # -- the features of one chunk ----------------------------------------------------------------------------------
     def _features(self, c: EventChunk, query_codes: np.ndarray) -> np.ndarray:
-        """float32 ``(c.n_rows, N_FEATURES)``."""
+        """float32 ``(c.n_rows, N_FEATURES)``: the feature families of the module docstring, one step each."""
         n, row, ts, et = c.n_rows, c.row, c.timestamp, c.event_type.astype(np.int64)
-        cut, f = self.cut_time_, {}
-        nk = len(KINDS)
-        age = (cut - ts) / DAY  # days before the cut, float64
+        age = (self.cut_time_ - ts) / DAY  # days before the cut, float64
+        product = np.isin(c.event_type, PRODUCT_CODES)
+        ps, pc = product & (c.sku >= 0), product & (c.category >= 0)  # product events with a sku / a category
+        vu = (et == VISIT) & (c.url >= 0)  # visits with a url
+        f: dict[str, np.ndarray] = {}
+        f.update(self._counts_and_recency(row, et, age, n))
+        total = f["count_all"]
+        f.update(_activity(row, ts, age, n))
+        f.update(_distinct_items(c, row, et, ps, pc, vu, query_codes, n))
+        f.update(self._cart(row, et, ts, c.sku, ps, n))
+        f.update(_prices(row, et, c.price, n))
+        f.update(_time_shares(row, ts, total, n))
+        f.update(self._popularity(row, c, ps, pc, vu, n))
+        f.update(_sessions(row, ts, age, total, f["active_days"], n))
+        return np.column_stack([f[name] for name in FEATURE_NAMES]).astype(np.float32).reshape(n, N_FEATURES)
+
+    def _counts_and_recency(self, row, et, age, n) -> dict[str, np.ndarray]:
+        """``count_<k>``, ``count_<k>_<w>d``, ``trend_<k>``, ``days_since_{first,last}_<k>``."""
+        f, nk = {}, len(KINDS)
 
         def per_kind(mask: np.ndarray | None = None) -> np.ndarray:
             r, e = (row, et) if mask is None else (row[mask], et[mask])
@@ -339,78 +355,17 @@ class StatsEmbedder(Embedder):
             m = slice(None) if k == "all" else (et == j - 1)
             first, last = group_first_last(row[m], age[m], n, self.sentinel_days_)
             f[f"days_since_first_{k}"], f[f"days_since_last_{k}"] = first, last
+        return f
 
-        # activity: days, weeks (rows sorted, time sorted within a row)
-        day = ts // DAY
-        new_day = np.r_[True, (row[1:] != row[:-1]) | (day[1:] != day[:-1])] if len(row) else np.zeros(0, bool)
-        week = (day + 3) // 7  # epoch day 0 is a Thursday: Monday-based week index
-        new_week = np.r_[True, (row[1:] != row[:-1]) | (week[1:] != week[:-1])] if len(row) else new_day
-        f["active_days"] = np.bincount(row[new_day], minlength=n).astype(np.float64)
-        f["active_weeks"] = np.bincount(row[new_week], minlength=n).astype(np.float64)
-        f["active_days_28d"] = np.bincount(row[new_day & (age <= 28)], minlength=n).astype(np.float64)
-
-        # distinct items
-        product = np.isin(c.event_type, PRODUCT_CODES)
-        ps = product & (c.sku >= 0)
-        pc = product & (c.category >= 0)
-        f["distinct_skus"] = distinct_count(row[ps], n, c.sku[ps])
-        b = ps & (et == BUY)
-        f["distinct_skus_buy"] = distinct_count(row[b], n, c.sku[b])
-        a = ps & (et == ADD)
-        f["distinct_skus_add"] = distinct_count(row[a], n, c.sku[a])
-        f["distinct_categories"] = distinct_count(row[pc], n, c.category[pc])
-        bc = pc & (et == BUY)
-        f["distinct_categories_buy"] = distinct_count(row[bc], n, c.category[bc])
-        vu = (et == VISIT) & (c.url >= 0)
-        f["distinct_urls"] = distinct_count(row[vu], n, c.url[vu])
-        sq = (et == SEARCH) & (c.query >= 0)
-        qc = np.ascontiguousarray(np.asarray(query_codes[c.query[sq]], dtype=np.uint8)).reshape(-1, CODE_LEN)
-        q64 = qc.view("<u8").reshape(-1, 2) if len(qc) else np.zeros((0, 2), dtype=np.uint64)
-        f["distinct_queries"] = distinct_count(row[sq], n, q64[:, 0], q64[:, 1])
-
-        f.update(self._cart(row, et, ts, c.sku, ps, n))
-
-        for kind, code in (("buy", BUY), ("add", ADD)):
-            m = (et == code) & (c.price >= 0)
-            r, p = row[m], c.price[m].astype(np.float64)
-            cnt = np.bincount(r, minlength=n)
-            f[f"price_{kind}_mean"] = _safe_div(np.bincount(r, weights=p, minlength=n), cnt, -1.0)
-            f[f"price_{kind}_min"] = group_reduce(np.minimum, r, p, n, -1.0)
-            f[f"price_{kind}_max"] = group_reduce(np.maximum, r, p, n, -1.0)
-
-        total = counts[:, 0]
-        wd = (day + 3) % 7
-        by_wd = np.bincount(row * 7 + wd, minlength=n * 7).reshape(n, 7)
-        n_hb = 24 // HOUR_BIN
-        hb = (ts % DAY) // 3600 // HOUR_BIN
-        by_hb = np.bincount(row * n_hb + hb, minlength=n * n_hb).reshape(n, n_hb)
-        for d in range(7):
-            f[f"weekday_share_{d}"] = _safe_div(by_wd[:, d], total, 0.0)
-        for j in range(n_hb):
-            f[f"hour_share_{j * HOUR_BIN}"] = _safe_div(by_hb[:, j], total, 0.0)
-
+    def _popularity(self, row, c: EventChunk, ps, pc, vu, n) -> dict[str, np.ndarray]:
+        """``pop_{sku,category,url}_mean``: mean log1p of the fitted table counts of the client's items."""
+        f = {}
         for name, table, m, vals in (("pop_sku_mean", self.pop_sku_, ps, c.sku),
                                      ("pop_category_mean", self.pop_category_, pc, c.category),
                                      ("pop_url_mean", self.pop_url_, vu, c.url)):
             pop = np.log1p(table.lookup(vals[m]).astype(np.float64))
             f[name] = _safe_div(np.bincount(row[m], weights=pop, minlength=n), np.bincount(row[m], minlength=n), -1.0)
-
-        # sessions: a new row or a gap > 30 minutes starts one
-        new_s = np.r_[True, (row[1:] != row[:-1]) | (np.diff(ts) > SESSION_GAP_S)] if len(row) else new_day
-        s_idx = np.flatnonzero(new_s)
-        e_idx = np.r_[s_idx[1:] - 1, len(row) - 1] if len(s_idx) else s_idx
-        s_row = row[s_idx]
-        n_sess = np.bincount(s_row, minlength=n).astype(np.float64)
-        f["sessions"] = n_sess
-        f["sessions_28d"] = np.bincount(s_row[age[s_idx] <= 28], minlength=n).astype(np.float64)
-        f["events_per_session"] = _safe_div(total, n_sess, 0.0)
-        dur = np.bincount(s_row, weights=(ts[e_idx] - ts[s_idx]) / 60.0, minlength=n)
-        f["session_minutes_mean"] = _safe_div(dur, n_sess, 0.0)
-        first_s, last_s = group_first_last(s_row, ts[s_idx].astype(np.float64), n, 0.0)
-        f["days_between_sessions"] = np.where(n_sess >= 2, (last_s - first_s) / DAY / np.maximum(n_sess - 1, 1), -1.0)
-        f["events_per_active_day"] = _safe_div(total, f["active_days"], 0.0)
-
-        return np.column_stack([f[name] for name in FEATURE_NAMES]).astype(np.float32).reshape(n, N_FEATURES)
+        return f
 
     @staticmethod
     def _cart(row, et, ts, sku, ps, n) -> dict[str, np.ndarray]:
@@ -442,10 +397,76 @@ class StatsEmbedder(Embedder):
                 "cart_open_share": share(~bought & ~removed)}
 
 
-def _empty_chunk() -> EventChunk:
-    z = lambda dt: np.zeros(0, dtype=dt)  # noqa: E731
-    return EventChunk(1, z(np.int64), z(np.int64), z(np.uint8), z(np.int64), z(np.int64), z(np.int16), z(np.int64),
-                      z(np.int32))
+def _activity(row, ts, age, n) -> dict[str, np.ndarray]:
+    """``active_days``, ``active_weeks``, ``active_days_28d`` (rows sorted, time sorted within a row)."""
+    day = ts // DAY
+    new_day = np.r_[True, (row[1:] != row[:-1]) | (day[1:] != day[:-1])] if len(row) else np.zeros(0, bool)
+    week = (day + 3) // 7  # epoch day 0 is a Thursday: Monday-based week index
+    new_week = np.r_[True, (row[1:] != row[:-1]) | (week[1:] != week[:-1])] if len(row) else new_day
+    return {"active_days": np.bincount(row[new_day], minlength=n).astype(np.float64),
+            "active_weeks": np.bincount(row[new_week], minlength=n).astype(np.float64),
+            "active_days_28d": np.bincount(row[new_day & (age <= 28)], minlength=n).astype(np.float64)}
+
+
+def _distinct_items(c: EventChunk, row, et, ps, pc, vu, query_codes, n) -> dict[str, np.ndarray]:
+    """``distinct_{skus,skus_buy,skus_add,categories,categories_buy,urls,queries}``."""
+    b, a, bc = ps & (et == BUY), ps & (et == ADD), pc & (et == BUY)
+    sq = (et == SEARCH) & (c.query >= 0)
+    qc = np.ascontiguousarray(np.asarray(query_codes[c.query[sq]], dtype=np.uint8)).reshape(-1, CODE_LEN)
+    q64 = qc.view("<u8").reshape(-1, 2) if len(qc) else np.zeros((0, 2), dtype=np.uint64)
+    return {"distinct_skus": distinct_count(row[ps], n, c.sku[ps]),
+            "distinct_skus_buy": distinct_count(row[b], n, c.sku[b]),
+            "distinct_skus_add": distinct_count(row[a], n, c.sku[a]),
+            "distinct_categories": distinct_count(row[pc], n, c.category[pc]),
+            "distinct_categories_buy": distinct_count(row[bc], n, c.category[bc]),
+            "distinct_urls": distinct_count(row[vu], n, c.url[vu]),
+            "distinct_queries": distinct_count(row[sq], n, q64[:, 0], q64[:, 1])}
+
+
+def _prices(row, et, price, n) -> dict[str, np.ndarray]:
+    """``price_{buy,add}_{mean,min,max}`` over events with a known price bucket (-1 if none)."""
+    f = {}
+    for kind, code in (("buy", BUY), ("add", ADD)):
+        m = (et == code) & (price >= 0)
+        r, p = row[m], price[m].astype(np.float64)
+        cnt = np.bincount(r, minlength=n)
+        f[f"price_{kind}_mean"] = _safe_div(np.bincount(r, weights=p, minlength=n), cnt, -1.0)
+        f[f"price_{kind}_min"] = group_reduce(np.minimum, r, p, n, -1.0)
+        f[f"price_{kind}_max"] = group_reduce(np.maximum, r, p, n, -1.0)
+    return f
+
+
+def _time_shares(row, ts, total, n) -> dict[str, np.ndarray]:
+    """``weekday_share_<d>`` and ``hour_share_<h>``: shares of the client's ``total`` events (0 if none)."""
+    f = {}
+    wd = (ts // DAY + 3) % 7
+    by_wd = np.bincount(row * 7 + wd, minlength=n * 7).reshape(n, 7)
+    n_hb = 24 // HOUR_BIN
+    hb = (ts % DAY) // 3600 // HOUR_BIN
+    by_hb = np.bincount(row * n_hb + hb, minlength=n * n_hb).reshape(n, n_hb)
+    for d in range(7):
+        f[f"weekday_share_{d}"] = _safe_div(by_wd[:, d], total, 0.0)
+    for j in range(n_hb):
+        f[f"hour_share_{j * HOUR_BIN}"] = _safe_div(by_hb[:, j], total, 0.0)
+    return f
+
+
+def _sessions(row, ts, age, total, active_days, n) -> dict[str, np.ndarray]:
+    """Session features: a new row or a gap of more than 30 minutes starts a session."""
+    new_s = np.r_[True, (row[1:] != row[:-1]) | (np.diff(ts) > SESSION_GAP_S)] if len(row) else np.zeros(0, bool)
+    s_idx = np.flatnonzero(new_s)
+    e_idx = np.r_[s_idx[1:] - 1, len(row) - 1] if len(s_idx) else s_idx
+    s_row = row[s_idx]
+    n_sess = np.bincount(s_row, minlength=n).astype(np.float64)
+    dur = np.bincount(s_row, weights=(ts[e_idx] - ts[s_idx]) / 60.0, minlength=n)
+    first_s, last_s = group_first_last(s_row, ts[s_idx].astype(np.float64), n, 0.0)
+    return {"sessions": n_sess,
+            "sessions_28d": np.bincount(s_row[age[s_idx] <= 28], minlength=n).astype(np.float64),
+            "events_per_session": _safe_div(total, n_sess, 0.0),
+            "session_minutes_mean": _safe_div(dur, n_sess, 0.0),
+            "days_between_sessions": np.where(n_sess >= 2, (last_s - first_s) / DAY / np.maximum(n_sess - 1, 1),
+                                              -1.0),
+            "events_per_active_day": _safe_div(total, active_days, 0.0)}
 
 
 # ---------------------------------------------------------------------------------------------------------------

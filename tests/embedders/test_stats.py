@@ -194,6 +194,11 @@ def test_transforms(rand_events):
 
 
 def test_helpers():
+    import dataclasses
+
+    from embedders.chunks import CHUNK_COLUMNS, EventChunk, empty_chunk
+    assert tuple(f.name for f in dataclasses.fields(EventChunk))[2:] == CHUNK_COLUMNS  # n_rows, row, the columns
+    assert empty_chunk(3).n_rows == 3 and all(len(getattr(empty_chunk(), c)) == 0 for c in CHUNK_COLUMNS)
     assert row_chunks(np.array([3, 3, 10, 1, 1]), 5) == [(0, 2), (2, 3), (3, 5)]
     assert row_chunks(np.array([], dtype=np.int64), 5) == []
     row = np.array([0, 0, 0, 2, 2])

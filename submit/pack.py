@@ -204,9 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.final or args.rebuild or args.clients is not None:
                 parser.error("--final, --rebuild and --clients go with --spec or the embedded default; the "
                              f"one-command run writes both submissions (O/{LOCAL_DIR}, O/{FINAL_DIR})")
-            run_own_data(args.data_dir, args.out, args.work_dir, trials=args.trials, epochs=args.epochs,
-                         seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
-                         tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks, pack=pack)
+            try:
+                run_own_data(args.data_dir, args.out, args.work_dir, trials=args.trials, epochs=args.epochs,
+                             seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
+                             tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks, pack=pack)
+            except PermissionError as exc:  # e.g. a read-only data folder: the split writes input/ and target/
+                print(f"error: {exc} (the one-command run writes the split and the event cache into --data-dir; "
+                      "copy the data to a writable folder)", file=sys.stderr)
+                return 2
             return 0
         if not 0 <= args.min_coverage <= 100:
             parser.error(f"--min-coverage must be a percentage in 0..100, got {args.min_coverage:g}")

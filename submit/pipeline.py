@@ -35,21 +35,27 @@ import numpy as np
 
 from competition.cli import peak_rss_mb
 from competition.load import read_relevant_clients
-from competition.schema import CONVERSION, EVENT_TYPES, PROPENSITY_CATEGORY, TASKS, DataPaths
+from competition.schema import BLOCK_META_FILE, CONVERSION, EVENT_TYPES, PROPENSITY_CATEGORY, TASKS, DataPaths
 from embedders import registry
 from submit.build import ensure_blocks
+from validate.cli import resolve_probe
 from validate.spec import BlockSpec, EnsembleSpec
 
 #: Size presets. clients: relevant clients of the default run's synthetic world; search_clients: the sample of
-#: relevant clients the search and the table use (half each); epochs: gru_ae epochs (multitask: 2 * epochs + 1).
+#: relevant clients the search uses (half of them score its trials); epochs: gru_ae epochs (multitask: 2 * epochs +
+#: 1); train_clients: multitask's training sample (None: all; only a --budget lowers it); table_clients: the
+#: report-fold clients of the score table with a slow probe (the MLP ones; LightGBM and linear: half the search
+#: sample).
 SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"clients": 20_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "search_clients": 20_000,
-            "tasks": TASKS},
+            "train_clients": None, "table_clients": 2_000, "tasks": TASKS},
     "gpu": {"clients": 20_000, "trials": 20, "epochs": 3, "search_timeout": 600.0, "search_clients": 50_000,
-            "tasks": TASKS},
+            "train_clients": None, "table_clients": 20_000, "tasks": TASKS},
     "quick": {"clients": 400, "trials": 1, "epochs": 1, "search_timeout": 30.0, "search_clients": 20_000,
-              "tasks": (CONVERSION, PROPENSITY_CATEGORY)},
+              "train_clients": None, "table_clients": 2_000, "tasks": (CONVERSION, PROPENSITY_CATEGORY)},
 }
+#: Probes fast enough to score the table on half the search sample.
+FAST_PROBES = ("lgbm", "linear")
 BASELINE = "stats"
 #: The default blocks, in :data:`embedders.registry.BUILTIN` order.
 DEFAULT_BLOCKS: tuple[str, ...] = tuple(n for n in registry.BUILTIN
@@ -70,14 +76,16 @@ def preset_name(quick: bool) -> str:
     return "quick" if quick else ("gpu" if cuda_present() else "cpu")
 
 
-def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None = None,
+                  train_clients: int | None = None) -> list[dict[str, Any]]:
     """Default blocks: name, embedder, params (constructor kwargs) and the ensemble transform (the embedder's
     ``ensemble_transform``, :func:`embedders.registry.default_transform`), in :data:`embedders.registry.BUILTIN`
     order; ``names``: a subset of :data:`DEFAULT_BLOCKS` (stats is always kept: it is the baseline).
 
     preset: "quick" (tiny, tests), "cpu" (gru_ae ``day_event`` 64-d: minutes at 20k clients on 2 cores) or "gpu"
     (gru_ae ``week_all`` 128-d, wider blocks). ``multitask`` (supervised, stacking over stats + tfidf_svd built at
-    each of its windows' anchors) runs ``2 * epochs + 1`` epochs (its best by held-out loss is kept)."""
+    each of its windows' anchors) runs ``2 * epochs + 1`` epochs (its best by held-out loss is kept), on a seeded
+    sample of ``train_clients`` training clients when given."""
     if preset == "quick":
         params = {"stats": {}, "tfidf_svd": {"dim": 16, "n_iter": 2},
                   "item2vec": {"dim": 16, "vector_size": 16, "epochs": 1, "min_count": 1},
@@ -94,6 +102,8 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
                   "multitask": {"dim": 128, "epochs": 2 * epochs + 1}}
     else:
         raise ValueError(f"preset must be one of {sorted(SIZES)}, got {preset!r}")
+    if train_clients is not None:
+        params["multitask"] = {**params["multitask"], "max_train_clients": int(train_clients)}
     wanted = set(DEFAULT_BLOCKS if names is None else names) | {BASELINE}
     unknown = sorted(wanted - set(DEFAULT_BLOCKS))
     if unknown:
@@ -105,12 +115,18 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 # ---------------------------------------------------------------------------------------------------------------
 # Time budget
 # ---------------------------------------------------------------------------------------------------------------
-#: Costs on this project's 2-core CPU (seconds per million raw events, or per thousand clients), from the
-#: measured runs in the README (CPU preset); on a GPU the neural ones are divided by GPU_SPEEDUP.
-COST = {"split": 2.0, "fixed_blocks": 4.0, "neural_epoch": 8.0, "trial_per_kclient": 0.25,
-        "table_per_kclient": 0.15, "startup": 15.0}
+#: Costs on this project's 2-core CPU, measured by the one-command run on a 3,000-client world (0.73M events) while
+#: other jobs shared the machine (55% CPU share): seconds per million raw events (split, fixed_blocks = stats +
+#: tfidf_svd + item2vec, one gru_ae epoch, one multitask epoch over every training client, pack), per thousand
+#: search-fold clients and trial (six tasks), per thousand table clients and candidate by probe. On a GPU the
+#: neural ones and the MLP probes are divided by GPU_SPEEDUP.
+COST = {"startup": 10.0, "split": 9.6, "fixed_blocks": 8.0, "gru_ae_epoch": 11.0, "multitask_epoch": 65.0,
+        "pack": 1.5, "trial_per_kclient": 1.4,
+        "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0}}
 GPU_SPEEDUP = 10.0
-TRIALS_RANGE, EPOCHS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), (1, 4), 2_000
+TRIALS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), 2_000
+#: (gru_ae epochs, multitask training clients) from the largest to the smallest: what --budget may pick.
+BUDGET_LADDER = ((4, None), (3, None), (2, None), (1, None), (1, 20_000), (1, 10_000), (1, 5_000), (1, 2_000))
 
 
 def count_events(data_dir: str | Path) -> int:
@@ -124,48 +140,63 @@ def count_events(data_dir: str | Path) -> int:
     return int(sum(pq.ParquetFile(paths.table(k)).metadata.num_rows for k in EVENT_TYPES))
 
 
-def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, n_blocks: int, final: bool,
-                     gpu: bool = False, neural: int = 2) -> dict[str, float]:
-    """Estimated seconds per stage for ``size`` (a :data:`SIZES` entry) on ``n_events`` raw events and
-    ``n_clients`` relevant clients; ``neural``: how many of the blocks are neural (gru_ae, multitask)."""
-    m = n_events / 1e6
-    speed = GPU_SPEEDUP if gpu else 1.0
-    # gru_ae runs `epochs` epochs, multitask 2 * epochs + 1 (each multitask epoch ~ half a gru_ae one).
-    neural_epochs = (size["epochs"] + (size["epochs"] + 0.5)) * neural / 2
-    blocks = m * (COST["fixed_blocks"] + COST["neural_epoch"] * neural_epochs / speed) * n_blocks / 5
-    k_search = min(size["search_clients"], n_clients) / 1e3
-    search = min(size["trials"] * COST["trial_per_kclient"] * k_search * len(size["tasks"]) / 6,
-                 size["search_timeout"])
-    table = (n_blocks + 1) * COST["table_per_kclient"] * k_search / 2 * len(size["tasks"]) / 6
-    return {"startup": COST["startup"], "split": COST["split"] * m, "blocks": blocks, "search": search,
-            "pack": 0.05 * m, "final": blocks if final else 0.0, "table": table}
+def table_clients(size: dict[str, Any], n_clients: int, probe: str) -> int:
+    """Report-fold clients of the score table: half the search sample, at most ``table_clients`` with a slow
+    probe."""
+    n = min(n_clients, int(size["search_clients"])) // 2
+    return n if probe in FAST_PROBES else min(n, int(size["table_clients"]))
 
 
-def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: int, n_blocks: int, final: bool,
-               gpu: bool = False, neural: int = 2) -> tuple[dict[str, Any], float]:
-    """Sizes scaled to fit ``budget_s`` seconds (:func:`estimate_seconds`): the most neural epochs (1..4) that keep
-    the run within 60% of the budget with the smallest search, then the most search clients (2,000..all) that fit
-    with 10 trials, then as many trials (1..100) as the rest of the budget holds; the search's timeout is that
-    rest (at least 30 s). Returns (sizes, estimated seconds); the estimate exceeds the budget when even the
-    smallest sizes do (the data's fixed costs: split, non-neural blocks)."""
+def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, blocks: Sequence[str], final: bool,
+                     probe: str = "narrow", gpu: bool = False) -> dict[str, float]:
+    """Estimated seconds per stage (:data:`COST`) for ``size`` (a :data:`SIZES` entry) on ``n_events`` raw events
+    and ``n_clients`` relevant clients, building ``blocks``, the table scored by ``probe``. The final stage is
+    taken as half the blocks stage (it rebuilds only the blocks the search kept)."""
+    m, speed = n_events / 1e6, (GPU_SPEEDUP if gpu else 1.0)
+    fixed = COST["fixed_blocks"] * sum(b in ("stats", "tfidf_svd", "item2vec") for b in blocks) / 3
+    neural = 0.0
+    if "gru_ae" in blocks:
+        neural += COST["gru_ae_epoch"] * size["epochs"]
+    if "multitask" in blocks:
+        share = 1.0 if size.get("train_clients") is None else min(1.0, size["train_clients"] / max(n_clients, 1))
+        neural += COST["multitask_epoch"] * (2 * size["epochs"] + 1) * share
+    blocks_s = m * (fixed + neural / speed)
+    task_share = len(size["tasks"]) / 6
+    k_fold = min(size["search_clients"], n_clients) / 2e3
+    search = min(size["trials"] * COST["trial_per_kclient"] * k_fold * task_share, size["search_timeout"])
+    per_k = COST["table_per_kclient"].get(probe, COST["table_per_kclient"]["narrow"])
+    if gpu and probe in ("mlp", "narrow"):
+        per_k /= GPU_SPEEDUP * 10
+    table = (len(blocks) + 1) * per_k * table_clients(size, n_clients, probe) / 1e3 * task_share
+    return {"startup": COST["startup"], "split": COST["split"] * m, "blocks": blocks_s, "search": search,
+            "pack": COST["pack"] * m, "final": blocks_s / 2 if final else 0.0, "table": table}
+
+
+def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: int, blocks: Sequence[str],
+               final: bool, probe: str = "narrow", gpu: bool = False) -> tuple[dict[str, Any], float]:
+    """Sizes scaled to fit ``budget_s`` seconds (:func:`estimate_seconds`): the first step of
+    :data:`BUDGET_LADDER` (gru_ae epochs 4..1, then multitask on fewer training clients) that keeps the run within
+    75% of the budget with the smallest search, then the most search clients (2,000..all) that fit with 10 trials,
+    then as many trials (1..100) as the rest of the budget holds; the search's timeout is that rest (at least
+    30 s). Returns (sizes, estimated seconds); the estimate exceeds the budget when even the smallest sizes do."""
     def total(s: dict[str, Any]) -> float:
-        return sum(estimate_seconds(s, n_events, n_clients, n_blocks, final, gpu, neural).values())
+        return sum(estimate_seconds(s, n_events, n_clients, blocks, final, probe, gpu).values())
 
-    smallest_clients = min(n_clients, SEARCH_CLIENTS_MIN)
+    smallest = min(n_clients, SEARCH_CLIENTS_MIN)
     out = dict(size, search_timeout=math.inf)
-    for epochs in range(EPOCHS_RANGE[1], EPOCHS_RANGE[0] - 1, -1):
-        out.update(epochs=epochs, trials=1, search_clients=smallest_clients)
-        if total(out) <= 0.6 * budget_s:
+    for epochs, train in BUDGET_LADDER:
+        out.update(epochs=epochs, train_clients=train if train is None or train < n_clients else None,
+                   trials=1, search_clients=smallest)
+        if total(out) <= 0.75 * budget_s:
             break
-    ladder = sorted({min(n_clients, c) for c in (2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)}
-                    | {n_clients}, reverse=True)
-    for clients in ladder:
+    for clients in sorted({min(n_clients, c) for c in (2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)}
+                          | {n_clients}, reverse=True):
         out["search_clients"] = clients
         if total(dict(out, trials=10)) <= budget_s:
             break
     else:
-        out["search_clients"] = smallest_clients
-    per_trial = estimate_seconds(dict(out, trials=1), n_events, n_clients, n_blocks, final, gpu, neural)["search"]
+        out["search_clients"] = smallest
+    per_trial = estimate_seconds(dict(out, trials=1), n_events, n_clients, blocks, final, probe, gpu)["search"]
     rest = max(budget_s - total(dict(out, trials=0)), 0.0)
     out["trials"] = int(np.clip(rest // max(per_trial, 1e-9), *TRIALS_RANGE))
     out["search_timeout"] = float(max(rest, 30.0))
@@ -175,44 +206,61 @@ def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: 
 # ---------------------------------------------------------------------------------------------------------------
 # Stages: progress headers, timings and peak memory per stage
 # ---------------------------------------------------------------------------------------------------------------
-def _vm_hwm_mb() -> float | None:
-    """The process's peak resident memory since the last :func:`_reset_hwm` (Linux VmHWM), in MiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
+class RssSampler:
+    """Peak resident memory of this process between :meth:`reset` calls, in MiB, sampled from /proc/self/statm every
+    ``interval`` seconds by a daemon thread (the kernel's own peak mark is left alone, so ``/usr/bin/time -v`` still
+    sees the true peak). Where /proc is missing, :func:`competition.cli.peak_rss_mb` (the peak so far) stands in."""
 
+    def __init__(self, interval: float = 0.05):
+        import os
+        import threading
 
-def _reset_hwm() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (``/proc/self/clear_refs`` 5); False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+        self.interval, self.page_mb = interval, os.sysconf("SC_PAGE_SIZE") / 2**20
+        self.ok = self._rss() is not None
+        self.peak = self._rss() or 0.0
+        if self.ok:
+            self._stop = threading.Event()
+            threading.Thread(target=self._run, daemon=True, name="rss-sampler").start()
+
+    def _rss(self) -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self.page_mb
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss() or 0.0)
+
+    def reset(self) -> None:
+        self.peak = self._rss() or 0.0
+
+    def read(self) -> float:
+        """The peak since the last reset (MiB)."""
+        return max(self.peak, self._rss() or 0.0) if self.ok else peak_rss_mb()
+
+    def stop(self) -> None:
+        if self.ok:
+            self._stop.set()
 
 
 class Stages:
     """Prints ``[k/n] stage ...`` headers with the elapsed time (stderr, beside the tqdm bars) and records each
-    stage's wall seconds and peak RSS (MiB; per stage where the kernel lets the mark be reset, else the process's
-    peak so far, and ``rss_scope`` says which)."""
+    stage's wall seconds and peak RSS (MiB; per stage, sampled by :class:`RssSampler`, else the process's peak so
+    far, and ``rss_scope`` says which)."""
 
     def __init__(self, names: tuple[str, ...]):
         self.names, self.t0, self.k = names, time.perf_counter(), 0
         self.records: list[dict[str, Any]] = []
         self._current: tuple[str, float] | None = None
-        self.rss_scope = "stage"
+        self.rss = RssSampler()
+        self.rss_scope = "stage, sampled every 50 ms" if self.rss.ok else "process so far"
 
     def start(self, name: str, what: str) -> None:
         self.finish()
         self.k = self.names.index(name) + 1
-        if not _reset_hwm():
-            self.rss_scope = "process so far"
+        self.rss.reset()
         self._current = (name, time.perf_counter())
         self.log(f"[{self.k}/{len(self.names)}] {name}: {what}")
 
@@ -221,9 +269,8 @@ class Stages:
         if self._current is None:
             return
         name, t = self._current
-        peak = _vm_hwm_mb() if self.rss_scope == "stage" else None
         self.records.append({"stage": name, "seconds": round(time.perf_counter() - t, 2),
-                             "peak_rss_mb": round(peak if peak is not None else peak_rss_mb(), 1)})
+                             "peak_rss_mb": round(self.rss.read(), 1)})
         self._current = None
 
     def log(self, msg: str) -> None:
@@ -277,7 +324,7 @@ def search_key(recipes_spec: EnsembleSpec, size: dict[str, Any], tasks: Sequence
     """What the search depends on: each block's meta (embedder, params, seed, input fingerprint) and the settings."""
     blocks = {}
     for b in recipes_spec.blocks:
-        meta = json.loads((b.path / "meta.json").read_text()) if (b.path / "meta.json").is_file() else {}
+        meta = json.loads((b.path / BLOCK_META_FILE).read_text()) if (b.path / BLOCK_META_FILE).is_file() else {}
         blocks[b.name] = {k: meta.get(k) for k in ("embedder", "params", "seed", "fingerprint", "dim")}
     return json.loads(json.dumps({"blocks": blocks, "trials": size["trials"], "timeout": size["search_timeout"],
                                   "tasks": list(tasks), "probe": probe, "seed": seed, "max_clients": max_clients},
@@ -332,12 +379,12 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     (synthetic worlds with ``truth/``, when :mod:`validate.oracle` is available). Returns the report dict (also
     written to ``WORK/report.json``; ``WORK/report.md`` and its PNGs beside it)."""
     from competition.io import write_json
-    from submit.report import Row, rows_from_results, write_run_report
-    from validate.cli import resolve_probe
+    from submit.report import rows_from_results, write_run_report
     from validate.report import format_table
     from validate.search import DB_FILE, report_sample, run_search
 
     tasks = tuple(size["tasks"])
+    table_probe = resolve_probe(probe)
     blocks_dir = work / "blocks"
     blog = lambda m: st.log("  " + m)  # noqa: E731
     st.start("blocks", ", ".join(r["name"] for r in recipes))
@@ -349,9 +396,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     known = {r["name"] for r in recipes}
     extra_blocks = [p for p in (find_blocks(blocks_dir) if blocks_dir.is_dir() and any(blocks_dir.iterdir())
                                 else []) if p.name not in known]
-    entries += [BlockSpec(p.name, p, registry.default_transform(json.loads((p / "meta.json").read_text())
-                                                                .get("embedder", "")), 1.0)
-                for p in extra_blocks if (p / "meta.json").is_file()]
+    entries += [BlockSpec(p.name, p) for p in extra_blocks if (p / BLOCK_META_FILE).is_file()]  # rebuilt from meta
     if extra_blocks:
         blog(f"also kept fresh and searched: {', '.join(p.name for p in extra_blocks)} (already in {blocks_dir})")
     all_spec = EnsembleSpec(entries, source="default blocks")
@@ -386,10 +431,9 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
         st.start("final", f"final submission (blocks from every event, in {work / 'blocks-final'}) -> {out_final}")
         packed_final = pack(data_dir, spec_path, out_final, final=True, seed=seed, progress=progress, log=blog)
 
-    table_probe = resolve_probe(probe)
     # clients of the full split's report fold (never scored by the search, at any --max-clients), at most half
     # the search sample, so the table costs about what one search fold does
-    report_ids = report_sample(data_dir, min(n_relevant, int(size["search_clients"])) // 2, seed)
+    report_ids = report_sample(data_dir, table_clients(size, n_relevant, table_probe), seed)
     st.start("table", f"{len(recipes)} blocks alone and the packed submission, {table_probe} probe, "
                       f"{len(report_ids):,} report-fold clients")
     dirs = {f"{r['name']} (baseline)" if r["name"] == BASELINE else r["name"]: blocks_dir / r["name"]
@@ -410,6 +454,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
                f"task(s))"]
     print("\n" + "\n".join(lines), flush=True)
     st.finish()
+    st.rss.stop()
     columns = {"local": {k: b - a for k, (a, b) in packed.ensemble.columns.items()}}
     if packed_final is not None:
         columns["final"] = {k: b - a for k, (a, b) in packed_final.ensemble.columns.items()}
@@ -476,23 +521,25 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     st = Stages(OWN_STAGES)
     relevant = len(read_relevant_clients(data_dir))  # one clear error when absent or malformed
     n_events = count_events(data_dir)
-    n_blocks = len(block_recipes(1, preset, recipes_names))
-    neural = sum(n in ("gru_ae", "multitask") for n in (recipes_names or DEFAULT_BLOCKS))
+    names = [r["name"] for r in block_recipes(1, preset, recipes_names)]
+    table_probe = resolve_probe(probe)
     if tasks:
         size["tasks"] = tuple(tasks)
     estimate = None
     if budget_minutes is not None:
-        size, estimate = fit_budget(size, 60.0 * budget_minutes, n_events, relevant, n_blocks, True,
-                                    preset == "gpu", neural)
+        size, estimate = fit_budget(size, 60.0 * budget_minutes, n_events, relevant, names, True, table_probe,
+                                    preset == "gpu")
     size.update({k: v for k, v in {"trials": trials, "epochs": epochs}.items() if v is not None})
-    if estimate is None:
-        estimate = sum(estimate_seconds(size, n_events, relevant, n_blocks, True, preset == "gpu", neural).values())
-    recipes = block_recipes(size["epochs"], preset, recipes_names)
+    if estimate is None or trials is not None or epochs is not None:
+        estimate = sum(estimate_seconds(size, n_events, relevant, names, True, table_probe, preset == "gpu").values())
+    recipes = block_recipes(size["epochs"], preset, recipes_names, size.get("train_clients"))
     local, final = out / LOCAL_DIR, out / FINAL_DIR
     st.log(f"submit.pack on {data_dir} ({relevant:,} relevant clients, {n_events:,} events; preset {preset}"
            + (f", budget {budget_minutes:g} min" if budget_minutes is not None else "")
            + f"): {size['trials']} search trial(s) on {min(relevant, size['search_clients']):,} clients, "
-             f"neural epochs {size['epochs']}, seed {seed}; estimated {estimate / 60:.1f} min")
+             f"neural epochs {size['epochs']}"
+           + (f", multitask on {size['train_clients']:,} training clients" if size.get("train_clients") else "")
+           + f", seed {seed}; estimated {estimate / 60:.1f} min")
     st.log(f"outputs: local submission {local}, final submission {final}, run folder {work}")
 
     st.start("split", f"input period and target windows of {data_dir}")

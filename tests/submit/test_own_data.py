@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, PAGE_VISIT, DataPaths
-from submit.pipeline import SIZES, ensure_split, fit_budget
+from submit.pipeline import DEFAULT_BLOCKS, SIZES, ensure_split, fit_budget
 from submit.report import PNGS, REPORT_MD
 from tests.submit.own_worlds import AWKWARD, raw_world
 from tests.test_install import _env_outside_repo
@@ -94,14 +94,21 @@ def test_split_redone_when_the_raw_files_change(tmp_path):
 
 
 def test_budget_scales_sizes():
-    cpu = SIZES["cpu"]
-    small, est_small = fit_budget(cpu, 60.0, 5_000_000, 20_000, 5, True)
-    large, est_large = fit_budget(cpu, 120 * 60.0, 5_000_000, 20_000, 5, True)
+    cpu, blocks = SIZES["cpu"], DEFAULT_BLOCKS
+    events, clients = 5_000_000, 20_000
+    small, _ = fit_budget(cpu, 60.0, events, clients, blocks, True)
     assert small["epochs"] == 1 and small["trials"] == 1 and small["search_clients"] == 2_000
-    assert large["epochs"] == 4 and large["search_clients"] == 20_000 and large["trials"] > cpu["trials"]
-    assert est_large <= 120 * 60.0 and large["search_timeout"] <= 120 * 60.0
-    mid, est_mid = fit_budget(cpu, 10 * 60.0, 5_000_000, 20_000, 5, True)
-    assert est_mid <= 10 * 60.0 and 1 <= mid["trials"] <= 100
+    assert small["train_clients"] == 2_000  # the smallest step of the ladder: multitask on a sample
+    large, est_large = fit_budget(cpu, 600 * 60.0, events, clients, blocks, True)
+    assert large["epochs"] == 4 and large["train_clients"] is None and large["search_clients"] == clients
+    assert large["trials"] > cpu["trials"] and est_large <= 600 * 60.0
+    for minutes in (20, 60, 180):
+        mid, est = fit_budget(cpu, minutes * 60.0, events, clients, blocks, True)
+        assert est <= minutes * 60.0 and 1 <= mid["trials"] <= 100 and mid["search_timeout"] <= minutes * 60.0
+    # more time never buys smaller sizes
+    sizes = [fit_budget(cpu, m * 60.0, events, clients, blocks, True)[0] for m in (10, 30, 90, 270)]
+    assert [s["epochs"] for s in sizes] == sorted(s["epochs"] for s in sizes)
+    assert [s["search_clients"] for s in sizes] == sorted(s["search_clients"] for s in sizes)
 
 
 def test_flags_that_do_not_fit(tmp_path, capsys):

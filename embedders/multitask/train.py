@@ -80,16 +80,70 @@ def parse_loss_weights(weights: str | dict[str, float] | None) -> dict[str, floa
 class MultiTaskEmbedder(Embedder):
     """Supervised multi-task embedder trained on shifted windows; the block is the network's bottleneck.
 
-    input: "blocks" (stacking over ``inputs``, see :mod:`embedders.multitask.inputs`) or "sequence" (a GRU over
-    the last 126 events' ``fields``). dim: bottleneck width (the block's). windows / horizon_days / stride_days:
-    the training anchors. thin / wide / residual_blocks: the trunk (the organisers' MLP is 2048 / 4096 / 3, a GPU
-    size). item_dim: width of the item vectors of the category / sku / new-sku heads. dropout: in the trunk.
-    loss_weights: per task
-    (``"task=w,..."`` or a dict; default 1). holdout: share of training clients kept apart to choose the epoch.
-    max_train_clients: a seeded sample of the training clients (None = all). field_dim / gru_hidden / gru_layers /
-    delta_max: the sequence encoder (sku rows from name codes with a bounded delta, as gru_ae's ``content``).
-    threads: CPU threads of fit and transform (:mod:`embedders.threads`; 0 = torch's default). resume: False, True
-    or "auto" (:mod:`embedders.checkpoints`).
+    Parameters
+    ----------
+    dim : int
+        block width = the bottleneck's
+    seed : int
+        weights, windows' samples, held-out clients and the input embedders
+    input : str
+        blocks: stack ``inputs`` (see :mod:`embedders.multitask.inputs`); sequence: a GRU over the last 126
+        events' ``fields``
+    inputs : tuple | str
+        input blocks of --input blocks, like spec entries: a registered name or module:Class, params after '@'
+        (refit=true|false: fit at every anchor, or once before the first)
+    windows : int
+        training windows (anchors)
+    horizon_days : int
+        label window after each anchor
+    stride_days : int
+        days between anchors
+    epochs : int
+        training epochs (the best by held-out loss is kept)
+    batch_size : int
+        clients per batch (per rank under torchrun)
+    lr : float
+        AdamW learning rate
+    weight_decay : float
+        AdamW weight decay
+    thin, wide : int
+        trunk widths (the organisers' MLP: 2048 4096, a GPU size)
+    residual_blocks : int
+        residual blocks of the trunk (organisers': 3)
+    item_dim : int
+        item vector width of the category / sku / new-sku heads
+    dropout : float
+        dropout in the trunk (after the stem, in each block)
+    loss_weights : str | dict | None
+        per-task loss weights (default 1 each), e.g. propensity_sku=2,churn=0.5 (or a dict)
+    holdout : float
+        share of clients held out to pick the best epoch
+    max_train_clients : int | None
+        train on a seeded sample of this many clients (default: every relevant client)
+    fields : tuple | str
+        --input sequence: token fields
+    field_dim : int
+        --input sequence: embedding width per field
+    gru_hidden : int
+        --input sequence: GRU hidden size
+    gru_layers : int
+        --input sequence: GRU layers
+    delta_max : float
+        --input sequence: largest L2 norm of a sku row's delta from its name-code vector (as gru_ae's content)
+    device : str
+        auto: CUDA when present, else CPU
+    threads : int
+        CPU threads per process (0: torch's default; cores / K under torchrun); recorded in meta, as the same
+        threads give the same bytes (:mod:`embedders.threads`)
+    work_dir : str | None
+        checkpoints and the input embedders' files (default: <out>.work)
+    resume : bool | str
+        continue from <work-dir>/last.pt (same flags and input); "auto" (pack's): continue it when it is this
+        run's checkpoint, else start afresh (:mod:`embedders.checkpoints`)
+    progress : bool
+        progress bars and one line per epoch on stderr
+    infer_batch : int
+        clients per batch when embedding
 
     Fitted attributes: ``anchors_`` (s, latest first), ``catalogue_``, ``model_``, ``inputs_`` (blocks) or
     ``vocab_`` (sequence), ``normaliser_`` (blocks), ``history_``, ``best_epoch_``, ``n_train_``, ``n_holdout_``.

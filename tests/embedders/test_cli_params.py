@@ -85,7 +85,7 @@ def test_an_undocumented_parameter_is_refused():
 
 
 @pytest.mark.parametrize("module", ["embedders.stats", "embedders.tfidf_svd", "embedders.item2vec",
-                                    "embedders.gru_ae.__main__"])
+                                    "embedders.gru_ae.__main__", "embedders.multitask.__main__"])
 def test_each_cli_has_a_flag_per_parameter_and_builds_the_defaults(module, tmp_path):
     mod = importlib.import_module(module)
     parser = mod.build_parser()
@@ -93,9 +93,14 @@ def test_each_cli_has_a_flag_per_parameter_and_builds_the_defaults(module, tmp_p
     built = mod.make(args)
     cls = type(built)
     for name in inspect.signature(cls.__init__).parameters:
-        if name not in ("self", *COMMON_PARAMS):
+        if name not in ("self", *COMMON_PARAMS, "thin", "wide"):  # multitask: --hidden THIN WIDE
             assert "--" + name.replace("_", "-") in parser._option_string_actions, (module, name)
     defaults = cls(progress=False, **({"work_dir": built.work_dir} if "work_dir" in vars(built) else {}))
-    got, want = built.get_params(), defaults.get_params()
-    assert got == want
+    assert _canon(built.get_params()) == _canon(defaults.get_params())
+
+
+def _canon(params: dict) -> dict:
+    """A comma-separated flag and the tuple default it stands for compare equal ("a,b" == ("a", "b"))."""
+    return {k: tuple(v.split(",")) if isinstance(v, str) else tuple(v) if isinstance(v, list) else v
+            for k, v in params.items()}
 

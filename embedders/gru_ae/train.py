@@ -244,16 +244,11 @@ class GruAE(Embedder):
             return self._fit(events)
 
     def _fit(self, events) -> "GruAE":
+        """Split off the held-out clients, tokenize, build (or resume) the model, train epoch by epoch keeping
+        checkpoints, then keep the best epoch's weights."""
         rank, world = dist_info()
         device = resolve_device(self.device)
-        rows = self._train_rows(events)
-        if len(rows) == 0:
-            raise ValueError("no training clients with events (check relevant_clients.npy and the event files)")
-        rng = np.random.default_rng(self.seed)
-        perm = rng.permutation(rows)
-        n_val = min(int(round(self.holdout * len(rows))), len(rows) - 1) if self.holdout > 0 else 0
-        n_val = max(n_val, 1) if (self.holdout > 0 and len(rows) >= 2) else n_val
-        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        train_rows, val_rows = self._holdout_split(self._train_rows(events))
         self.vocab_ = Vocab.fit(events, train_rows, self.fields, self.query,
                                 "id" if self.sku_init == "id" else "catalogue", self.vocab_cap, self.sku_cap)
         train_tok = tokenize(events, self.vocab_, train_rows)
@@ -265,48 +260,14 @@ class GruAE(Embedder):
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         work = self._work_dir()
         key = self._run_key(events, world)
-        start_epoch, best, best_epoch, history = 0, math.inf, -1, []
-        last = work / "last.pt"
-        ck = resume_checkpoint(last, key, device, self.resume, self.epochs, lambda m: self._log(rank, m))
-        if ck is not None:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            start_epoch, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
-            torch.set_rng_state(ck["rng"]["torch"])
-
+        start_epoch, best, best_epoch, history = self._resume(model, opt, work / "last.pt", key, device, rank)
         net = wrap_ddp(model, device)
         qcodes = events.query_codes if self.query else None
         for epoch in range(start_epoch, self.epochs):
             t0 = time.perf_counter()
-            torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
-            gen = torch.Generator().manual_seed(_seed_of(self.seed, epoch, rank, 2))
-            batches = shard(length_batches(train_tok.lengths, self.batch_size,
-                                           np.random.default_rng([self.seed, epoch])), rank, world)
-            if self.max_batches is not None:
-                batches = batches[:self.max_batches]
-            net.train()
-            tot_loss, n_events = 0.0, 0
-            bar = tqdm(batches, desc=f"gru_ae epoch {epoch + 1}/{self.epochs}", unit="batch",
-                       disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
-            for i, idx in enumerate(bar):
-                grids, lengths = train_tok.batch(idx)
-                batch, lens = batch_tensors(grids, lengths, qcodes, device)
-                loss = net(batch, lens, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if model.sku is not None:
-                    model.sku.clip_()
-                tot_loss += float(loss.detach())
-                n_events += int((lengths - 2).sum())
-                if i % 10 == 0 or i == len(batches) - 1:
-                    rate = n_events * world / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{tot_loss / (i + 1):.3f}", ev_s=f"{rate:,.0f}")
-            bar.close()
-            train_loss = tot_loss / max(len(batches), 1)
+            train_loss, n_batches, n_events = self._train_epoch(net, model, opt, train_tok, qcodes, device, epoch,
+                                                                rank, world)
             train_seconds = time.perf_counter() - t0
-            if world > 1:  # events trained by all ranks; per-rank mean, figures below multiply by world
-                n_events = int(all_reduce_sum(torch.tensor([n_events], dtype=torch.float64), device).item()) // world
             val_loss = self._heldout_loss(model, val_tok, qcodes, device, rank, world) if len(val_tok) else train_loss
             seconds = time.perf_counter() - t0
             improved = val_loss < best
@@ -314,24 +275,90 @@ class GruAE(Embedder):
                 best, best_epoch = val_loss, epoch + 1
             history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "heldout_loss": round(val_loss, 5),
                             "seconds": round(seconds, 2), "train_seconds": round(train_seconds, 2),
-                            "batches": len(batches), "events": n_events * world,
+                            "batches": n_batches, "events": n_events * world,
                             "events_per_second": round(n_events * world / max(train_seconds, 1e-9), 1)})
             if rank == 0:
-                if improved:
-                    save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "loss": val_loss, "key": key},
-                                work / "best.pt")
-                save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                             "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key,
-                             "rng": {"torch": torch.get_rng_state()}}, last)
+                self._checkpoint(model, opt, work, key, epoch, val_loss if improved else None, best, best_epoch,
+                                 history)
             self._log(rank, f"epoch {epoch + 1}/{self.epochs}: train {train_loss:.4f}  held-out {val_loss:.4f}"
                             f"{'  (best)' if improved else ''}  {seconds:.1f}s  "
                             f"{history[-1]['events_per_second']:,.0f} events/s")
-        (work / f"weights_rank{rank}.sha256").write_text(state_hash(model) + "\n")
-        if rank == 0 and (work / "best.pt").is_file() and best_epoch > 0:
-            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
+        self._keep_best(model, work, device, rank, best_epoch)
         self.model_, self.device_, self.history_ = model.eval(), device, history
         self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
         return self
+
+    def _holdout_split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows, held-out rows), both sorted: a seeded ``holdout`` share of ``rows`` (at least one
+        when holding out and there are two rows or more; never all)."""
+        if len(rows) == 0:
+            raise ValueError("no training clients with events (check relevant_clients.npy and the event files)")
+        perm = np.random.default_rng(self.seed).permutation(rows)
+        n_val = min(int(round(self.holdout * len(rows))), len(rows) - 1) if self.holdout > 0 else 0
+        n_val = max(n_val, 1) if (self.holdout > 0 and len(rows) >= 2) else n_val
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    def _resume(self, model, opt, last: Path, key: dict, device, rank: int) -> tuple[int, float, int, list]:
+        """(first epoch to train, best held-out loss, best epoch, history): a fresh start, or the state of
+        ``last`` (weights, optimiser and torch RNG loaded) when :func:`resume_checkpoint` continues it."""
+        ck = resume_checkpoint(last, key, device, self.resume, self.epochs, lambda m: self._log(rank, m))
+        if ck is None:
+            return 0, math.inf, -1, []
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        return ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
+
+    def _train_epoch(self, net, model, opt, train_tok: Tokens, qcodes, device, epoch: int, rank: int,
+                     world: int) -> tuple[float, int, int]:
+        """One epoch over this rank's share of length-bucketed batches (seeded by seed, epoch and rank):
+        (mean training loss per batch, batches, events trained per rank)."""
+        t0 = time.perf_counter()
+        torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
+        gen = torch.Generator().manual_seed(_seed_of(self.seed, epoch, rank, 2))
+        batches = shard(length_batches(train_tok.lengths, self.batch_size,
+                                       np.random.default_rng([self.seed, epoch])), rank, world)
+        if self.max_batches is not None:
+            batches = batches[:self.max_batches]
+        net.train()
+        tot_loss, n_events = 0.0, 0
+        bar = tqdm(batches, desc=f"gru_ae epoch {epoch + 1}/{self.epochs}", unit="batch",
+                   disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
+        for i, idx in enumerate(bar):
+            grids, lengths = train_tok.batch(idx)
+            batch, lens = batch_tensors(grids, lengths, qcodes, device)
+            loss = net(batch, lens, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if model.sku is not None:
+                model.sku.clip_()
+            tot_loss += float(loss.detach())
+            n_events += int((lengths - 2).sum())
+            if i % 10 == 0 or i == len(batches) - 1:
+                rate = n_events * world / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{tot_loss / (i + 1):.3f}", ev_s=f"{rate:,.0f}")
+        bar.close()
+        if world > 1:  # events trained by all ranks; per-rank mean, the history multiplies by world
+            n_events = int(all_reduce_sum(torch.tensor([n_events], dtype=torch.float64), device).item()) // world
+        return tot_loss / max(len(batches), 1), len(batches), n_events
+
+    def _checkpoint(self, model, opt, work: Path, key: dict, epoch: int, improved_loss: float | None, best: float,
+                    best_epoch: int, history: list) -> None:
+        """Rank 0 after each epoch: ``best.pt`` when the epoch improved (``improved_loss``), always ``last.pt``
+        (weights, optimiser, best so far, history, torch RNG: what a resumed run continues from)."""
+        if improved_loss is not None:
+            save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "loss": improved_loss, "key": key},
+                        work / "best.pt")
+        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                     "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key,
+                     "rng": {"torch": torch.get_rng_state()}}, work / "last.pt")
+
+    def _keep_best(self, model, work: Path, device, rank: int, best_epoch: int) -> None:
+        """Write this rank's weight hash (the last epoch's), then load the best epoch's weights on rank 0."""
+        (work / f"weights_rank{rank}.sha256").write_text(state_hash(model) + "\n")
+        if rank == 0 and (work / "best.pt").is_file() and best_epoch > 0:
+            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
 
     def _work_dir(self) -> Path:
         if self.work_dir is None:

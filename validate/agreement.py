@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--specs", nargs="*", type=Path, default=[],
                    help="ensemble spec files (validate.search's output) as candidates, assembled as pack does")
     p.add_argument("--reference-blocks", action="store_true", help="add the random and label-leak blocks")
+    p.add_argument("--leak-sigmas", nargs="+", type=float, default=list(LEAK_SIGMAS), metavar="SIGMA",
+                   help="noise scales of the label-leak reference blocks (one block each)")
     p.add_argument("--fold", choices=("all", "report"), default="all",
                    help="sample the clients from all relevant clients, or from the report fold of --seed (the "
                         "clients validate.search --seed never scores: the replica figures then confirm a search)")
@@ -234,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     blocks = load_blocks(args.embeddings_dir) if args.embeddings_dir else []
     names = [p.name for p in args.embeddings_dir]
     if args.reference_blocks:
-        refs = reference_blocks(args.data_dir, args.seed)
+        refs = reference_blocks(args.data_dir, args.seed, args.leak_sigmas)
         blocks += refs
         names += [b.meta["name"] for b in refs]
     if args.fold == "report":

@@ -131,7 +131,12 @@ def quality(args: argparse.Namespace) -> dict:
                                threads=args.threads)
             results[cand].append({"sum": res["sum"], "dim": res["dim"], "seconds": res["seconds"],
                                   **{t: res["tasks"][t]["score"] for t in TASKS}})
-            print(f"order {r}: {cand:<18} sum {res['sum']:.4f}  ({res['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            print(f"order {r}: {cand:<18} sum {res['sum']:.4f}  ({res['seconds']:.0f} s)  "
+                  + " ".join(f"{t} {res['tasks'][t]['score']:.4f}" for t in TASKS), file=sys.stderr, flush=True)
+            if args.json:  # each candidate as it comes, so a cut run keeps what it scored
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                with open(args.json.with_suffix(".jsonl"), "a") as fh:
+                    fh.write(json.dumps({"candidate": cand, "order": r, **results[cand][-1]}) + "\n")
     sums = {k: np.array([x["sum"] for x in v]) for k, v in results.items()}
     print(f"\nMLP replica, {len(ids):,} report-fold clients of {args.data_dir}, {args.orders} order(s), mean over orders")
     print("| candidate | dim | " + " | ".join(TASKS) + " | sum | - stats | - ens |\n|" + "---|" * (len(TASKS) + 5))

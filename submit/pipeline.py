@@ -381,7 +381,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     from competition.io import write_json
     from submit.report import rows_from_results, write_run_report
     from validate.report import format_table
-    from validate.search import DB_FILE, report_sample, run_search
+    from validate.search import DB_FILE, find_blocks, report_sample, run_search
 
     tasks = tuple(size["tasks"])
     table_probe = resolve_probe(probe)
@@ -392,10 +392,11 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
                for r in recipes]
     # Blocks an earlier run (or the user) left in WORK/blocks are searched too (validate.search scans the folder):
     # kept fresh from their meta.json's recipe, so that the search never chooses with stale vectors.
-    from validate.search import find_blocks
     known = {r["name"] for r in recipes}
-    extra_blocks = [p for p in (find_blocks(blocks_dir) if blocks_dir.is_dir() and any(blocks_dir.iterdir())
-                                else []) if p.name not in known]
+    try:
+        extra_blocks = [p for p in find_blocks(blocks_dir) if p.name not in known]
+    except FileNotFoundError:  # no run yet (or only an interrupted build's work folders)
+        extra_blocks = []
     entries += [BlockSpec(p.name, p) for p in extra_blocks if (p / BLOCK_META_FILE).is_file()]  # rebuilt from meta
     if extra_blocks:
         blog(f"also kept fresh and searched: {', '.join(p.name for p in extra_blocks)} (already in {blocks_dir})")

@@ -217,7 +217,7 @@ def stages_chart(stages: Sequence[Mapping[str, Any]], path: Path, rss_scope: str
     rss = [s["peak_rss_mb"] / 1024 for s in stages][::-1]
     a.barh(names, secs, color="#1f77b4")
     b.barh(names, rss, color="#ff7f0e")
-    for ax_, vals, fmt in ((a, secs, "{:.1f}s"), (b, rss, "{:.2f} GB")):
+    for ax_, vals, fmt in ((a, secs, "{:.1f}s"), (b, rss, "{:.2f} GiB")):
         for y, v in enumerate(vals):
             ax_.text(v, y, " " + fmt.format(v), va="center", fontsize=8)
         ax_.set_xlim(0, max(vals + [1e-9]) * 1.3)

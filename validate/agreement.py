@@ -235,10 +235,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     blocks = load_blocks(args.embeddings_dir) if args.embeddings_dir else []
     names = [p.name for p in args.embeddings_dir]
-    if args.reference_blocks:
-        refs = reference_blocks(args.data_dir, args.seed, args.leak_sigmas)
-        blocks += refs
-        names += [b.meta["name"] for b in refs]
     if args.fold == "report":
         ids = report_sample(args.data_dir, args.clients, args.seed)
     else:
@@ -246,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ids = ids[np.random.default_rng(args.seed).permutation(len(ids))[:args.clients or len(ids)]]
     try:
         candidates = candidate_matrices(blocks, names, args.ensembles, ids, args.seed, args.specs)
+        if args.reference_blocks:  # last: the real candidates first, in case a long run is cut short
+            candidates |= {b.meta["name"]: b.align(ids)[0]
+                           for b in reference_blocks(args.data_dir, args.seed, args.leak_sigmas)}
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"validate.agreement: error: {exc}")
     if len(candidates) < 3:

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from competition.cli import HelpFormatter, add_no_progress
+from competition.events import index_of
 from competition.load import DataError, read_relevant_clients
 from competition.schema import FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
@@ -154,11 +155,9 @@ class TaskLabels:
         client_ids = client_ids[np.isin(client_ids, self.client_ids)]
         rows, data = {}, {}
         for task, td in self.data.items():
-            order = np.argsort(td.client_ids, kind="stable")
-            pos = np.searchsorted(td.client_ids[order], client_ids)
-            pos = np.minimum(pos, len(order) - 1)
-            hit = (td.client_ids[order[pos]] == client_ids) if len(order) else np.zeros(len(client_ids), bool)
-            take = order[pos[hit]]
+            pos = index_of(td.client_ids, client_ids)
+            hit = pos >= 0
+            take = pos[hit]
             rows[task] = np.flatnonzero(hit)
             data[task] = replace(td, client_ids=td.client_ids[take], y_train=td.y_train[take],
                                  y_valid=td.y_valid[take])

@@ -7,6 +7,7 @@ stats and whether every task's oracle beats stats (docs/synthetic_worlds.md, "He
 
     python benchmarks/bench_headroom.py --data-dir W [--clients 5000] [--seed 404] [--probe mlp] [--out h.json]
     python benchmarks/bench_headroom.py --world W --make 20000 --seed 404     # writes the world first
+    python benchmarks/bench_headroom.py --data-dir W --only stats --out h.json   # one candidate per run, completed
 
 Clients: a seeded sample of ``--clients`` relevant clients of the **report fold** (the half of the relevant clients
 that :func:`validate.search.split_folds` keeps away from a search with the same seed). The blocks are built once per
@@ -56,22 +57,42 @@ def report_sample(world: Path, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(report, n, replace=False))
 
 
-def headroom(world: Path, clients: int, seed: int, probe: str, progress: bool) -> dict:
-    """Scores of stats, oracle and stats + oracle on the same clients, and the summary figures."""
+CANDIDATES = ("stats", "oracle", "stats+oracle")
+
+
+def headroom(world: Path, clients: int, seed: int, probe: str, progress: bool, only: tuple[str, ...] = CANDIDATES,
+             done: dict | None = None, save=None) -> dict:
+    """Scores of stats, oracle and stats + oracle on the same clients, and the summary figures.
+
+    only: the candidates to score now; done: results of earlier runs (same world, clients, seed, probe) to complete;
+    save(out): called after every candidate with the figures so far (a long run keeps what it measured)."""
     from validate.probe import score_blocks
     stats, oracle = build_blocks(world, progress)
     sample = report_sample(world, clients, seed)
-    results = {}
-    for name, blocks in (("stats", [stats]), ("oracle", [oracle]), ("stats+oracle", [stats, oracle])):
-        results[name] = score_blocks(world, blocks, probe=probe, seed=seed, clients=sample, progress=progress)
-    s, o, so = (results[k] for k in ("stats", "oracle", "stats+oracle"))
+    results = dict(done or {})
+    blocks = {"stats": [stats], "oracle": [oracle], "stats+oracle": [stats, oracle]}
+    out: dict = {}
+    for name in only:
+        results[name] = score_blocks(world, blocks[name], probe=probe, seed=seed, clients=sample, progress=progress)
+        results = {k: results[k] for k in CANDIDATES if k in results}
+        out = summary(world, probe, seed, sample, results)
+        if save:
+            save(out)
+    return out or summary(world, probe, seed, sample, results)
+
+
+def summary(world: Path, probe: str, seed: int, sample: np.ndarray, results: dict) -> dict:
+    """The figures of the candidates scored so far (gains once stats and the other one are in)."""
     per_task = {t: {k: results[k]["tasks"][t]["score"] for k in results} for t in TASKS}
-    return {"world": str(world), "probe": probe, "replica": bool(s.get("replica")), "seed": seed,
-            "n_clients": int(len(sample)), "results": results, "per_task": per_task,
-            "gain_stats_oracle_over_stats": so["sum"] - s["sum"], "gain_oracle_over_stats": o["sum"] - s["sum"],
-            "oracle_above_stats_every_task": all(per_task[t]["oracle"] > per_task[t]["stats"] for t in TASKS),
-            "stats_oracle_above_stats_every_task": all(per_task[t]["stats+oracle"] > per_task[t]["stats"]
-                                                       for t in TASKS)}
+    out = {"world": str(world), "probe": probe, "replica": any(r.get("replica") for r in results.values()),
+           "seed": seed, "n_clients": int(len(sample)), "results": results, "per_task": per_task}
+    if "stats" in results:
+        for other in ("oracle", "stats+oracle"):
+            if other in results:
+                out[f"gain_{other}_over_stats"] = results[other]["sum"] - results["stats"]["sum"]
+                out[f"{other}_above_stats_every_task"] = all(per_task[t][other] > per_task[t]["stats"]
+                                                             for t in TASKS)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=404, help="world seed (with --world), fold and sample seed")
     p.add_argument("--probe", choices=PROBE_CHOICES, default="mlp", help="probe of the three candidates (default "
                    "mlp: the organisers' replica; any other is a proxy)")
-    p.add_argument("--out", type=Path, help="write every figure as JSON here")
+    p.add_argument("--only", nargs="+", choices=CANDIDATES, default=list(CANDIDATES),
+                   help="candidates to score in this run (the replica takes ~5 min per candidate at 5k clients on "
+                        "CPU); with --out, results already in that file are kept and completed")
+    p.add_argument("--out", type=Path, help="write every figure as JSON here (after each candidate)")
     add_no_progress(p)
     args = p.parse_args(argv)
     progress = not args.no_progress
@@ -98,18 +122,23 @@ def main(argv: list[str] | None = None) -> int:
             from competition.synth import generate_world
             generate_world(world, args.make, args.seed, progress=progress)
     probe = resolve_probe(args.probe)
-    out = headroom(world, args.clients, args.seed, probe, progress)
+    done = {}
+    if args.out and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        if (old.get("world"), old.get("probe"), old.get("seed"), old.get("n_clients")) == (
+                str(world), probe, args.seed, min(args.clients, old.get("n_clients", -1))):
+            done = {k: v for k, v in old.get("results", {}).items() if k not in args.only}
+    out = headroom(world, args.clients, args.seed, probe, progress, tuple(args.only), done,
+                   save=(lambda o: write_json(o, args.out)) if args.out else None)
     from validate.report import format_table
     print(f"headroom of {world} on {out['n_clients']:,} report-fold clients (seed {args.seed}), probe {probe}"
           f"{' (the replica)' if out['replica'] else ' (a proxy)'}:")
     print(format_table(out["results"], TASKS))
-    print(f"stats+oracle - stats: {out['gain_stats_oracle_over_stats']:+.4f}; oracle - stats: "
-          f"{out['gain_oracle_over_stats']:+.4f}; oracle above stats on every task: "
-          f"{out['oracle_above_stats_every_task']}; stats+oracle above stats on every task: "
-          f"{out['stats_oracle_above_stats_every_task']}")
+    for other in ("oracle", "stats+oracle"):
+        if f"gain_{other}_over_stats" in out:
+            print(f"{other} - stats: {out[f'gain_{other}_over_stats']:+.4f}; {other} above stats on every task: "
+                  f"{out[f'{other}_above_stats_every_task']}")
     print(f"took {time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_mb():,.0f} MiB")
-    if args.out:
-        write_json(out, args.out)
     return 0
 
 

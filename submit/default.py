@@ -55,17 +55,20 @@ def ensure_world(world: Path, clients: int, seed: int, progress: bool, log) -> P
 def run_default(work_dir: str | Path = "runs/default", clients: int | None = None, trials: int | None = None,
                 epochs: int | None = None, seed: int = 0, quick: bool = False, probe: str = "auto",
                 out: str | Path | None = None, progress: bool = True, tasks: tuple[str, ...] | None = None,
-                blocks: tuple[str, ...] | None = None, *, pack: Callable) -> dict:
+                blocks: tuple[str, ...] | None = None, confirm_clients: int | None = None, *,
+                pack: Callable) -> dict:
     """Run the five stages (module docstring); returns the report dict (also written to WORK_DIR/report.json).
 
     quick: tiny sizes (:data:`submit.pipeline.SIZES`) and two tasks, for tests; explicit arguments win. blocks: a
-    subset of the default blocks (stats always). pack: the packing step, :func:`submit.pack.pack` (given by its
+    subset of the default blocks (stats always). confirm_clients: report-fold clients on which the replica scores
+    the packed ensemble beside stats (0: skip; default: the preset's). pack: the packing step, :func:`submit.pack.pack` (given by its
     caller, so that this module does not import the command that runs it).
     """
     preset = preset_name(quick)
     size = dict(SIZES[preset])
     size.update({k: v for k, v in {"clients": clients, "trials": trials, "epochs": epochs,
-                                   "tasks": tuple(tasks) if tasks else None}.items() if v is not None})
+                                   "tasks": tuple(tasks) if tasks else None,
+                                   "confirm_clients": confirm_clients}.items() if v is not None})
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     world = work / "world"

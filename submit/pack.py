@@ -170,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--blocks", nargs="+", choices=list(DEFAULT_BLOCKS), default=None, metavar="NAME",
                    help=f"default blocks to build, among {', '.join(DEFAULT_BLOCKS)} (default: all; stats, the "
                         "baseline, always)")
-    add_probe(d, "the score table (the search uses lgbm)")
+    add_probe(d, "the search and the score table")
+    d.add_argument("--confirm-clients", type=int, default=None, metavar="N",
+                   help="after the search, the replica (the organisers' network) scores the packed ensemble and "
+                        "stats alone on N report-fold clients, rows '(replica)' in the table (default: 10000 with "
+                        "CUDA, 0 = skip on a CPU, where it takes ~5-10 min per candidate at 2,000 clients)")
     d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",
                    help=f"tasks of the search and the table, among {', '.join(TASKS)} (default: all six; "
                         "--quick: conversion, propensity_category)")
@@ -196,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--spec, --final and --rebuild need --data-dir (without it, the embedded default runs)")
             run_default(args.work_dir or Path("runs/default"), clients=args.clients, trials=args.trials,
                         epochs=args.epochs, seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
-                        progress=not args.no_progress, tasks=args.tasks, blocks=args.blocks, pack=pack)
+                        progress=not args.no_progress, tasks=args.tasks, blocks=args.blocks,
+                        confirm_clients=args.confirm_clients, pack=pack)
             return 0
         if args.out is None:
             parser.error("--data-dir needs --out")
@@ -207,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 run_own_data(args.data_dir, args.out, args.work_dir, trials=args.trials, epochs=args.epochs,
                              seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
-                             tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks, pack=pack)
+                             tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks,
+                             confirm_clients=args.confirm_clients, pack=pack)
             except PermissionError as exc:  # e.g. a read-only data folder: the split writes input/ and target/
                 print(f"error: {exc} (the one-command run writes the split and the event cache into --data-dir; "
                       "copy the data to a writable folder)", file=sys.stderr)

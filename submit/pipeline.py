@@ -48,11 +48,12 @@ from validate.spec import BlockSpec, EnsembleSpec
 #: sample).
 SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"clients": 20_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "search_clients": 20_000,
-            "train_clients": None, "table_clients": 2_000, "tasks": TASKS},
+            "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "tasks": TASKS},
     "gpu": {"clients": 20_000, "trials": 20, "epochs": 3, "search_timeout": 600.0, "search_clients": 50_000,
-            "train_clients": None, "table_clients": 20_000, "tasks": TASKS},
+            "train_clients": None, "table_clients": 20_000, "confirm_clients": 10_000, "tasks": TASKS},
     "quick": {"clients": 400, "trials": 1, "epochs": 1, "search_timeout": 30.0, "search_clients": 20_000,
-              "train_clients": None, "table_clients": 2_000, "tasks": (CONVERSION, PROPENSITY_CATEGORY)},
+              "train_clients": None, "table_clients": 2_000, "confirm_clients": 0,
+              "tasks": (CONVERSION, PROPENSITY_CATEGORY)},
 }
 #: Probes fast enough to score the table on half the search sample.
 FAST_PROBES = ("lgbm", "linear")
@@ -379,9 +380,9 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     (synthetic worlds with ``truth/``, when :mod:`validate.oracle` is available). Returns the report dict (also
     written to ``WORK/report.json``; ``WORK/report.md`` and its PNGs beside it)."""
     from competition.io import write_json
-    from submit.report import rows_from_results, write_run_report
+    from submit.report import Row, probe_label, rows_from_results, write_run_report
     from validate.report import format_table
-    from validate.search import DB_FILE, find_blocks, report_sample, run_search
+    from validate.search import DB_FILE, find_blocks, format_confirm, report_sample, run_search
 
     tasks = tuple(size["tasks"])
     table_probe = resolve_probe(probe)
@@ -404,11 +405,12 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     # Torch threads: the embedders' own policy (embedders.threads), the same as their CLIs and submit.pack use.
     ensure_blocks(all_spec, data_dir, "input", seed=seed, progress=progress, log=blog)
 
-    probe_search = "lgbm"
+    probe_search = table_probe  # one probe for the search and the table (validate.cli: auto = lgbm on a CPU)
+    confirm = int(size.get("confirm_clients") or 0)
     n_relevant = len(np.load(DataPaths(data_dir).relevant_clients))
     max_clients = None if size["search_clients"] >= n_relevant else int(size["search_clients"])
     spec_path = work / "spec.json"
-    key = search_key(all_spec, size, tasks, probe_search, seed, max_clients)
+    key = search_key(all_spec, size, tasks, probe_search, seed, max_clients) | {"confirm_clients": confirm}
     key_path = work / SEARCH_KEY
     fresh = (spec_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key)
     st.start("search", f"{size['trials']} trial(s), {probe_search} probe, at most {size['search_timeout']:.0f}s, "
@@ -420,7 +422,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
         key_path.unlink(missing_ok=True)
         spec = run_search(data_dir, blocks_dir, spec_path, size["trials"], timeout=size["search_timeout"],
                           probe=probe_search, seed=seed, overwrite=True, tasks=tasks, max_clients=max_clients,
-                          progress=progress)
+                          progress=progress, confirm_clients=confirm, confirm_against="stats")
         write_json(key, key_path)
     for b in spec["blocks"]:
         blog(f"chose {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
@@ -444,6 +446,11 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     rows = rows_from_results(results, baseline=f"{BASELINE} (baseline)", packed="packed")
     if oracle:
         rows += oracle_rows(data_dir, report_ids, tasks, table_probe, seed, st.log)
+    confirmed = spec.get("search", {}).get("confirm")
+    if confirmed:  # the replica's own verdict on the search's choice (validate.search.confirm_with_replica)
+        rows += [Row(f"{'packed' if n == 'searched' else n} (replica)", v["tasks"], probe_label("mlp"),
+                     "replica", confirmed["n_clients"], note="replica confirmation")
+                 for n, v in confirmed["candidates"].items()]
 
     base = results[f"{BASELINE} (baseline)"]["sum"]
     lines = [f"Scores on the report fold ({len(report_ids):,} clients the search never saw); probe: "
@@ -453,6 +460,8 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
              + ", ".join(f"{k} {b - a}" for k, (a, b) in packed.ensemble.columns.items())
              + f") vs the count-statistics baseline: {results['packed']['sum'] - base:+.4f} (sum of {len(tasks)} "
                f"task(s))"]
+    if confirmed:
+        lines.append(format_confirm(confirmed))
     print("\n" + "\n".join(lines), flush=True)
     st.finish()
     st.rss.stop()
@@ -465,7 +474,8 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
               "final_submission": str(out_final) if out_final is not None else None,
               "results": results, "rows": [r.to_dict() for r in rows], "baseline": f"{BASELINE} (baseline)",
               "search": {k: spec.get("search", {}).get(k) for k in ("trials", "trials_total", "pruned",
-                                                                     "best_trial", "search_fold", "report_fold")},
+                                                                     "best_trial", "search_fold", "report_fold",
+                                                                     "confirm")},
               "chosen": spec["blocks"], "search_history": search_history(work / DB_FILE), "columns": columns,
               "stages": st.records, "rss_scope": st.rss_scope, "seconds": round(st.elapsed, 1),
               "peak_rss_mb": round(max([peak_rss_mb()] + [r["peak_rss_mb"] for r in st.records]), 1),
@@ -508,8 +518,8 @@ OWN_STAGES = ("split", "blocks", "search", "pack", "final", "table")
 def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | None = None,
                  trials: int | None = None, epochs: int | None = None, seed: int = 0, quick: bool = False,
                  probe: str = "auto", progress: bool = True, tasks: Sequence[str] | None = None,
-                 budget_minutes: float | None = None, blocks: Sequence[str] | None = None, *,
-                 pack: Callable) -> dict:
+                 budget_minutes: float | None = None, blocks: Sequence[str] | None = None,
+                 confirm_clients: int | None = None, *, pack: Callable) -> dict:
     """The whole pipeline on the user's data (module docstring): ``out/local`` (local-validation submission),
     ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
     blocks, study, report.md). Explicit trials/epochs/tasks win over the preset and the budget."""
@@ -530,7 +540,8 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     if budget_minutes is not None:
         size, estimate = fit_budget(size, 60.0 * budget_minutes, n_events, relevant, names, True, table_probe,
                                     preset == "gpu")
-    size.update({k: v for k, v in {"trials": trials, "epochs": epochs}.items() if v is not None})
+    size.update({k: v for k, v in {"trials": trials, "epochs": epochs,
+                                   "confirm_clients": confirm_clients}.items() if v is not None})
     if estimate is None or trials is not None or epochs is not None:
         estimate = sum(estimate_seconds(size, n_events, relevant, names, True, table_probe, preset == "gpu").values())
     recipes = block_recipes(size["epochs"], preset, recipes_names, size.get("train_clients"))

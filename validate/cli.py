@@ -14,15 +14,15 @@ PROBES = ("mlp", "narrow", "linear", "lgbm")
 #: What ``--probe`` accepts; ``auto`` is resolved by :func:`resolve_probe`.
 PROBE_CHOICES = ("auto",) + PROBES
 DEFAULT_PROBE = "auto"
-#: What ``auto`` means without CUDA: the fast probe that ranks most like the replica on every task (the agreement
-#: table in docs/probes.md, ``python -m validate.agreement``).
-CPU_PROBE = "narrow"
+#: What ``auto`` means without CUDA: the fast probe that ranked most like the replica in the agreement tables of
+#: docs/probes.md (``python -m validate.agreement``; LightGBM, though on no probe every task reached 0.9).
+CPU_PROBE = "lgbm"
 #: Probes whose score depends on a block's scale (so the search tunes block weights with them).
 SCALE_SENSITIVE = ("mlp", "narrow")
-PROBE_HELP = ("mlp: the organisers' network (the replica; minutes per block on a CPU, for a GPU); narrow: the "
-              "organisers' loop with a 512/1024 net (about 15x faster); linear: ridge regression on standardised "
-              "columns (seconds); lgbm: LightGBM (seconds); all but mlp are proxies, not the organisers' number; "
-              f"auto: mlp when CUDA is present, else {CPU_PROBE} (CPU-sized)")
+PROBE_HELP = ("mlp: the organisers' network (the replica; ~10 min per block at 2,000 clients on a 2-core CPU, for a "
+              "GPU); narrow: the organisers' loop with a 512/1024 net (~20x faster); linear: ridge regression on "
+              "standardised columns (~100x faster); lgbm: LightGBM (seconds); all but mlp are proxies, not the "
+              f"organisers' number (docs/probes.md); auto: mlp when CUDA is present, else {CPU_PROBE} (CPU-sized)")
 
 
 def add_probe(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:

@@ -46,3 +46,15 @@ def test_default_run_quick(tmp_path, capsys):
     assert main(["--quick", "--work-dir", str(work), "--no-progress", "--trials", "1"]) == 0
     err = capsys.readouterr().err
     assert "reusing" in err and "building" not in err and "the search is fresh" in err
+
+    # --confirm-clients: the search is redone and the replica scores the packed ensemble beside stats alone
+    assert main(["--quick", "--work-dir", str(work), "--no-progress", "--trials", "1", "--confirm-clients", "100"]) == 0
+    out = capsys.readouterr()
+    report = json.loads((work / "report.json").read_text())
+    confirm = report["search"]["confirm"]
+    assert confirm["n_clients"] == 100 and confirm["replica"] is True
+    assert set(confirm["candidates"]) == {"searched", "stats"}
+    replica_rows = [r for r in report["rows"] if r["note"] == "replica confirmation"]
+    assert {r["name"] for r in replica_rows} == {"packed (replica)", "stats (replica)"}
+    assert all(r["probe"] == "MLP replica" for r in replica_rows)
+    assert "Replica on 100 report-fold clients" in out.out

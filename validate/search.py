@@ -227,7 +227,12 @@ class SearchObjective:
                                       for t in runs[0]["tasks"]})
         trial.set_user_attr("order_sums", [r["sum"] for r in runs])
         trial.set_user_attr("seconds", sum(r["seconds"] for r in runs))
-        return float(np.mean([r["mean"] for r in runs]))
+        value = float(np.mean([r["mean"] for r in runs]))
+        if not np.isfinite(value):  # e.g. a diversity of rows whose sigmoids all underflow: say so, go on
+            bad = sorted({t for r in runs for t, f in r["tasks"].items() if not np.isfinite(f["score"])})
+            trial.set_user_attr("pruned_because", f"non-finite score on {', '.join(bad) or 'the mean'}")
+            raise optuna.TrialPruned()
+        return value
 
 
 def confirm_with_replica(data_dir: str | Path, blocks: dict[str, Block], chosen: Sequence[tuple[str, float, int]],

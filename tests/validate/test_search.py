@@ -198,3 +198,21 @@ def test_search_refuses_an_oracle_block(planted, root, tmp_path):
     assert is_oracle(read_block(r / "truth").meta)
     with pytest.raises(ValueError, match="oracle"):
         run_search(data_dir, r, tmp_path / "spec.json", trials=1, tasks=["churn"], progress=False)
+
+
+def test_a_non_finite_score_prunes_the_trial_with_its_reason(planted, root, monkeypatch):
+    data_dir = planted[0]
+    blocks = {p.name: read_block(p) for p in find_blocks(root)}
+    ids = client_order(data_dir)
+    labels = TaskLabels.load(data_dir, TASKS, ids)
+    objective = SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)), labels,
+                                TASKS, "lgbm", 0)
+    monkeypatch.setattr(search, "score_matrix", lambda *a, **k: {
+        "mean": float("nan"), "sum": float("nan"), "seconds": 0,
+        "tasks": {"churn": {"score": 0.7}, "conversion": {"score": float("nan")}}})
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"use_signal": True, "use_random": False, "use_wide": False, "dims_signal": 8,
+                         "dims_random": 8, "dims_wide": 1100})
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == optuna.trial.TrialState.PRUNED and "conversion" in t.user_attrs["pruned_because"]

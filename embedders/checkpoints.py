@@ -17,6 +17,15 @@ from competition.io import atomic_path
 RESUME_MODES = (False, True, "auto")
 
 
+def work_folder(work_dir: str | Path | None, why: str = "checkpoints are written there") -> Path:
+    """``work_dir`` as a created folder; a clear error when it is None (a neural embedder needs one)."""
+    if work_dir is None:
+        raise ValueError(f"work_dir is required ({why})")
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 def save_atomic(obj, path: Path) -> None:
     """``torch.save`` under a temporary name, renamed when complete."""
     with atomic_path(path) as tmp:

@@ -36,7 +36,7 @@ from competition.load import read_relevant_clients
 from competition.schema import SKU
 from embedders.base import Block, Embedder
 from embedders.threads import DEFAULT_THREADS, resolve_threads, torch_threads
-from embedders.checkpoints import resume_checkpoint, save_atomic
+from embedders.checkpoints import resume_checkpoint, save_atomic, work_folder
 from embedders.distributed import all_reduce_sum, dist_info, resolve_device, shard, wrap_ddp
 from embedders.gru_ae.model import PRESETS, GruAutoencoder, ModelConfig, batch_tensors
 from embedders.gru_ae.sku_table import SKU_INITS, SkuTable
@@ -361,11 +361,7 @@ class GruAE(Embedder):
             model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
 
     def _work_dir(self) -> Path:
-        if self.work_dir is None:
-            raise ValueError("work_dir is required (checkpoints are written there)")
-        work = Path(self.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        return work
+        return work_folder(self.work_dir)
 
     @staticmethod
     def _log(rank: int, msg: str) -> None:

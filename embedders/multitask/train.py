@@ -37,7 +37,7 @@ from embedders.distributed import deterministic_algorithms, dist_info, resolve_d
 from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
 from embedders.gru_ae.tokens import Vocab, tokenize
-from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic
+from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic, work_folder
 from embedders.gru_ae.train import _seed_of, length_batches
 from embedders.threads import resolve_threads, torch_threads
 from embedders.multitask.inputs import BlockInputs, parse_input
@@ -245,11 +245,7 @@ class MultiTaskEmbedder(Embedder):
             print(f"multitask: {msg}", file=sys.stderr, flush=True)
 
     def _work_dir(self) -> Path:
-        if self.work_dir is None:
-            raise ValueError("work_dir is required (checkpoints and input models are written there)")
-        work = Path(self.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        return work
+        return work_folder(self.work_dir, "checkpoints and input models are written there")
 
     def _train_clients(self, events) -> np.ndarray:
         ids = np.asarray(events.client_ids, dtype=np.int64)

@@ -26,7 +26,7 @@ from competition.events import block_fingerprint
 from competition.load import read_relevant_clients
 from competition.schema import SKU
 from embedders.base import Block, Embedder
-from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic
+from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic, work_folder
 from embedders.distributed import deterministic_algorithms, dist_info, resolve_device, shard, wrap_ddp
 from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
@@ -111,11 +111,7 @@ class SequenceEmbedder(Embedder):
             print(f"{self.name}: {msg}", file=sys.stderr, flush=True)
 
     def _work_dir(self) -> Path:
-        if self.work_dir is None:
-            raise ValueError("work_dir is required (checkpoints are written there)")
-        work = Path(self.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        return work
+        return work_folder(self.work_dir)
 
     def _train_rows(self, events) -> np.ndarray:
         rows = np.flatnonzero(events.lengths > 0).astype(np.int64)

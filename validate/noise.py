@@ -7,8 +7,10 @@ The organisers' network trains unshuffled from a fixed seed, so the same matrix 
 score, and another sample of clients another again. Per size N this scores the concatenation of the blocks on
 ``--samples`` seeded samples of N relevant clients, the first of them also in ``--orders`` seeded row orders, and
 reports the spread of the six-task sum (and per task): standard deviation over all runs, and separately over
-orders of one sample. A difference between two candidates scored once each is noise below
-:data:`DIFFERENCE_FACTOR` x std (2 x the std of a difference of two independent runs, about 95%).
+orders of one sample. A difference between two candidates scored once each on the same clients is noise below
+:data:`DIFFERENCE_FACTOR` x the order std (2 x the std of a difference of two independent runs, about 95%);
+between different samples of clients below that factor x the std over all runs ("threshold_samples"), which is
+much larger: measured at 2,000 clients, orders moved the sum by 0.014, another sample by 0.2.
 
 :func:`noise_line` prints the "differences below X are noise at this size" line every score table ends with, from
 the measured table shipped in ``validate/replica_noise.json`` (written by this command; the std is scaled by
@@ -81,10 +83,12 @@ def measure(data_dir: str | Path, blocks: Sequence, sizes: Sequence[int], orders
 def summarise_runs(runs: list[dict], tasks: Sequence[str]) -> dict:
     sums = [r["sum"] for r in runs]
     std = spread(sums)
+    order_std = spread([r["sum"] for r in runs if r["kind"] == "order"])
     return {"runs": runs, "n_runs": len(runs), "std": std, "range": float(np.ptp(sums)) if sums else float("nan"),
-            "order_std": spread([r["sum"] for r in runs if r["kind"] == "order"]),
-            "task_std": {t: spread([r["tasks"][t] for r in runs]) for t in tasks},
-            "threshold": DIFFERENCE_FACTOR * std}
+            "order_std": order_std, "task_std": {t: spread([r["tasks"][t] for r in runs]) for t in tasks},
+            # candidates compared on the same clients differ by chance as much as row orders do
+            "threshold": DIFFERENCE_FACTOR * (order_std if np.isfinite(order_std) else std),
+            "threshold_samples": DIFFERENCE_FACTOR * std}
 
 
 def load_measured(path: Path = MEASURED) -> dict | None:
@@ -101,7 +105,7 @@ def noise_threshold(n_clients: int, table: dict | None = None) -> tuple[float, i
     table = table if table is not None else load_measured()
     if not table or not table.get("sizes"):
         return None
-    usable = {int(k): v for k, v in table["sizes"].items() if np.isfinite(v.get("std", float("nan")))}
+    usable = {int(k): v for k, v in table["sizes"].items() if np.isfinite(v.get("threshold", float("nan")))}
     if not usable:
         return None
     size = min(usable, key=lambda k: abs(np.log(k / max(n_clients, 1))))
@@ -115,8 +119,13 @@ def noise_line(n_clients: int, table: dict | None = None) -> str:
         return "The replica's noise at this size is not measured (python -m validate.noise)."
     x, size, runs = got
     scaled = "" if size == n_clients else f", scaled by sqrt({size}/{n_clients})"
-    return (f"Replica noise: six-task-sum differences below {x:.3f} are noise at {n_clients} clients "
-            f"(measured at {size} clients over {runs} runs{scaled}).")
+    line = (f"Replica noise: six-task-sum differences below {x:.3f} are noise at {n_clients} clients, between "
+            f"candidates scored on the same clients (measured at {size} clients over {runs} runs{scaled})")
+    table = table if table is not None else load_measured()
+    between = (table or {}).get("sizes", {}).get(str(size), {}).get("threshold_samples")
+    if between is not None and np.isfinite(between):
+        line += f"; between different client samples below {between * np.sqrt(size / max(n_clients, 1)):.3f}"
+    return line + "."
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,10 @@ def test_cli_measures_spread_over_orders_and_samples(planted, tmp_path, capsys):
     s = table["sizes"]["300"]
     assert s["n_runs"] == 3 and [r["kind"] for r in s["runs"]] == ["order", "order", "sample"]
     sums = [r["sum"] for r in s["runs"]]
-    assert s["std"] == pytest.approx(np.std(sums, ddof=1)) and s["threshold"] == pytest.approx(DIFFERENCE_FACTOR * s["std"])
+    assert s["std"] == pytest.approx(np.std(sums, ddof=1))
+    assert s["order_std"] == pytest.approx(np.std(sums[:2], ddof=1))
+    assert s["threshold"] == pytest.approx(DIFFERENCE_FACTOR * s["order_std"])
+    assert s["threshold_samples"] == pytest.approx(DIFFERENCE_FACTOR * s["std"])
     assert s["std"] > 0  # the unshuffled MLP moves with row order and sample
+    assert "between different client samples" in noise_line(300, table)
     assert "300" in capsys.readouterr().out

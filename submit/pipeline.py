@@ -328,7 +328,8 @@ def search_key(recipes_spec: EnsembleSpec, size: dict[str, Any], tasks: Sequence
         meta = json.loads((b.path / BLOCK_META_FILE).read_text()) if (b.path / BLOCK_META_FILE).is_file() else {}
         blocks[b.name] = {k: meta.get(k) for k in ("embedder", "params", "seed", "fingerprint", "dim")}
     return json.loads(json.dumps({"blocks": blocks, "trials": size["trials"], "timeout": size["search_timeout"],
-                                  "tasks": list(tasks), "probe": probe, "seed": seed, "max_clients": max_clients},
+                                  "tasks": list(tasks), "probe": probe, "seed": seed, "max_clients": max_clients,
+                                  "confirm_clients": int(size.get("confirm_clients") or 0)},
                                  default=str))
 
 
@@ -410,7 +411,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     n_relevant = len(np.load(DataPaths(data_dir).relevant_clients))
     max_clients = None if size["search_clients"] >= n_relevant else int(size["search_clients"])
     spec_path = work / "spec.json"
-    key = search_key(all_spec, size, tasks, probe_search, seed, max_clients) | {"confirm_clients": confirm}
+    key = search_key(all_spec, size, tasks, probe_search, seed, max_clients)
     key_path = work / SEARCH_KEY
     fresh = (spec_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key)
     st.start("search", f"{size['trials']} trial(s), {probe_search} probe, at most {size['search_timeout']:.0f}s, "

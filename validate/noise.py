@@ -30,6 +30,7 @@ import numpy as np
 from competition.cli import HelpFormatter, add_no_progress
 from competition.io import write_json
 from competition.schema import TASKS
+from competition.targets import WINDOWS, read_window
 from validate.probe import TaskLabels, client_order, concat_blocks, load_blocks, score_matrix
 
 #: The measured table shipped with the package (see the module doc).
@@ -60,6 +61,7 @@ def measure(data_dir: str | Path, blocks: Sequence, sizes: Sequence[int], orders
     blocks = load_blocks(blocks)
     ids_all = client_order(data_dir)
     tasks = list(tasks)
+    windows = {w: read_window(data_dir, w) for w in WINDOWS}  # read once; each run selects its clients
     table = {"data_dir": str(data_dir), "blocks": [b.meta.get("name", b.meta.get("path")) for b in blocks],
              "probe": probe, "tasks": tasks, "seed": seed, "date": date.today().isoformat(), "sizes": {}}
     for size in sizes:
@@ -68,7 +70,7 @@ def measure(data_dir: str | Path, blocks: Sequence, sizes: Sequence[int], orders
         for kind, rows in run_plan(len(ids_all), size, orders, samples, seed):
             ids = ids_all[rows]
             res = score_matrix(data_dir, ids, concat_blocks(blocks, ids), tasks, probe, seed,
-                               labels=TaskLabels.load(data_dir, tasks, ids), progress=progress,
+                               labels=TaskLabels.load(data_dir, tasks, ids, windows), progress=progress,
                                mlp_width=mlp_width, threads=threads)
             runs.append({"kind": kind, "sum": res["sum"], "seconds": res["seconds"],
                          "tasks": {t: r["score"] for t, r in res["tasks"].items()}})

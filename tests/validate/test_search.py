@@ -27,6 +27,15 @@ def root(planted, tmp_path_factory):
     return r
 
 
+def whole_world_objective(data_dir, root, probe: str, **kw) -> tuple[dict, np.ndarray, SearchObjective]:
+    """(blocks, client ids, the objective over all clients of the planted world) for the blocks under ``root``."""
+    blocks = {p.name: read_block(p) for p in find_blocks(root)}
+    ids = client_order(data_dir)
+    labels = TaskLabels.load(data_dir, TASKS, ids)
+    return blocks, ids, SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)),
+                                        labels, TASKS, probe, 0, **kw)
+
+
 def test_dim_options_and_folds():
     assert dim_options(8) == [8]
     assert dim_options(100) == [16, 32, 64, 100]
@@ -42,11 +51,7 @@ def test_dim_options_and_folds():
 
 def test_over_the_cap_is_pruned_before_scoring(planted, root, monkeypatch):
     data_dir = planted[0]
-    blocks = {p.name: read_block(p) for p in find_blocks(root)}
-    ids = client_order(data_dir)
-    labels = TaskLabels.load(data_dir, TASKS, ids)
-    objective = SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)), labels,
-                                TASKS, "lgbm", 0)
+    blocks, ids, objective = whole_world_objective(data_dir, root, "lgbm")
     calls = []
     monkeypatch.setattr(search, "score_matrix", lambda *a, **k: calls.append(a) or {"mean": 0.5, "sum": 1.0,
                                                                                       "tasks": {}, "seconds": 0})
@@ -140,11 +145,7 @@ def test_find_blocks_ignores_leftovers_of_a_killed_write(tmp_path):
 
 def test_objective_averages_row_orders(planted, root, monkeypatch):
     data_dir = planted[0]
-    blocks = {p.name: read_block(p) for p in find_blocks(root)}
-    ids = client_order(data_dir)
-    labels = TaskLabels.load(data_dir, TASKS, ids)
-    objective = SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)), labels,
-                                TASKS, "narrow", 0, repeats=3)
+    blocks, ids, objective = whole_world_objective(data_dir, root, "narrow", repeats=3)
     seen = []
 
     def fake(d, order_ids, X, tasks, *a, labels=None, **k):
@@ -202,11 +203,7 @@ def test_search_refuses_an_oracle_block(planted, root, tmp_path):
 
 def test_a_non_finite_score_prunes_the_trial_with_its_reason(planted, root, monkeypatch):
     data_dir = planted[0]
-    blocks = {p.name: read_block(p) for p in find_blocks(root)}
-    ids = client_order(data_dir)
-    labels = TaskLabels.load(data_dir, TASKS, ids)
-    objective = SearchObjective(data_dir, blocks, BlockMatrices(blocks, ids), ids, np.arange(len(ids)), labels,
-                                TASKS, "lgbm", 0)
+    blocks, ids, objective = whole_world_objective(data_dir, root, "lgbm")
     monkeypatch.setattr(search, "score_matrix", lambda *a, **k: {
         "mean": float("nan"), "sum": float("nan"), "seconds": 0,
         "tasks": {"churn": {"score": 0.7}, "conversion": {"score": float("nan")}}})

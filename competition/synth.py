@@ -129,6 +129,8 @@ class WorldSpec:
     n_categories: int
     n_generic_urls: int
     chunk_clients: int
+    other_activity: float = 1.0     # multiplier of the non-relevant clients' session and purchase rates
+
 
     @property
     def n_clients(self) -> int:
@@ -140,8 +142,15 @@ class WorldSpec:
 
 
 def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50_000,
-               start: str = DEFAULT_START) -> WorldSpec:
-    """Sizes for ``clients`` relevant clients: half as many non-relevant ones, ~0.12 products per client."""
+               start: str = DEFAULT_START, products: int | None = None, other_clients: int | None = None
+               ) -> WorldSpec:
+    """Sizes for ``clients`` relevant clients.
+
+    other_clients: non-relevant clients (default ``clients // 2``). Beyond the default their activity is scaled
+    down by ``default / other_clients`` (sessions and purchases) and each keeps at least one session, so the world
+    gains many light visitors and about the same number of non-relevant events, the shape of the real data (~19M
+    distinct clients, 1M relevant; docs/challenge.md). products: catalogue size (default 0.30 per client of the
+    default populations, at least MIN_PRODUCTS; the real data has 1.26M at 1M relevant clients)."""
     if clients < 1:
         raise ValueError(f"--clients must be >= 1, got {clients}")
     if days < 35:
@@ -150,13 +159,22 @@ def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if chunk_clients < 1:
         raise ValueError(f"chunk_clients must be >= 1, got {chunk_clients}")
+    if other_clients is not None and other_clients < 0:
+        raise ValueError(f"--other-clients must be >= 0, got {other_clients}")
+    # Each category needs 2 products (build_catalog); fewer than 400 leaves no room for the 200 categories.
+    if products is not None and products < 400:
+        raise ValueError(f"--products must be >= 400, got {products}")
     datetime.strptime(start, TIMESTAMP_FORMAT)
-    n_other = clients // 2
-    n_products = max(MIN_PRODUCTS, int(PRODUCTS_PER_CLIENT * (clients + n_other)))
-    n_categories = max(200, n_products // PRODUCTS_PER_CATEGORY)
+    default_other = clients // 2
+    n_other = default_other if other_clients is None else other_clients
+    other_activity = min(1.0, default_other / n_other) if n_other > default_other else 1.0
+    if products is None:
+        products = max(MIN_PRODUCTS, int(PRODUCTS_PER_CLIENT * (clients + default_other)))
+    n_categories = max(200, products // PRODUCTS_PER_CATEGORY)
     return WorldSpec(seed=seed, n_relevant=clients, n_other=n_other, days=days, start=start,
-                     n_products=n_products, n_categories=n_categories,
-                     n_generic_urls=max(2_000, n_products), chunk_clients=chunk_clients)
+                     n_products=products, n_categories=n_categories,
+                     n_generic_urls=max(2_000, products), chunk_clients=chunk_clients,
+                     other_activity=other_activity)
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -436,6 +454,8 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     z = rng.standard_normal(n)                      # activity
     session_rate = np.minimum(np.exp(np.where(relevant, math.log(0.09), math.log(0.025))
                                      + np.where(relevant, 1.7, 1.6) * z), 20.0)
+    if spec.other_activity < 1.0:   # light visitors (world_spec): only then, so default worlds keep their bytes
+        session_rate = np.where(relevant, session_rate, session_rate * spec.other_activity)
     session_len = 1.0 + np.exp(math.log(SESSION_LEN) + SESSION_LEN_SD * rng.standard_normal(n))
     hazard = np.exp(math.log(1 / 800) + 0.9 * rng.standard_normal(n) - 0.25 * z)
     join_day = np.where(rng.random(n) < 0.7, 0.0, rng.uniform(0.0, 0.8 * spec.days, n))
@@ -445,6 +465,8 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     buyer = rng.random(n) < 1.0 / (1.0 + np.exp(-(math.log(BUYER_SHARE / (1 - BUYER_SHARE)) + 0.5 * z)))
     buy_interval = np.where(buyer, np.exp(math.log(BUY_INTERVAL_DAYS) - 0.2 * z + 0.8 * rng.standard_normal(n)),
                             np.exp(math.log(3000.0) + rng.standard_normal(n)))
+    if spec.other_activity < 1.0:
+        buy_interval = np.where(relevant, buy_interval, buy_interval / spec.other_activity)
     buy_shape = rng.uniform(0.5, 1.5, n)
     # Purchasing starts at join for half the clients, later for the others, and stops after months on average.
     buy_start_day = join_day + np.where(rng.random(n) < 0.5, 0.0, rng.exponential(80.0, n))
@@ -562,7 +584,8 @@ def _sessions(rng: np.random.Generator, clients: Clients, spec: WorldSpec, rhyth
     number of purchased items (0 for browsing), sorted by (client, start)."""
     w_join, w_death = rhythm.at(clients.join_day), rhythm.at(clients.death_day)
     n_b = rng.poisson(clients.session_rate * (w_death - w_join))
-    n_b = np.where(clients.relevant, np.maximum(n_b, 1), n_b)
+    # Relevant clients (and the light visitors of a scaled world) appear at least once.
+    n_b = np.where(clients.relevant | (spec.other_activity < 1.0), np.maximum(n_b, 1), n_b)
     n_b = np.minimum(n_b, (MAX_EVENTS_PER_CLIENT / clients.session_len).astype(np.int64))
     b_client = np.repeat(np.arange(len(n_b), dtype=np.int64), n_b)
     b_time = rhythm.invert(w_join[b_client] + rng.random(len(b_client)) * (w_death - w_join)[b_client])
@@ -864,10 +887,12 @@ def finish_world(out: str | Path, progress: bool = True) -> None:
 
 
 def generate_world(out: str | Path, clients: int, seed: int, days: int = 140, chunk_clients: int = 50_000,
-                   progress: bool = True, start: str = DEFAULT_START, split: bool = True) -> Path:
+                   progress: bool = True, start: str = DEFAULT_START, split: bool = True,
+                   products: int | None = None, other_clients: int | None = None) -> Path:
     """Write a complete synthetic world to ``out`` and return it: raw files, relevant clients, truth/, then
-    (``split=True``) the official split and the target lists. ``clients`` = number of relevant clients."""
-    spec = world_spec(clients, seed, days, chunk_clients, start)
+    (``split=True``) the official split and the target lists. ``clients`` = number of relevant clients;
+    products / other_clients: see :func:`world_spec`."""
+    spec = world_spec(clients, seed, days, chunk_clients, start, products=products, other_clients=other_clients)
     write_raw_world(out, spec, progress=progress)
     if split:
         finish_world(out, progress=progress)
@@ -882,7 +907,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="data directory to write (files in it are "
                         "replaced)")
     parser.add_argument("--clients", required=True, type=int, help="number of relevant clients (half as many "
-                        "lighter non-relevant clients are added)")
+                        "lighter non-relevant clients are added unless --other-clients)")
+    parser.add_argument("--other-clients", type=int, default=None, help="non-relevant clients (default "
+                        "CLIENTS // 2); more than that makes them light visitors (activity scaled down, about the "
+                        "same non-relevant events in all), like the real data's ~19M clients for 1M relevant")
+    parser.add_argument("--products", type=int, default=None, help="catalogue size (default 0.45 x CLIENTS, "
+                        f"at least {MIN_PRODUCTS:,}; the real data has 1,260,365 at 1M relevant clients)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and chunk size -> identical "
                         "files; default 0)")
     parser.add_argument("--days", type=int, default=140, help="length of the period in days (default 140)")
@@ -895,7 +925,8 @@ def main(argv: list[str] | None = None) -> int:
     add_no_progress(parser, deprecated=("--quiet",))
     args = parser.parse_args(argv)
     try:
-        spec = world_spec(args.clients, args.seed, args.days, args.chunk_clients, args.start)
+        spec = world_spec(args.clients, args.seed, args.days, args.chunk_clients, args.start,
+                          products=args.products, other_clients=args.other_clients)
     except ValueError as exc:
         parser.error(str(exc))
     t0 = time.perf_counter()

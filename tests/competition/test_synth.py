@@ -235,6 +235,35 @@ def test_cli_writes_raw_world(tmp_path, capsys):
         synth.main(["--out", str(out), "--clients", "0"])
 
 
+def test_world_shape_flags_products_and_light_visitors(tmp_path):
+    """--products sets the catalogue; --other-clients beyond the default adds light visitors: every one appears,
+    with far fewer events each than the default's non-relevant clients, and the relevant ones are unchanged."""
+    default = synth.world_spec(200, 3, chunk_clients=10_000)
+    assert default.n_other == 100 and default.other_activity == 1.0
+    wide = synth.world_spec(200, 3, chunk_clients=10_000, products=900, other_clients=2_000)
+    assert (wide.n_products, wide.n_other, wide.other_activity) == (900, 2_000, 0.05)
+    assert synth.world_spec(200, 3, other_clients=50).other_activity == 1.0   # fewer: same activity
+
+    def per_client(root: Path) -> pl.DataFrame:
+        truth = pl.read_parquet(DataPaths(root).truth / "clients.parquet", columns=[CLIENT_ID, "relevant"])
+        n = pl.concat([pl.read_parquet(DataPaths(root).table(ev), columns=[CLIENT_ID]) for ev in EVENT_TYPES])
+        return truth.join(n.group_by(CLIENT_ID).len(), on=CLIENT_ID, how="left").fill_null(0)
+
+    synth.write_raw_world(tmp_path / "d", default, progress=False)
+    synth.write_raw_world(tmp_path / "w", wide, progress=False)
+    d, w = per_client(tmp_path / "d"), per_client(tmp_path / "w")
+    assert pq.read_metadata(DataPaths(tmp_path / "w").table(PRODUCT_PROPERTIES)).num_rows == 900
+    visitors, others = w.filter(~pl.col("relevant")), d.filter(~pl.col("relevant"))
+    assert visitors.height == 2_000 and visitors["len"].min() >= 1
+    assert visitors["len"].mean() < 0.5 * others["len"].mean()
+    assert visitors["len"].sum() < 3 * others["len"].sum()       # about the same non-relevant volume
+    assert w.filter(pl.col("relevant")).height == 200
+    with pytest.raises(ValueError, match="--products"):
+        synth.world_spec(200, 3, products=10)
+    with pytest.raises(ValueError, match="--other-clients"):
+        synth.world_spec(200, 3, other_clients=-1)
+
+
 def test_zipf_rank_bounds_and_skew():
     rng = np.random.default_rng(0)
     ranks = synth.zipf_rank(rng.random(100_000), 50, 1.2)

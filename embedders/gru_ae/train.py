@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 import time
 from pathlib import Path
@@ -31,31 +30,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from competition.events import block_fingerprint
 from competition.load import read_relevant_clients
 from competition.schema import SKU
-from embedders.base import Block, Embedder
-from embedders.threads import DEFAULT_THREADS, resolve_threads, torch_threads
-from embedders.checkpoints import resume_checkpoint, save_atomic, work_folder
+from embedders.base import Block
+from embedders.threads import DEFAULT_THREADS
+from embedders.checkpoints import load_best, resume_training, save_epoch
 from embedders.distributed import all_reduce_sum, dist_info, resolve_device, shard, wrap_ddp
 from embedders.gru_ae.model import PRESETS, GruAutoencoder, ModelConfig, batch_tensors
 from embedders.gru_ae.sku_table import SKU_INITS, SkuTable
 from embedders.gru_ae.tokens import Tokens, Vocab, tokenize
+from embedders.training import TorchEmbedder, epoch_batches, length_batches, seed_of, train_epoch, training_fingerprint
 
 TRAIN_ON = ("relevant", "all")
 #: Parameters that may differ between a run and its resumption.
 _NOT_IN_KEY = {"epochs", "resume", "progress", "device", "work_dir", "max_batches", "infer_batch"}
-
-
-def _seed_of(*key: int) -> int:
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
-
-
-def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Row indices grouped into batches of similar length (sorted, random tie-break), batch order shuffled."""
-    order = np.lexsort((rng.random(len(lengths)), lengths))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -67,7 +55,7 @@ def state_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-class GruAE(Embedder):
+class GruAE(TorchEmbedder):
     """GRU sequence autoencoder; the user vector is the encoder's top-layer final state (width = hidden = dim).
 
     Parameters
@@ -131,6 +119,9 @@ class GruAE(Embedder):
     """
 
     name = "gru_ae"
+    #: Trained without deterministic kernels, as its blocks always were: on one thread (the default) its sums keep
+    #: their order anyway, and switching them on could pick other kernels, hence other bytes, for existing blocks.
+    deterministic = False
     #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).
     resumable = True
 
@@ -206,9 +197,7 @@ class GruAE(Embedder):
     def _run_key(self, events, world: int) -> dict:
         params = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.get_params().items()
                   if k not in _NOT_IN_KEY}
-        fp = events.fingerprint
-        if self.train_on == "relevant" and events.data_dir is not None:  # the training clients count too
-            fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
+        fp = training_fingerprint(events) if self.train_on == "relevant" else events.fingerprint
         return {"params": params, "fingerprint": fp, "world_size": world}
 
     def build_model(self, vocab: Vocab) -> GruAutoencoder:
@@ -236,13 +225,6 @@ class GruAE(Embedder):
         return np.unique(rows[rows >= 0])
 
     # -- training ---------------------------------------------------------------------------------------------------
-    def fit(self, events) -> "GruAE":
-        """Train on ``events`` (an :class:`~competition.events.EventTable`); keeps the best epoch's weights.
-        Runs under the thread policy of :mod:`embedders.threads`, whichever command calls it."""
-        self.validate()
-        with torch_threads(resolve_threads(self.threads, dist_info()[1])):
-            return self._fit(events)
-
     def _fit(self, events) -> "GruAE":
         """Split off the held-out clients, tokenize, build (or resume) the model, train epoch by epoch keeping
         checkpoints, then keep the best epoch's weights."""
@@ -260,7 +242,8 @@ class GruAE(Embedder):
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         work = self._work_dir()
         key = self._run_key(events, world)
-        start_epoch, best, best_epoch, history = self._resume(model, opt, work / "last.pt", key, device, rank)
+        start_epoch, best, best_epoch, history = resume_training(work / "last.pt", key, model, opt, device,
+                                                                 self.resume, self.epochs, self._log)
         net = wrap_ddp(model, device)
         qcodes = events.query_codes if self.query else None
         for epoch in range(start_epoch, self.epochs):
@@ -277,15 +260,16 @@ class GruAE(Embedder):
                             "seconds": round(seconds, 2), "train_seconds": round(train_seconds, 2),
                             "batches": n_batches, "events": n_events * world,
                             "events_per_second": round(n_events * world / max(train_seconds, 1e-9), 1)})
-            if rank == 0:
-                self._checkpoint(model, opt, work, key, epoch, val_loss if improved else None, best, best_epoch,
-                                 history)
-            self._log(rank, f"epoch {epoch + 1}/{self.epochs}: train {train_loss:.4f}  held-out {val_loss:.4f}"
-                            f"{'  (best)' if improved else ''}  {seconds:.1f}s  "
-                            f"{history[-1]['events_per_second']:,.0f} events/s")
-        self._keep_best(model, work, device, rank, best_epoch)
-        self.model_, self.device_, self.history_ = model.eval(), device, history
-        self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
+            if rank == 0:  # torch's RNG too, as gru_ae's checkpoints always held it
+                save_epoch(work, model, opt, key, epoch, val_loss if improved else None, best, best_epoch, history,
+                           rng=True)
+            self._log(f"epoch {epoch + 1}/{self.epochs}: train {train_loss:.4f}  held-out {val_loss:.4f}"
+                      f"{'  (best)' if improved else ''}  {seconds:.1f}s  "
+                      f"{history[-1]['events_per_second']:,.0f} events/s")
+        (work / f"weights_rank{rank}.sha256").write_text(state_hash(model) + "\n")  # the last epoch's weights
+        if rank == 0:
+            load_best(model, work, device, best_epoch)
+        self._keep_fitted(model, device, history, best, best_epoch)
         return self
 
     def _holdout_split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -298,74 +282,25 @@ class GruAE(Embedder):
         n_val = max(n_val, 1) if (self.holdout > 0 and len(rows) >= 2) else n_val
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
-    def _resume(self, model, opt, last: Path, key: dict, device, rank: int) -> tuple[int, float, int, list]:
-        """(first epoch to train, best held-out loss, best epoch, history): a fresh start, or the state of
-        ``last`` (weights, optimiser and torch RNG loaded) when :func:`resume_checkpoint` continues it."""
-        ck = resume_checkpoint(last, key, device, self.resume, self.epochs, lambda m: self._log(rank, m))
-        if ck is None:
-            return 0, math.inf, -1, []
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["rng"]["torch"])
-        return ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
-
     def _train_epoch(self, net, model, opt, train_tok: Tokens, qcodes, device, epoch: int, rank: int,
                      world: int) -> tuple[float, int, int]:
         """One epoch over this rank's share of length-bucketed batches (seeded by seed, epoch and rank):
         (mean training loss per batch, batches, events trained per rank)."""
-        t0 = time.perf_counter()
-        torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
-        gen = torch.Generator().manual_seed(_seed_of(self.seed, epoch, rank, 2))
-        batches = shard(length_batches(train_tok.lengths, self.batch_size,
-                                       np.random.default_rng([self.seed, epoch])), rank, world)
-        if self.max_batches is not None:
-            batches = batches[:self.max_batches]
-        net.train()
-        tot_loss, n_events = 0.0, 0
-        bar = tqdm(batches, desc=f"gru_ae epoch {epoch + 1}/{self.epochs}", unit="batch",
-                   disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
-        for i, idx in enumerate(bar):
-            grids, lengths = train_tok.batch(idx)
-            batch, lens = batch_tensors(grids, lengths, qcodes, device)
-            loss = net(batch, lens, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if model.sku is not None:
-                model.sku.clip_()
-            tot_loss += float(loss.detach())
-            n_events += int((lengths - 2).sum())
-            if i % 10 == 0 or i == len(batches) - 1:
-                rate = n_events * world / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{tot_loss / (i + 1):.3f}", ev_s=f"{rate:,.0f}")
-        bar.close()
+        batches, gen = epoch_batches(train_tok.lengths, self.batch_size, self.seed, epoch, rank, world,
+                                     self.max_batches)
+
+        def loss_of(grids, lengths):
+            return net(*batch_tensors(grids, lengths, qcodes, device), gen)
+
+        loss, n_events = train_epoch(net, opt, train_tok, batches, loss_of, model.sku,
+                                     f"gru_ae epoch {epoch + 1}/{self.epochs}", self.progress and rank == 0, world)
         if world > 1:  # events trained by all ranks; per-rank mean, the history multiplies by world
             n_events = int(all_reduce_sum(torch.tensor([n_events], dtype=torch.float64), device).item()) // world
-        return tot_loss / max(len(batches), 1), len(batches), n_events
+        return loss, len(batches), n_events
 
-    def _checkpoint(self, model, opt, work: Path, key: dict, epoch: int, improved_loss: float | None, best: float,
-                    best_epoch: int, history: list) -> None:
-        """Rank 0 after each epoch: ``best.pt`` when the epoch improved (``improved_loss``), always ``last.pt``
-        (weights, optimiser, best so far, history, torch RNG: what a resumed run continues from)."""
-        if improved_loss is not None:
-            save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "loss": improved_loss, "key": key},
-                        work / "best.pt")
-        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                     "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key,
-                     "rng": {"torch": torch.get_rng_state()}}, work / "last.pt")
-
-    def _keep_best(self, model, work: Path, device, rank: int, best_epoch: int) -> None:
-        """Write this rank's weight hash (the last epoch's), then load the best epoch's weights on rank 0."""
-        (work / f"weights_rank{rank}.sha256").write_text(state_hash(model) + "\n")
-        if rank == 0 and (work / "best.pt").is_file() and best_epoch > 0:
-            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
-
-    def _work_dir(self) -> Path:
-        return work_folder(self.work_dir)
-
-    @staticmethod
-    def _log(rank: int, msg: str) -> None:
-        if rank == 0:
+    def _log(self, msg: str) -> None:
+        """One line on stderr from rank 0, with progress off too (gru_ae's epoch lines always showed)."""
+        if dist_info()[0] == 0:
             print(f"gru_ae: {msg}", file=sys.stderr, flush=True)
 
     @torch.no_grad()
@@ -376,7 +311,7 @@ class GruAE(Embedder):
         sums = torch.zeros(2 * len(names), dtype=torch.float64)
         order = np.argsort(tokens.lengths, kind="stable")
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        gen = torch.Generator().manual_seed(_seed_of(self.seed, 3))  # sku negatives, if sampled: fixed
+        gen = torch.Generator().manual_seed(seed_of(self.seed, 3))  # sku negatives, if sampled: fixed
         for idx in batches[rank::world]:
             grids, lengths = tokens.batch(idx)
             batch, lens = batch_tensors(grids, lengths, qcodes, device)
@@ -409,7 +344,7 @@ class GruAE(Embedder):
 
     def transform(self, events, client_ids: np.ndarray) -> Block:
         """Block for ``client_ids`` (rank 0; other ranks of a torchrun job return an empty block)."""
-        with torch_threads(resolve_threads(self.threads, dist_info()[1])):
+        with self.threads_limit():
             return self._transform(events, client_ids)
 
     def _transform(self, events, client_ids: np.ndarray) -> Block:

@@ -28,18 +28,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from competition.events import block_fingerprint
 from competition.load import read_relevant_clients
 from competition.schema import (CHURN, CONVERSION, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE,
                                 PROPENSITY_SKU, SKU, TARGET_WINDOW_DAYS, TASKS)
-from embedders.base import Block, Embedder
-from embedders.distributed import deterministic_algorithms, dist_info, resolve_device, shard, wrap_ddp
+from embedders.base import Block
+from embedders.distributed import dist_info, resolve_device, shard, wrap_ddp
 from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
 from embedders.gru_ae.tokens import Vocab, tokenize
-from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic, work_folder
-from embedders.gru_ae.train import _seed_of, length_batches
-from embedders.threads import resolve_threads, torch_threads
+from embedders.checkpoints import RESUME_MODES, load_best, resume_training, save_epoch
+from embedders.threads import resolve_threads
+from embedders.training import (TorchEmbedder, cap_clients, holdout_split, length_batches, progress_bar, seed_of,
+                                training_fingerprint)
 from embedders.multitask.inputs import BlockInputs, parse_input
 from embedders.multitask.model import INPUTS, Catalogue, MultiTaskNet, NetConfig, task_losses
 from embedders.multitask.windows import WindowLabels, anchor_times, window_labels
@@ -77,7 +77,7 @@ def parse_loss_weights(weights: str | dict[str, float] | None) -> dict[str, floa
     return out
 
 
-class MultiTaskEmbedder(Embedder):
+class MultiTaskEmbedder(TorchEmbedder):
     """Supervised multi-task embedder trained on shifted windows; the block is the network's bottleneck.
 
     Parameters
@@ -150,6 +150,7 @@ class MultiTaskEmbedder(Embedder):
     """
 
     name = "multitask"
+    work_dir_holds = "checkpoints and input models are written there"
     #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).
     resumable = True
 
@@ -240,24 +241,12 @@ class MultiTaskEmbedder(Embedder):
         resolve_device(self.device)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
-    def _log(self, msg: str) -> None:
-        if self.progress and dist_info()[0] == 0:
-            print(f"multitask: {msg}", file=sys.stderr, flush=True)
-
-    def _work_dir(self) -> Path:
-        return work_folder(self.work_dir, "checkpoints and input models are written there")
-
     def _train_clients(self, events) -> np.ndarray:
         ids = np.asarray(events.client_ids, dtype=np.int64)
         if events.data_dir is not None:
             relevant = read_relevant_clients(events.data_dir)
             ids = np.sort(relevant[events.rows_of(relevant) >= 0])
-        if self.max_train_clients is not None and len(ids) > self.max_train_clients:
-            rng = np.random.default_rng([self.seed, 11])
-            ids = np.sort(rng.choice(ids, size=self.max_train_clients, replace=False))
-        if len(ids) < 2:
-            raise ValueError(f"{len(ids)} training client(s) with events; the multitask embedder needs at least 2")
-        return ids
+        return cap_clients(ids, self.max_train_clients, self.seed, "the multitask embedder")
 
     def _features(self, table, client_ids: np.ndarray, fit: bool = False):
         """The network's input for ``client_ids`` from a cut table: a float32 matrix (blocks, normalised once the
@@ -315,13 +304,8 @@ class MultiTaskEmbedder(Embedder):
         return MultiTaskNet(cfg, self.catalogue_, sku_table).to(device)
 
     # -- training ---------------------------------------------------------------------------------------------------
-    def fit(self, events) -> "MultiTaskEmbedder":
-        """Cut the windows, build inputs and labels, train; keeps the best epoch's weights."""
-        self.validate()
-        with deterministic_algorithms(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
-            return self._fit(events)
-
     def _fit(self, events) -> "MultiTaskEmbedder":
+        """Cut the windows, build inputs and labels, train; keeps the best epoch's weights."""
         rank, world = dist_info()
         device = resolve_device(self.device)
         work = self._work_dir()
@@ -346,33 +330,25 @@ class MultiTaskEmbedder(Embedder):
         self.catalogue_ = Catalogue.from_products(events.products, target_skus)
         self.inputs_seconds_ = round(time.perf_counter() - t0, 2)
 
-        rng = np.random.default_rng([self.seed, 12])
-        perm = rng.permutation(len(ids))
-        n_val = int(round(self.holdout * len(ids))) if self.holdout > 0 and len(ids) >= 10 else 0
-        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        train, val = holdout_split(np.arange(len(ids)), self.holdout, self.seed)  # positions in ids
         self.n_train_, self.n_holdout_ = int(len(train)), int(len(val))
 
         model = self._build_model(device)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         entries = [self._entries(w, device) for w in labels]
         key = self._run_key(events)
-        start_epoch, best, best_epoch, history = 0, math.inf, -1, []
-        ck = resume_checkpoint(work / "last.pt", key, device, self.resume, self.epochs, self._log)
-        if ck is not None:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            start_epoch, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
+        start_epoch, best, best_epoch, history = resume_training(work / "last.pt", key, model, opt, device,
+                                                                 self.resume, self.epochs, self._log)
         net = wrap_ddp(model, device)
         for epoch in range(start_epoch, self.epochs):
             e0 = time.perf_counter()
-            torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
+            torch.manual_seed(seed_of(self.seed, epoch, rank, 1))
             erng = np.random.default_rng([self.seed, epoch])
             batches = [(j, chunk) for j in range(len(labels)) for chunk in self._window_batches(feats[j], train, erng)]
             batches = shard([batches[i] for i in erng.permutation(len(batches))], rank, world)
             net.train()
             sums = {t: 0.0 for t in TASKS}
-            bar = tqdm(batches, desc=f"multitask epoch {epoch + 1}/{self.epochs}", unit="batch",
-                       disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
+            bar = progress_bar(batches, f"multitask epoch {epoch + 1}/{self.epochs}", self.progress and rank == 0)
             for i, (j, idx) in enumerate(bar):
                 y, active = self._labels(labels[j], idx, device)
                 parts = task_losses(net(self._batch(feats[j], idx, device), entries[j]), y, active)
@@ -398,17 +374,11 @@ class MultiTaskEmbedder(Embedder):
                             "heldout": {t: round(v, 5) for t, v in val_parts.items()},
                             "batches": len(batches), "seconds": round(time.perf_counter() - e0, 2)})
             if rank == 0:
-                if improved:
-                    save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "loss": val_loss, "key": key},
-                                work / "best.pt")
-                save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                             "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key}, work / "last.pt")
+                save_epoch(work, model, opt, key, epoch, val_loss if improved else None, best, best_epoch, history)
             self._log(f"epoch {epoch + 1}/{self.epochs}: train {history[-1]['train_loss']:.4f}  held-out "
                       f"{val_loss:.4f}{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f}s")
-        if (work / "best.pt").is_file() and best_epoch > 0:
-            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
-        self.model_, self.device_, self.history_ = model.eval(), device, history
-        self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
+        load_best(model, work, device, best_epoch)
+        self._keep_fitted(model, device, history, best, best_epoch)
         return self
 
     def _window_batches(self, feats, train: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -429,12 +399,9 @@ class MultiTaskEmbedder(Embedder):
                                                subsample=len(sample), random_state=self.seed).fit(sample)
 
     def _run_key(self, events) -> dict:
-        fp = events.fingerprint
-        if events.data_dir is not None:  # the training clients (relevant ones) count too
-            fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
         params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
         return {"params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
-                "fingerprint": fp, "anchors": list(self.anchors_), "world": dist_info()[1]}
+                "fingerprint": training_fingerprint(events), "anchors": list(self.anchors_), "world": dist_info()[1]}
 
     @torch.no_grad()
     def _heldout(self, model, feats, labels, entries, val: np.ndarray, device) -> dict[str, float]:
@@ -457,7 +424,7 @@ class MultiTaskEmbedder(Embedder):
         client_ids = np.asarray(client_ids, dtype=np.int64)
         if dist_info()[0] != 0:
             return Block(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), {"name": self.name})
-        with torch.no_grad(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
+        with torch.no_grad(), self.threads_limit():
             return self._transform(events, client_ids)
 
     def _transform(self, events, client_ids: np.ndarray) -> Block:

@@ -4,7 +4,7 @@ Transformer on it (:class:`NextEventEmbedder`); :mod:`embedders.contrastive` is 
 - Clients: the relevant clients with events (every client of the table without a data directory), optionally a
   seeded sample of ``max_train_clients``; a seeded ``holdout`` share picks the best epoch by held-out loss.
 - Inputs: :class:`embedders.next_event.inputs.SequenceInputs` (vocabulary fitted on the training clients).
-- Batches: clients of similar length (:func:`embedders.gru_ae.train.length_batches`), seeded by ``(seed, epoch)``;
+- Batches: clients of similar length (:func:`embedders.training.epoch_batches`), seeded by ``(seed, epoch)``;
   under ``torchrun`` each rank trains its :func:`embedders.distributed.shard` of them through DDP.
 - Checkpoints in ``work_dir`` (:mod:`embedders.checkpoints`): ``last.pt`` every epoch, ``best.pt`` when the
   held-out loss improves; ``resume`` continues ``last.pt``.
@@ -13,33 +13,31 @@ Transformer on it (:class:`NextEventEmbedder`); :mod:`embedders.contrastive` is 
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from competition.events import block_fingerprint
 from competition.load import read_relevant_clients
 from competition.schema import SKU
-from embedders.base import Block, Embedder
-from embedders.checkpoints import RESUME_MODES, resume_checkpoint, save_atomic, work_folder
-from embedders.distributed import deterministic_algorithms, dist_info, resolve_device, shard, wrap_ddp
+from embedders.base import Block
+from embedders.checkpoints import RESUME_MODES, load_best, resume_training, save_epoch
+from embedders.distributed import dist_info, resolve_device, wrap_ddp
 from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
-from embedders.gru_ae.train import _seed_of, length_batches
 from embedders.next_event.inputs import DEFAULT_FIELDS, SequenceInputs, parse_fields
 from embedders.next_event.model import PRESETS, GPTConfig, NextEventGPT
-from embedders.threads import resolve_threads, torch_threads
+from embedders.threads import resolve_threads
+from embedders.training import (TorchEmbedder, cap_clients, epoch_batches, holdout_split, length_batches, seed_of,
+                                train_epoch, training_fingerprint)
 
 #: Parameters that may differ between a run and its resumption.
 _NOT_IN_KEY = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch"})
 
 
-class SequenceEmbedder(Embedder):
+class SequenceEmbedder(TorchEmbedder):
     """The shared loop (module docstring). Subclasses set ``name``, implement :meth:`build_model` (an
     ``nn.Module`` with ``embed(batch, lengths) -> (B, dim)``) and :meth:`batch_loss`, and may extend
     :meth:`validate`."""
@@ -106,24 +104,12 @@ class SequenceEmbedder(Embedder):
         resolve_device(self.device)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
-    def _log(self, msg: str) -> None:
-        if self.progress and dist_info()[0] == 0:
-            print(f"{self.name}: {msg}", file=sys.stderr, flush=True)
-
-    def _work_dir(self) -> Path:
-        return work_folder(self.work_dir)
-
     def _train_rows(self, events) -> np.ndarray:
         rows = np.flatnonzero(events.lengths > 0).astype(np.int64)
         if events.data_dir is not None:
             r = events.rows_of(read_relevant_clients(events.data_dir))
             rows = np.unique(r[r >= 0])
-        if self.max_train_clients is not None and len(rows) > self.max_train_clients:
-            rng = np.random.default_rng([self.seed, 11])
-            rows = np.sort(rng.choice(rows, size=self.max_train_clients, replace=False))
-        if len(rows) < 2:
-            raise ValueError(f"{len(rows)} training client(s) with events; {self.name} needs at least 2")
-        return rows
+        return cap_clients(rows, self.max_train_clients, self.seed, self.name)
 
     def sku_table(self, dim: int) -> SkuTable | None:
         """The content-initialised sku table of gru_ae (bounded delta for skus seen in training)."""
@@ -134,26 +120,15 @@ class SequenceEmbedder(Embedder):
                         delta_max=self.delta_max, seed=self.seed)
 
     def _run_key(self, events, world: int) -> dict:
-        fp = events.fingerprint
-        if events.data_dir is not None:
-            fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
         params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
-        return {"params": params, "fingerprint": fp, "world": world}
+        return {"params": params, "fingerprint": training_fingerprint(events), "world": world}
 
     # -- training ---------------------------------------------------------------------------------------------------
-    def fit(self, events) -> "SequenceEmbedder":
-        self.validate()
-        with deterministic_algorithms(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
-            return self._fit(events)
-
     def _fit(self, events) -> "SequenceEmbedder":
         rank, world = dist_info()
         device = resolve_device(self.device)
         work = self._work_dir()
-        rows = self._train_rows(events)
-        perm = np.random.default_rng([self.seed, 12]).permutation(rows)
-        n_val = int(round(self.holdout * len(rows))) if self.holdout > 0 and len(rows) >= 10 else 0
-        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        train_rows, val_rows = holdout_split(self._train_rows(events), self.holdout, self.seed)
         self.inputs_ = SequenceInputs(parse_fields(self.fields), self.vocab_cap).fit(events, train_rows)
         train_tok, val_tok = self.inputs_.tokens(events, train_rows), self.inputs_.tokens(events, val_rows)
         self.n_train_, self.n_holdout_ = int(len(train_rows)), int(len(val_rows))
@@ -161,43 +136,23 @@ class SequenceEmbedder(Embedder):
         model = self.build_model().to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         key = self._run_key(events, world)
-        start, best, best_epoch, history = 0, math.inf, -1, []
-        ck = resume_checkpoint(work / "last.pt", key, device, self.resume, self.epochs, self._log)
-        if ck is not None:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            start, best, best_epoch, history = ck["epoch"], ck["best_loss"], ck["best_epoch"], ck["history"]
+        start, best, best_epoch, history = resume_training(work / "last.pt", key, model, opt, device, self.resume,
+                                                           self.epochs, self._log)
         net = wrap_ddp(model, device)
         sku = next((m for m in model.modules() if isinstance(m, SkuTable)), None)
         for epoch in range(start, self.epochs):
             t0 = time.perf_counter()
-            torch.manual_seed(_seed_of(self.seed, epoch, rank, 1))
-            gen = torch.Generator().manual_seed(_seed_of(self.seed, epoch, rank, 2))
-            rng = np.random.default_rng([self.seed, epoch, rank, 3])
-            batches = shard(length_batches(train_tok.lengths, self.batch_size,
-                                           np.random.default_rng([self.seed, epoch])), rank, world)
-            if self.max_batches is not None:
-                batches = batches[:self.max_batches]
-            net.train()
-            total, n_events = 0.0, 0
-            bar = tqdm(batches, desc=f"{self.name} epoch {epoch + 1}/{self.epochs}", unit="batch",
-                       disable=not self.progress or rank != 0, file=sys.stderr, leave=False)
-            for i, idx in enumerate(bar):
-                grids, lengths = train_tok.batch(idx)
-                loss = self.batch_loss(net, grids, lengths, device, gen, rng)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sku is not None:
-                    sku.clip_()
-                total += float(loss.detach())
-                n_events += int((lengths - 2).sum())
-                if i % 10 == 0 or i == len(batches) - 1:
-                    bar.set_postfix(loss=f"{total / (i + 1):.3f}",
-                                    ev_s=f"{n_events * world / max(time.perf_counter() - t0, 1e-9):,.0f}")
-            bar.close()
+            batches, gen = epoch_batches(train_tok.lengths, self.batch_size, self.seed, epoch, rank, world,
+                                         self.max_batches)
+            rng = np.random.default_rng([self.seed, epoch, rank, 3])  # batch_loss's own sampling (contrastive slices)
+
+            def loss_of(grids, lengths, gen=gen, rng=rng):
+                return self.batch_loss(net, grids, lengths, device, gen, rng)
+
+            train_loss, n_events = train_epoch(net, opt, train_tok, batches, loss_of, sku,
+                                               f"{self.name} epoch {epoch + 1}/{self.epochs}",
+                                               self.progress and rank == 0, world)
             train_s = time.perf_counter() - t0
-            train_loss = total / max(len(batches), 1)
             val_loss = self._heldout(model, val_tok, device, epoch) if len(val_tok) else train_loss
             improved = val_loss < best
             if improved:
@@ -206,24 +161,18 @@ class SequenceEmbedder(Embedder):
                             "batches": len(batches), "events": n_events * world,
                             "train_seconds": round(train_s, 2), "seconds": round(time.perf_counter() - t0, 2)})
             if rank == 0:
-                if improved:
-                    save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "key": key}, work / "best.pt")
-                save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                             "best_loss": best, "best_epoch": best_epoch, "history": history, "key": key},
-                            work / "last.pt")
+                save_epoch(work, model, opt, key, epoch, val_loss if improved else None, best, best_epoch, history)
             self._log(f"epoch {epoch + 1}/{self.epochs}: train {train_loss:.4f}  held-out {val_loss:.4f}"
                       f"{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f}s")
-        if (work / "best.pt").is_file() and best_epoch > 0:
-            model.load_state_dict(torch.load(work / "best.pt", map_location=device, weights_only=False)["model"])
-        self.model_, self.device_, self.history_ = model.eval(), device, history
-        self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
+        load_best(model, work, device, best_epoch)
+        self._keep_fitted(model, device, history, best, best_epoch)
         return self
 
     @torch.no_grad()
     def _heldout(self, model, tok, device, epoch: int) -> float:
         """Mean loss over the held-out clients' batches (model in eval mode, fixed sampling)."""
         model.eval()
-        gen = torch.Generator().manual_seed(_seed_of(self.seed, 99))
+        gen = torch.Generator().manual_seed(seed_of(self.seed, 99))
         rng = np.random.default_rng([self.seed, 99])
         total, n = 0.0, 0
         for idx in length_batches(tok.lengths, self.infer_batch, np.random.default_rng([self.seed, 98])):
@@ -240,7 +189,7 @@ class SequenceEmbedder(Embedder):
         client_ids = np.asarray(client_ids, dtype=np.int64)
         if dist_info()[0] != 0:
             return Block(np.zeros(0, np.int64), np.zeros((0, self.out_dim()), np.float32), {"name": self.name})
-        with torch.no_grad(), torch_threads(resolve_threads(self.threads, dist_info()[1])):
+        with torch.no_grad(), self.threads_limit():
             rows = events.rows_of(client_ids)
             tok = self.inputs_.tokens(events, rows)
             order = np.argsort(tok.lengths, kind="stable")

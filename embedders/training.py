@@ -1,0 +1,169 @@
+"""The training-loop pieces the torch embedders share (gru_ae, multitask, next_event and contrastive, the last two
+through :class:`embedders.next_event.train.SequenceEmbedder`): one place for each, so a fix reaches them all.
+
+- :class:`TorchEmbedder`: ``fit`` = ``validate()`` then ``_fit`` under the thread policy (:mod:`embedders.threads`)
+  and deterministic kernels (:func:`embedders.distributed.deterministic_algorithms`); the work folder, the rank-0
+  log line and the fitted attributes every loop ends with.
+- Clients: :func:`training_fingerprint` (the run key's input part), :func:`cap_clients` (the seeded
+  ``max_train_clients`` sample), :func:`holdout_split` (the seeded held-out share).
+- Batches: :func:`length_batches` (clients of similar length) and, per epoch, :func:`epoch_batches` (this rank's
+  share and the epoch's seeds) and :func:`train_epoch` (the optimiser steps over them, with the progress bar).
+
+Seeds come from :func:`seed_of` over ``(seed, epoch, rank, stream)``, set at every epoch start, so a run resumed from
+an epoch checkpoint continues exactly as the uninterrupted run would have: the same seed gives the same bytes on a
+CPU (docs/design.md).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from competition.events import block_fingerprint
+from embedders.base import Embedder
+from embedders.checkpoints import work_folder
+from embedders.distributed import deterministic_algorithms, dist_info, shard
+from embedders.threads import resolve_threads, torch_threads
+
+
+def seed_of(*key: int) -> int:
+    """A 32-bit seed for a torch generator from a tuple of ints (``(seed, epoch, rank, stream)``): distinct keys give
+    unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices grouped into batches of similar length (sorted, random tie-break), batch order shuffled."""
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def training_fingerprint(events) -> str:
+    """The input part of a run key: the event table's fingerprint, joined with the relevant-clients list's when the
+    table has a data directory (the training clients are read from it, so they count too)."""
+    fp = events.fingerprint
+    if events.data_dir is not None:
+        fp = block_fingerprint(events.data_dir, events.layout, events_fingerprint=fp)
+    return fp
+
+
+def cap_clients(clients: np.ndarray, max_clients: int | None, seed: int, name: str) -> np.ndarray:
+    """``clients`` (ids or table rows, sorted) cut to a seeded sample of ``max_clients`` (still sorted) when there are
+    more; ValueError naming the embedder when fewer than 2 remain (a held-out split needs two)."""
+    if max_clients is not None and len(clients) > max_clients:
+        rng = np.random.default_rng([seed, 11])
+        clients = np.sort(rng.choice(clients, size=max_clients, replace=False))
+    if len(clients) < 2:
+        raise ValueError(f"{len(clients)} training client(s) with events; {name} needs at least 2")
+    return clients
+
+
+def holdout_split(clients: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out), both sorted: a seeded ``holdout`` share of ``clients`` (1-D) held out, none when
+    ``holdout`` is 0 or there are fewer than 10 clients."""
+    perm = np.random.default_rng([seed, 12]).permutation(clients)
+    n_val = int(round(holdout * len(clients))) if holdout > 0 and len(clients) >= 10 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int, world: int,
+                  max_batches: int | None = None) -> tuple[list[np.ndarray], torch.Generator]:
+    """This rank's batches of one epoch (:func:`length_batches` over ``lengths``, seeded by ``(seed, epoch)`` so all
+    ranks cut the same list, then :func:`~embedders.distributed.shard`; the first ``max_batches``), and the torch
+    generator of the epoch's sampling (sku negatives), seeded by ``(seed, epoch, rank, 2)``. Also seeds torch's
+    global RNG (dropout) by ``(seed, epoch, rank, 1)``."""
+    torch.manual_seed(seed_of(seed, epoch, rank, 1))
+    gen = torch.Generator().manual_seed(seed_of(seed, epoch, rank, 2))
+    batches = shard(length_batches(lengths, batch_size, np.random.default_rng([seed, epoch])), rank, world)
+    if max_batches is not None:
+        batches = batches[:max_batches]
+    return batches, gen
+
+
+def progress_bar(batches: list, desc: str, show: bool) -> tqdm:
+    """The per-epoch batch bar on stderr (gone when done); ``show`` is False off rank 0 or with --no-progress."""
+    return tqdm(batches, desc=desc, unit="batch", disable=not show, file=sys.stderr, leave=False)
+
+
+def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, tokens, batches: list[np.ndarray],
+                loss_of: Callable[[dict[str, np.ndarray], np.ndarray], torch.Tensor], sku, desc: str, show: bool,
+                world: int) -> tuple[float, int]:
+    """One optimiser step per batch of token rows (``tokens.batch(idx)`` -> grids ``{field: (B, L + 2)}``, lengths
+    ``(B,)`` with start and end), ``loss_of(grids, lengths)`` the scalar loss; the sku table (a
+    :class:`~embedders.gru_ae.sku_table.SkuTable` or None) is clipped after each step. Returns (mean loss per batch,
+    events trained on this rank). The bar shows the running loss and events/s over all ranks."""
+    t0 = time.perf_counter()
+    net.train()
+    total, n_events = 0.0, 0
+    bar = progress_bar(batches, desc, show)
+    for i, idx in enumerate(bar):
+        grids, lengths = tokens.batch(idx)
+        loss = loss_of(grids, lengths)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sku is not None:
+            sku.clip_()
+        total += float(loss.detach())
+        n_events += int((lengths - 2).sum())
+        if i % 10 == 0 or i == len(batches) - 1:
+            bar.set_postfix(loss=f"{total / (i + 1):.3f}",
+                            ev_s=f"{n_events * world / max(time.perf_counter() - t0, 1e-9):,.0f}")
+    bar.close()
+    return total / max(len(batches), 1), n_events
+
+
+class TorchEmbedder(Embedder):
+    """Base of the torch embedders: subclasses implement ``_fit(events)`` (and ``transform``, inside
+    :meth:`threads_limit`) and hold ``threads``, ``progress`` and ``work_dir`` parameters."""
+
+    #: Why the work folder is needed, said when ``work_dir`` is None.
+    work_dir_holds = "checkpoints are written there"
+    #: Train under deterministic kernels (see :func:`embedders.distributed.deterministic_algorithms`).
+    deterministic = True
+
+    def fit(self, events) -> "TorchEmbedder":
+        """``validate()``, then train on ``events`` (an :class:`~competition.events.EventTable`) under the thread
+        policy of :mod:`embedders.threads`, whichever command calls it; keeps the best epoch's weights."""
+        self.validate()
+        with self.threads_limit():
+            if not self.deterministic:
+                return self._fit(events)
+            with deterministic_algorithms():
+                return self._fit(events)
+
+    def _fit(self, events) -> "TorchEmbedder":  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @contextmanager
+    def threads_limit(self):
+        """torch's CPU threads set by the ``threads`` parameter (cores / K per process under torchrun for 0)."""
+        with torch_threads(resolve_threads(self.threads, dist_info()[1])):
+            yield
+
+    def _work_dir(self) -> Path:
+        return work_folder(self.work_dir, self.work_dir_holds)
+
+    def _log(self, msg: str) -> None:
+        """One line on stderr, from rank 0, with progress on."""
+        if self.progress and dist_info()[0] == 0:
+            print(f"{self.name}: {msg}", file=sys.stderr, flush=True)
+
+    def _keep_fitted(self, model: torch.nn.Module, device: torch.device, history: list, best: float,
+                     best_epoch: int) -> None:
+        """The fitted attributes every loop ends with: the model in eval mode, its device, the per-epoch history,
+        the best epoch (1-based, -1 for none) and its held-out loss (None when no epoch ran)."""
+        self.model_, self.device_, self.history_ = model.eval(), device, history
+        self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
+
+
+__all__ = ["TorchEmbedder", "seed_of", "length_batches", "training_fingerprint", "cap_clients", "holdout_split",
+           "epoch_batches", "progress_bar", "train_epoch"]

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from competition.events import block_fingerprint
 from embedders.base import Embedder
-from embedders.checkpoints import work_folder
-from embedders.distributed import deterministic_algorithms, dist_info, shard
+from embedders.checkpoints import RESUME_MODES, work_folder
+from embedders.distributed import deterministic_algorithms, dist_info, resolve_device, shard
 from embedders.threads import resolve_threads, torch_threads
 
 
@@ -44,6 +44,13 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     order = np.lexsort((rng.random(len(lengths)), lengths))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def check_positive_ints(values: dict) -> None:
+    """ValueError naming the first of ``values`` (``{parameter: value}``) that is not an integer >= 1."""
+    for k, v in values.items():
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
 
 
 def training_fingerprint(events) -> str:
@@ -140,6 +147,20 @@ class TorchEmbedder(Embedder):
             with deterministic_algorithms():
                 return self._fit(events)
 
+    def validate_loop(self) -> None:
+        """ValueError naming the first bad parameter of the AdamW loop (multitask, next_event, contrastive): the
+        client cap, the held-out share, lr and weight decay, resume, threads, device."""
+        if self.max_train_clients is not None and self.max_train_clients < 2:
+            raise ValueError(f"max_train_clients must be >= 2 or None, got {self.max_train_clients}")
+        if not (0.0 <= self.holdout < 1.0):
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if self.resume not in RESUME_MODES:
+            raise ValueError(f"resume must be one of {RESUME_MODES}, got {self.resume!r}")
+        resolve_threads(self.threads)
+        resolve_device(self.device)
+
     def _fit(self, events) -> "TorchEmbedder":  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -165,5 +186,5 @@ class TorchEmbedder(Embedder):
         self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
 
 
-__all__ = ["TorchEmbedder", "seed_of", "length_batches", "training_fingerprint", "cap_clients", "holdout_split",
+__all__ = ["TorchEmbedder", "seed_of", "length_batches", "check_positive_ints", "training_fingerprint", "cap_clients", "holdout_split",
            "epoch_batches", "progress_bar", "train_epoch"]

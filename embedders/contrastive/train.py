@@ -23,6 +23,7 @@ from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.tokens import END, PAD, START
 from embedders.next_event.inputs import DEFAULT_FIELDS
 from embedders.next_event.train import SequenceEmbedder
+from embedders.training import check_positive_ints
 
 
 def random_slices(grids: dict[str, np.ndarray], lengths: np.ndarray, n_splits: int, min_len: int, max_len: int,
@@ -89,9 +90,7 @@ class ContrastiveEmbedder(SequenceEmbedder):
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for k in ("field_dim", "layers", "heads", "min_len"):
-            if not isinstance(getattr(self, k), (int, np.integer)) or getattr(self, k) < 1:
-                raise ValueError(f"{k} must be an integer >= 1, got {getattr(self, k)!r}")
+        check_positive_ints({k: getattr(self, k) for k in ("field_dim", "layers", "heads", "min_len")})
         if self.n_splits < 2 or self.max_len < self.min_len:
             raise ValueError(f"n_splits must be >= 2 and max_len >= min_len, got {self.n_splits}, "
                              f"{self.min_len}..{self.max_len}")

@@ -36,10 +36,9 @@ from embedders.distributed import dist_info, resolve_device, shard, wrap_ddp
 from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
 from embedders.gru_ae.tokens import Vocab, tokenize
-from embedders.checkpoints import RESUME_MODES, load_best, resume_training, save_epoch
-from embedders.threads import resolve_threads
-from embedders.training import (TorchEmbedder, cap_clients, holdout_split, length_batches, progress_bar, seed_of,
-                                training_fingerprint)
+from embedders.checkpoints import load_best, resume_training, save_epoch
+from embedders.training import (TorchEmbedder, cap_clients, check_positive_ints, holdout_split, length_batches,
+                                progress_bar, seed_of, training_fingerprint)
 from embedders.multitask.inputs import BlockInputs, parse_input
 from embedders.multitask.model import INPUTS, Catalogue, MultiTaskNet, NetConfig, task_losses
 from embedders.multitask.windows import WindowLabels, anchor_times, window_labels
@@ -211,22 +210,12 @@ class MultiTaskEmbedder(TorchEmbedder):
                     "stride_days": self.stride_days, "epochs": self.epochs, "batch_size": self.batch_size,
                     "thin": self.thin, "wide": self.wide, "item_dim": self.item_dim, "field_dim": self.field_dim,
                     "gru_hidden": self.gru_hidden, "gru_layers": self.gru_layers, "infer_batch": self.infer_batch}
-        for key, value in positive.items():
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        if self.resume not in RESUME_MODES:
-            raise ValueError(f"resume must be one of {RESUME_MODES}, got {self.resume!r}")
-        resolve_threads(self.threads)
+        check_positive_ints(positive)
         if self.residual_blocks < 0:
             raise ValueError(f"residual_blocks must be >= 0, got {self.residual_blocks}")
         if not (0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not (0.0 <= self.holdout < 1.0):
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-        if self.max_train_clients is not None and self.max_train_clients < 2:
-            raise ValueError(f"max_train_clients must be >= 2 or None, got {self.max_train_clients}")
+        self.validate_loop()
         parse_loss_weights(self.loss_weights)
         if self.input == "blocks":
             if not self.input_specs():
@@ -238,7 +227,6 @@ class MultiTaskEmbedder(TorchEmbedder):
             bad = sorted(set(self.field_names()) - set(TOKEN_FIELDS)) or (["(none)"] if not self.field_names() else [])
             if bad:
                 raise ValueError(f"unknown sequence field(s) {bad}; known: {list(TOKEN_FIELDS)}")
-        resolve_device(self.device)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
     def _train_clients(self, events) -> np.ndarray:

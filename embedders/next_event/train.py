@@ -23,15 +23,14 @@ from tqdm.auto import tqdm
 from competition.load import read_relevant_clients
 from competition.schema import SKU
 from embedders.base import Block
-from embedders.checkpoints import RESUME_MODES, load_best, resume_training, save_epoch
+from embedders.checkpoints import load_best, resume_training, save_epoch
 from embedders.distributed import dist_info, resolve_device, wrap_ddp
 from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
 from embedders.next_event.inputs import DEFAULT_FIELDS, SequenceInputs, parse_fields
 from embedders.next_event.model import PRESETS, GPTConfig, NextEventGPT
-from embedders.threads import resolve_threads
-from embedders.training import (TorchEmbedder, cap_clients, epoch_batches, holdout_split, length_batches, seed_of,
-                                train_epoch, training_fingerprint)
+from embedders.training import (TorchEmbedder, cap_clients, check_positive_ints, epoch_batches, holdout_split,
+                                length_batches, seed_of, train_epoch, training_fingerprint)
 
 #: Parameters that may differ between a run and its resumption.
 _NOT_IN_KEY = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch"})
@@ -87,21 +86,10 @@ class SequenceEmbedder(TorchEmbedder):
                 "infer_batch": self.infer_batch}
         if self.dim is not None:
             ints["dim"] = self.dim
-        for k, v in ints.items():
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+        check_positive_ints(ints)
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches must be >= 1 or None, got {self.max_batches}")
-        if self.max_train_clients is not None and self.max_train_clients < 2:
-            raise ValueError(f"max_train_clients must be >= 2 or None, got {self.max_train_clients}")
-        if not (0.0 <= self.holdout < 1.0):
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-        if self.resume not in RESUME_MODES:
-            raise ValueError(f"resume must be one of {RESUME_MODES}, got {self.resume!r}")
-        resolve_threads(self.threads)
-        resolve_device(self.device)
+        self.validate_loop()
 
     # -- helpers ----------------------------------------------------------------------------------------------------
     def _train_rows(self, events) -> np.ndarray:

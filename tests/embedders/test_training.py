@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from embedders.checkpoints import load_best, resume_training, save_epoch
-from embedders.training import cap_clients, epoch_batches, holdout_split, length_batches, seed_of
+from embedders.training import cap_clients, check_positive_ints, epoch_batches, holdout_split, length_batches, seed_of
 
 
 def test_holdout_split_is_seeded_sorted_and_disjoint():
@@ -70,3 +70,11 @@ def test_save_epoch_then_resume_training_restores_the_state(tmp_path):
     other = torch.nn.Linear(3, 2)
     load_best(other, tmp_path, "cpu", best_epoch=1)
     assert torch.equal(other.weight, model.weight)
+
+
+def test_check_positive_ints_names_the_first_bad_one():
+    check_positive_ints({"a": 1, "b": np.int64(3)})
+    with pytest.raises(ValueError, match="b must be an integer >= 1, got 0"):
+        check_positive_ints({"a": 2, "b": 0, "c": 1.5})
+    with pytest.raises(ValueError, match="c must be an integer >= 1, got 1.5"):
+        check_positive_ints({"c": 1.5})

@@ -15,7 +15,8 @@ training batch, hence per epoch over every relevant client here and at the targe
 ``B/<name>`` first) the blocks in ``B`` from the split's input period, then scores
 with the MLP replica (the organisers' model, probe ``mlp``) on a seeded sample of ``--clients`` of the report fold
 (:func:`validate.search.split_folds`, the clients a search never sees), over ``--orders`` row orders:
-``stats`` alone (the baseline), each new block alone, ``ens`` = stats (quantile) + tfidf_svd (l2), and ``ens+X`` =
+``stats`` alone (the baseline), each new block alone, ``ens`` = stats (quantile) + tfidf_svd (l2) + the ``--base``
+blocks (l2; each also alone), and ``ens+X`` =
 ens plus the new block X (l2). Prints per candidate the six task scores, the sum and its difference to stats and to
 ens on the same orders.
 """
@@ -111,13 +112,14 @@ def quality(args: argparse.Namespace) -> dict:
     from validate.probe import TaskLabels, score_matrix
     from validate.search import sample_fold, split_folds
 
-    names = ["stats", "tfidf_svd", *args.new]
+    names = ["stats", "tfidf_svd", *args.base, *args.new]
     blocks = {n: read_block(ensure_block(n, args.data_dir, args.blocks_dir, args.seed)) for n in names}
     _, report = split_folds(read_relevant_clients(args.data_dir), args.seed)
     ids = np.sort(sample_fold(report, args.clients, args.seed))
     cands: dict[str, list[tuple[str, str]]] = {"stats": [("stats", "none")]}
     cands.update({n: [(n, "l2")] for n in args.new})
-    cands["ens"] = [("stats", "quantile"), ("tfidf_svd", "l2")]
+    cands.update({n: [(n, "l2")] for n in args.base})
+    cands["ens"] = [("stats", "quantile"), ("tfidf_svd", "l2"), *((n, "l2") for n in args.base)]
     cands.update({f"ens+{n}": cands["ens"] + [(n, "l2")] for n in args.new})
     if args.only:
         cands = {k: v for k, v in cands.items() if k in args.only}
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--data-dir", required=True, type=Path, help="split world")
     q.add_argument("--blocks-dir", required=True, type=Path, help="where blocks are built or found")
     q.add_argument("--new", nargs="+", default=["als"], choices=list(NEW_BLOCKS), help="new blocks to score")
+    q.add_argument("--base", nargs="*", default=[], help="more blocks (in B, l2) in ens besides stats + tfidf_svd, "
+                   "e.g. multitask: the current best ensemble; each is scored alone too")
     q.add_argument("--only", nargs="+", default=None, help="score only these candidates")
     q.add_argument("--clients", type=int, default=3000, help="report-fold clients scored")
     q.add_argument("--orders", type=int, default=1, help="row orders per candidate")

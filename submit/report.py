@@ -92,7 +92,7 @@ def oracle_row(data_dir: str | Path, clients: np.ndarray, tasks: Sequence[str], 
     make = getattr(oracle, "oracle_block", None)
     if make is None:
         return None
-    block = make(data_dir, progress=False, seed=seed)
+    block = make(data_dir, progress=False, seed=seed, client_ids=clients)  # only the table's clients
     res = score_blocks(data_dir, [block], tasks, probe=probe, seed=seed, clients=clients, progress=False)
     return Row("oracle (true latents)", {t: float(f["score"]) for t, f in res["tasks"].items()},
                probe_label(res), "oracle", res.get("n_clients"), res.get("dim"),

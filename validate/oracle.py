@@ -199,12 +199,24 @@ class ChoiceModel:
         return (p_cat[:, self.cat] * (within_all + fresh)).astype(np.float32)
 
 
-def oracle_block(data_dir: str | Path, progress: bool = True, seed: int = 0) -> Block:
-    """The oracle block for the relevant clients of a split synthetic world (see the module doc)."""
+def oracle_block(data_dir: str | Path, progress: bool = True, seed: int = 0,
+                 client_ids: np.ndarray | None = None) -> Block:
+    """The oracle block for the relevant clients of a split synthetic world (see the module doc).
+
+    client_ids: only these relevant clients (sorted on output; standardised over them). The expected purchases
+    cost clients x products, so a report row scores its sample this way: on all 1M relevant clients of a
+    1.26M-product world that product would not fit in any time budget."""
     t0 = time.perf_counter()
     data_dir = Path(data_dir)
     clients_all, products, spec = _truth(data_dir)
     relevant = read_relevant_clients(data_dir)
+    if client_ids is not None:
+        wanted = np.unique(np.asarray(client_ids, dtype=np.int64))
+        outside = np.setdiff1d(wanted, relevant)
+        if len(outside):
+            raise OracleError(f"{DataPaths(data_dir).relevant_clients}: {len(outside)} of the requested client(s) "
+                              f"are not relevant clients (first {int(outside[0])})")
+        relevant = wanted
     clients = _aligned(clients_all, relevant, DataPaths(data_dir).truth / "clients.parquet")
     lists = read_target_lists(data_dir)
     missing = [t for t in (PROPENSITY_CATEGORY, PROPENSITY_SKU, PROPENSITY_NEW_SKU, PROPENSITY_PRICE)

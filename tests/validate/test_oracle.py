@@ -88,3 +88,24 @@ def test_clear_error_without_target_lists(world, tmp_path):
     DataPaths(raw).target_list("propensity_sku").unlink()
     with pytest.raises(oracle.OracleError, match="target lists"):
         oracle.oracle_block(raw, progress=False)
+
+
+def test_oracle_on_a_client_sample_is_the_full_block_restricted(world):
+    """client_ids: the same latents for those clients (restandardised over them; a heavy-tail log is decided on
+    the sample, so a few columns may differ in form), in sorted order; clients outside the relevant ones are
+    refused."""
+    full = oracle.oracle_block(world, progress=False)
+    sample = np.random.default_rng(0).choice(full.client_ids, 60, replace=False)
+    part = oracle.oracle_block(world, progress=False, client_ids=sample)
+    assert np.array_equal(part.client_ids, np.sort(sample))
+    common = [c for c in part.meta["columns"] if c in full.meta["columns"]]
+    assert len(common) > 0.9 * len(full.meta["columns"])
+    rows = full.vectors[np.searchsorted(full.client_ids, part.client_ids)][
+        :, [full.meta["columns"].index(c) for c in common]]
+    part_vectors = part.vectors[:, [part.meta["columns"].index(c) for c in common]]
+    varying = (rows.std(axis=0) > 1e-3) & (part_vectors.std(axis=0) > 1e-3)
+    assert varying.sum() > 10
+    r = [np.corrcoef(rows[:, j], part_vectors[:, j])[0, 1] for j in np.flatnonzero(varying)]
+    assert min(r) > 0.999
+    with pytest.raises(oracle.OracleError, match="not relevant"):
+        oracle.oracle_block(world, progress=False, client_ids=np.array([-5], dtype=np.int64))

@@ -122,3 +122,27 @@ def test_flags_that_do_not_fit(tmp_path, capsys):
     # no data: one clear error naming the file
     assert main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "relevant_clients.npy" in capsys.readouterr().err
+
+
+def test_oracle_row_kept_within_its_cost(tmp_path, monkeypatch):
+    """The oracle row costs clients x products: scored on a seeded part of the table's clients when the catalogue
+    is large, skipped (with a line saying why) when even the smallest part would not fit."""
+    from competition.synth import generate_world
+    from submit import pipeline, report
+
+    world = generate_world(tmp_path / "w", 300, seed=11, progress=False)
+    clients = np.sort(np.load(DataPaths(world).relevant_clients))[:200]
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(report, "oracle_row", lambda d, c, *a: seen.append(c) or None)
+    n_products = pl.scan_parquet(DataPaths(world).table("product_properties")).select(pl.len()).collect().item()
+    lines: list[str] = []
+    monkeypatch.setattr(pipeline, "ORACLE_MIN_CLIENTS", 50)
+    monkeypatch.setattr(pipeline, "ORACLE_MAX_ENTRIES", 120 * n_products)
+    assert pipeline.oracle_rows(world, clients, ("churn",), "lgbm", 0, lines.append) == []
+    assert len(seen[-1]) == 120 and np.isin(seen[-1], clients).all() and "120 of the 200" in lines[-1]
+    monkeypatch.setattr(pipeline, "ORACLE_MAX_ENTRIES", 10 * n_products)
+    assert pipeline.oracle_rows(world, clients, ("churn",), "lgbm", 0, lines.append) == []
+    assert len(seen) == 1 and "not scored" in lines[-1]
+    monkeypatch.setattr(pipeline, "ORACLE_MAX_ENTRIES", 10 ** 12)
+    pipeline.oracle_rows(world, clients, ("churn",), "lgbm", 0, lines.append)
+    assert np.array_equal(seen[-1], clients)

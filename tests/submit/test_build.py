@@ -68,7 +68,8 @@ def test_cli_built_and_pack_built_gru_ae_are_the_same_bytes(split_world, tmp_pat
 
 
 def test_a_killed_pack_resumes_gru_ae_from_its_checkpoint(split_world, tmp_path, monkeypatch, capfd):
-    real_save = gru_train.save_atomic
+    from embedders import checkpoints
+    real_save = checkpoints.save_atomic  # the one writer of last.pt / best.pt (embedders.checkpoints.save_epoch)
 
     def save_then_die(obj, path):
         real_save(obj, path)
@@ -77,7 +78,7 @@ def test_a_killed_pack_resumes_gru_ae_from_its_checkpoint(split_world, tmp_path,
 
     spec = _spec(tmp_path / "run")
     with monkeypatch.context() as m:
-        m.setattr(gru_train, "save_atomic", save_then_die)
+        m.setattr(checkpoints, "save_atomic", save_then_die)
         with pytest.raises(KeyboardInterrupt):
             pack(split_world, spec, tmp_path / "run" / "out", progress=False, log=lambda m: None)
     work = tmp_path / "run" / "blocks" / "gru_ae.work"

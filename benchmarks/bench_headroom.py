@@ -49,12 +49,10 @@ def build_blocks(world: Path, progress: bool) -> tuple[Path, Path]:
 
 
 def report_sample(world: Path, n: int, seed: int) -> np.ndarray:
-    """A seeded sample of ``n`` relevant clients from the report fold of :func:`validate.search.split_folds`."""
-    from validate.search import split_folds
-    _, report = split_folds(read_relevant_clients(world), seed)
-    if len(report) <= n:
-        return report
-    return np.sort(np.random.default_rng(seed).choice(report, n, replace=False))
+    """A seeded sample of ``n`` relevant clients from the report fold of :func:`validate.search.split_folds`
+    (:func:`validate.search.sample_fold`, the sample of bench_new_blocks' quality runs too), sorted."""
+    from validate.search import sample_fold, split_folds
+    return np.sort(sample_fold(split_folds(read_relevant_clients(world), seed)[1], n, seed))
 
 
 CANDIDATES = ("stats", "oracle", "stats+oracle")

@@ -42,8 +42,7 @@ from competition.schema import EVENT_TYPES, DataPaths  # noqa: E402
 #: Real data (docs/challenge.md): ~19M distinct clients and 1,260,365 products for 1M relevant clients.
 OTHER_PER_RELEVANT, PRODUCTS_PER_RELEVANT = 18.0, 1.26
 
-SCAN = ("import sys, time, polars as pl; t = time.perf_counter(); "
-        "[pl.scan_parquet(p).select(pl.all().max()).collect() for p in sys.argv[1:]]")
+SCAN = "import sys, polars as pl; [pl.scan_parquet(p).select(pl.all().max()).collect() for p in sys.argv[1:]]"
 EVENT_TABLE = ("import sys; from competition.events import EventTable; "
                "EventTable.build(sys.argv[1], 'input', progress=False, rebuild=True)")
 
@@ -114,7 +113,7 @@ def run_size(args: argparse.Namespace, n: int, before: dict | None = None) -> di
 
 def flat(rec: dict) -> dict[str, tuple[float, float]]:
     """stage name -> (seconds, peak RSS MiB) of one size's record, in display order."""
-    rows = {f"{k}": (v["seconds"], v["peak_rss_mb"]) for k, v in rec["stages"].items() if k != "pipeline"}
+    rows = {k: (v["seconds"], v["peak_rss_mb"]) for k, v in rec["stages"].items() if k != "pipeline"}
     rows.update({f"pipeline/{k}": (v["seconds"], v["peak_rss_mb"]) for k, v in rec.get("pipeline", {}).items()})
     rows.update({f"  block {k}": (v["seconds"] or 0.0, v["peak_rss_mb"] or 0.0)
                  for k, v in rec.get("blocks", {}).items()})

@@ -131,10 +131,14 @@ class WorldSpec:
     chunk_clients: int
     other_activity: float = 1.0     # multiplier of the non-relevant clients' session and purchase rates
 
-
     @property
     def n_clients(self) -> int:
         return self.n_relevant + self.n_other
+
+    @property
+    def light_visitors(self) -> bool:
+        """Non-relevant clients beyond the default count, scaled down by ``other_activity`` (:func:`world_spec`)."""
+        return self.other_activity < 1.0
 
     @property
     def n_chunks(self) -> int:
@@ -167,7 +171,7 @@ def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50
     datetime.strptime(start, TIMESTAMP_FORMAT)
     default_other = clients // 2
     n_other = default_other if other_clients is None else other_clients
-    other_activity = min(1.0, default_other / n_other) if n_other > default_other else 1.0
+    other_activity = default_other / n_other if n_other > default_other else 1.0
     if products is None:
         products = max(MIN_PRODUCTS, int(PRODUCTS_PER_CLIENT * (clients + default_other)))
     n_categories = max(200, products // PRODUCTS_PER_CATEGORY)
@@ -454,7 +458,7 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     z = rng.standard_normal(n)                      # activity
     session_rate = np.minimum(np.exp(np.where(relevant, math.log(0.09), math.log(0.025))
                                      + np.where(relevant, 1.7, 1.6) * z), 20.0)
-    if spec.other_activity < 1.0:   # light visitors (world_spec): only then, so default worlds keep their bytes
+    if spec.light_visitors:   # only then, so default worlds keep their bytes
         session_rate = np.where(relevant, session_rate, session_rate * spec.other_activity)
     session_len = 1.0 + np.exp(math.log(SESSION_LEN) + SESSION_LEN_SD * rng.standard_normal(n))
     hazard = np.exp(math.log(1 / 800) + 0.9 * rng.standard_normal(n) - 0.25 * z)
@@ -465,7 +469,7 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
     buyer = rng.random(n) < 1.0 / (1.0 + np.exp(-(math.log(BUYER_SHARE / (1 - BUYER_SHARE)) + 0.5 * z)))
     buy_interval = np.where(buyer, np.exp(math.log(BUY_INTERVAL_DAYS) - 0.2 * z + 0.8 * rng.standard_normal(n)),
                             np.exp(math.log(3000.0) + rng.standard_normal(n)))
-    if spec.other_activity < 1.0:
+    if spec.light_visitors:
         buy_interval = np.where(relevant, buy_interval, buy_interval / spec.other_activity)
     buy_shape = rng.uniform(0.5, 1.5, n)
     # Purchasing starts at join for half the clients, later for the others, and stops after months on average.
@@ -585,7 +589,7 @@ def _sessions(rng: np.random.Generator, clients: Clients, spec: WorldSpec, rhyth
     w_join, w_death = rhythm.at(clients.join_day), rhythm.at(clients.death_day)
     n_b = rng.poisson(clients.session_rate * (w_death - w_join))
     # Relevant clients (and the light visitors of a scaled world) appear at least once.
-    n_b = np.where(clients.relevant | (spec.other_activity < 1.0), np.maximum(n_b, 1), n_b)
+    n_b = np.where(clients.relevant | spec.light_visitors, np.maximum(n_b, 1), n_b)
     n_b = np.minimum(n_b, (MAX_EVENTS_PER_CLIENT / clients.session_len).astype(np.int64))
     b_client = np.repeat(np.arange(len(n_b), dtype=np.int64), n_b)
     b_time = rhythm.invert(w_join[b_client] + rng.random(len(b_client)) * (w_death - w_join)[b_client])

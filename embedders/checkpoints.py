@@ -8,10 +8,9 @@ say why in one line and start afresh: what ``submit.pack`` uses after a killed b
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
-
-import math
 
 import torch
 

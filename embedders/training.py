@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -141,11 +141,8 @@ class TorchEmbedder(Embedder):
         """``validate()``, then train on ``events`` (an :class:`~competition.events.EventTable`) under the thread
         policy of :mod:`embedders.threads`, whichever command calls it; keeps the best epoch's weights."""
         self.validate()
-        with self.threads_limit():
-            if not self.deterministic:
-                return self._fit(events)
-            with deterministic_algorithms():
-                return self._fit(events)
+        with self.threads_limit(), (deterministic_algorithms() if self.deterministic else nullcontext()):
+            return self._fit(events)
 
     def validate_loop(self) -> None:
         """ValueError naming the first bad parameter of the AdamW loop (multitask, next_event, contrastive): the
@@ -186,5 +183,5 @@ class TorchEmbedder(Embedder):
         self.best_epoch_, self.best_loss_ = best_epoch, (None if math.isinf(best) else best)
 
 
-__all__ = ["TorchEmbedder", "seed_of", "length_batches", "check_positive_ints", "training_fingerprint", "cap_clients", "holdout_split",
-           "epoch_batches", "progress_bar", "train_epoch"]
+__all__ = ["TorchEmbedder", "seed_of", "length_batches", "check_positive_ints", "training_fingerprint", "cap_clients",
+           "holdout_split", "epoch_batches", "progress_bar", "train_epoch"]

@@ -61,8 +61,8 @@ def run_default(work_dir: str | Path = "runs/default", clients: int | None = Non
 
     quick: tiny sizes (:data:`submit.pipeline.SIZES`) and two tasks, for tests; explicit arguments win. blocks: a
     subset of the default blocks (stats always). confirm_clients: report-fold clients on which the replica scores
-    the packed ensemble beside stats (0: skip; default: the preset's). pack: the packing step, :func:`submit.pack.pack` (given by its
-    caller, so that this module does not import the command that runs it).
+    the packed ensemble beside stats (0: skip; default: the preset's). pack: the packing step,
+    :func:`submit.pack.pack` (given by its caller, so that this module does not import the command that runs it).
     """
     preset = preset_name(quick)
     size = dict(SIZES[preset])

@@ -216,7 +216,10 @@ class TfidfSvdEmbedder(Embedder):
     fit_on : str
         clients the vocabulary, idf and SVD are fitted on: all clients with events, or only the relevant ones
     fit_max_clients : int | None
-        fit on a random subsample of at most this many clients (memory); the others are projected
+        fit on a seeded subsample of at most this many clients (memory; None or more than there are: all); the
+        others are projected.
+        The default bounds the fit at the real data's ~19M clients with events: fitted on all of them, the SVD
+        held 19 GB at 1M relevant clients (docs/scale.md); worlds of up to 2M clients are fitted whole, as before
     chunk_events : int
         events per chunk (bounds memory)
     blas_threads : int | None
@@ -233,7 +236,7 @@ class TfidfSvdEmbedder(Embedder):
     name = "tfidf_svd"
 
     def __init__(self, dim: int = 64, seed: int = 0, families: str = DEFAULT_FAMILIES, mode: str = "joint",
-                 min_df: int = 2, n_iter: int = 5, fit_on: str = "all", fit_max_clients: int | None = None,
+                 min_df: int = 2, n_iter: int = 5, fit_on: str = "all", fit_max_clients: int | None = 2_000_000,
                  chunk_events: int = 5_000_000, blas_threads: int | None = 1, progress: bool = True):
         super().__init__(dim, seed)
         self.families = families
@@ -247,7 +250,8 @@ class TfidfSvdEmbedder(Embedder):
         self.progress = progress
 
     def validate(self) -> None:
-        """Known families and mode, ``dim`` >= the number of groups, ``min_df`` >= 1, a known ``fit_on``."""
+        """Known families and mode, ``dim`` >= the number of groups, ``min_df`` >= 1, a known ``fit_on``,
+        ``fit_max_clients`` >= 1 or None."""
         groups = parse_families(self.families, self.mode)
         if self.dim < len(groups):
             raise ValueError(f"dim ({self.dim}) must be at least the number of family groups ({len(groups)})")
@@ -255,6 +259,8 @@ class TfidfSvdEmbedder(Embedder):
             raise ValueError(f"min_df must be >= 1, got {self.min_df}")
         if self.fit_on not in FIT_ON:
             raise ValueError(f"fit_on must be one of {FIT_ON}, got {self.fit_on!r}")
+        if self.fit_max_clients is not None and self.fit_max_clients < 1:
+            raise ValueError(f"fit_max_clients must be >= 1 (or None: all), got {self.fit_max_clients}")
 
     # -- fit -------------------------------------------------------------------------------------------------------
     def _fit_rows(self, events) -> np.ndarray:

@@ -8,6 +8,8 @@ through :class:`embedders.next_event.train.SequenceEmbedder`): one place for eac
   ``max_train_clients`` sample), :func:`holdout_split` (the seeded held-out share).
 - Batches: :func:`length_batches` (clients of similar length) and, per epoch, :func:`epoch_batches` (this rank's
   share and the epoch's seeds) and :func:`train_epoch` (the optimiser steps over them, with the progress bar).
+- Optimiser: :class:`RowSparseAdam` (Adam, with the row-sparse parameters of a large sku table on SparseAdam) and
+  :data:`SPARSE_ROWS_MIN`, the table size from which ``sku_updates="auto"`` picks it.
 
 Seeds come from :func:`seed_of` over ``(seed, epoch, rank, stream)``, set at every epoch start, so a run resumed from
 an epoch checkpoint continues exactly as the uninterrupted run would have: the same seed gives the same bytes on a
@@ -126,6 +128,55 @@ def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, tokens, batche
                             ev_s=f"{n_events * world / max(time.perf_counter() - t0, 1e-9):,.0f}")
     bar.close()
     return total / max(len(batches), 1), n_events
+
+
+#: ``sku_updates="auto"``: row-sparse updates from this many trainable sku-table rows (content deltas) up. Below,
+#: dense Adam, as every block so far was trained (the default and test worlds' catalogues are far smaller).
+SPARSE_ROWS_MIN = 100_000
+SKU_UPDATES = ("auto", "dense", "sparse")
+
+
+def sparse_rows(sku_updates: str, n_rows: int) -> bool:
+    """Whether a sku table of ``n_rows`` trainable rows takes row-sparse updates under ``sku_updates``."""
+    if sku_updates not in SKU_UPDATES:
+        raise ValueError(f"sku_updates must be one of {SKU_UPDATES}, got {sku_updates!r}")
+    return sku_updates == "sparse" or (sku_updates == "auto" and n_rows >= SPARSE_ROWS_MIN)
+
+
+class RowSparseAdam:
+    """Adam over a model's dense parameters and SparseAdam (the same learning rate; moments of the rows a step
+    touches only, "lazy Adam") over its row-sparse ones: a step costs the rows a batch looked up, not the whole
+    table. With no sparse parameters it is plain ``torch.optim.Adam``. Offers what the loops and checkpoints call:
+    ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``."""
+
+    def __init__(self, params, sparse_params, lr: float):
+        sparse_ids = {id(p) for p in sparse_params}
+        self.dense = torch.optim.Adam([p for p in params if id(p) not in sparse_ids], lr=lr)
+        self.sparse = torch.optim.SparseAdam(list(sparse_params), lr=lr) if sparse_ids else None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in (self.dense, self.sparse):
+            if opt is not None:
+                opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.dense.step()
+        if self.sparse is not None:
+            self.sparse.step()
+
+    def state_dict(self) -> dict:
+        if self.sparse is None:
+            return self.dense.state_dict()
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (self.sparse is None) != ("sparse" not in state):
+            raise ValueError("the checkpoint's optimiser does not match (dense vs row-sparse sku updates)")
+        if self.sparse is None:
+            self.dense.load_state_dict(state)
+        else:
+            self.dense.load_state_dict(state["dense"])
+            self.sparse.load_state_dict(state["sparse"])
 
 
 class TorchEmbedder(Embedder):

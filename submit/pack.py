@@ -43,7 +43,7 @@ from embedders.base import BlockError
 from submit.build import ensure_blocks
 from submit.check import SubmissionError, check_arrays
 from submit.default import run_default
-from submit.pipeline import DEFAULT_BLOCKS, FINAL_DIR, LOCAL_DIR, RUN_DIR, run_own_data
+from submit.pipeline import DEFAULT_BLOCKS, FINAL_DIR, LOCAL_DIR, RUN_DIR, SEARCH_CLIENTS_FLOOR, run_own_data
 from submit.ensemble import Ensemble, Float16Error, build_ensemble, coverage_line
 from validate.cli import add_probe
 from validate.spec import EnsembleSpec, SpecError
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "1 with --quick)")
     d.add_argument("--epochs", type=int, default=None, help="gru_ae training epochs, multitask 2 x EPOCHS + 1 "
                                                             "(default 2 on a CPU, 3 with CUDA; 1 with --quick)")
+    d.add_argument("--search-clients", type=int, default=None, metavar="N",
+                   help="with --data-dir: the seeded sample of relevant clients the search and the table use (half "
+                        "each; default 20000 on a CPU, 50000 with CUDA, or what --budget picks)")
     d.add_argument("--blocks", nargs="+", choices=list(DEFAULT_BLOCKS), default=None, metavar="NAME",
                    help=f"default blocks to build, among {', '.join(DEFAULT_BLOCKS)} (default: all; stats, the "
                         "baseline, always)")
@@ -192,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials must be >= 1")
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be >= 1")
+    if args.search_clients is not None and (args.search_clients < SEARCH_CLIENTS_FLOOR or args.data_dir is None
+                                            or args.spec is not None):
+        parser.error(f"--search-clients takes at least {SEARCH_CLIENTS_FLOOR} clients and goes with --data-dir "
+                     "and no --spec")
     if args.budget is not None and (args.budget <= 0 or args.data_dir is None or args.spec is not None):
         parser.error("--budget takes a positive number of minutes and goes with --data-dir and no --spec")
     try:
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_own_data(args.data_dir, args.out, args.work_dir, trials=args.trials, epochs=args.epochs,
                              seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
                              tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks,
-                             confirm_clients=args.confirm_clients, pack=pack)
+                             confirm_clients=args.confirm_clients, search_clients=args.search_clients, pack=pack)
             except PermissionError as exc:  # e.g. a read-only data folder: the split writes input/ and target/
                 print(f"error: {exc} (the one-command run writes the split and the event cache into --data-dir; "
                       "copy the data to a writable folder)", file=sys.stderr)

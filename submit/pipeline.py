@@ -127,6 +127,8 @@ COST = {"startup": 10.0, "split": 9.6, "fixed_blocks": 8.0, "gru_ae_epoch": 11.0
         "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0}}
 GPU_SPEEDUP = 10.0
 TRIALS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), 2_000
+#: The smallest --search-clients accepted: two folds of 100 clients (scores below that are mostly noise).
+SEARCH_CLIENTS_FLOOR = 200
 #: (gru_ae epochs, multitask training clients) from the largest to the smallest: what --budget may pick.
 BUDGET_LADDER = ((4, None), (3, None), (2, None), (1, None), (1, 20_000), (1, 10_000), (1, 5_000), (1, 2_000))
 
@@ -539,10 +541,10 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
                  trials: int | None = None, epochs: int | None = None, seed: int = 0, quick: bool = False,
                  probe: str = "auto", progress: bool = True, tasks: Sequence[str] | None = None,
                  budget_minutes: float | None = None, blocks: Sequence[str] | None = None,
-                 confirm_clients: int | None = None, *, pack: Callable) -> dict:
+                 confirm_clients: int | None = None, search_clients: int | None = None, *, pack: Callable) -> dict:
     """The whole pipeline on the user's data (module docstring): ``out/local`` (local-validation submission),
     ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
-    blocks, study, report.md). Explicit trials/epochs/tasks win over the preset and the budget."""
+    blocks, study, report.md). Explicit trials/epochs/tasks/search_clients win over the preset and the budget."""
     data_dir, out = Path(data_dir), Path(out)
     work = Path(work_dir) if work_dir is not None else out / RUN_DIR
     work.mkdir(parents=True, exist_ok=True)
@@ -560,9 +562,9 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     if budget_minutes is not None:
         size, estimate = fit_budget(size, 60.0 * budget_minutes, n_events, relevant, names, True, table_probe,
                                     preset == "gpu")
-    size.update({k: v for k, v in {"trials": trials, "epochs": epochs,
-                                   "confirm_clients": confirm_clients}.items() if v is not None})
-    if estimate is None or trials is not None or epochs is not None:
+    explicit = {"trials": trials, "epochs": epochs, "search_clients": search_clients}
+    size.update({k: v for k, v in {**explicit, "confirm_clients": confirm_clients}.items() if v is not None})
+    if estimate is None or any(v is not None for v in explicit.values()):
         estimate = sum(estimate_seconds(size, n_events, relevant, names, True, table_probe, preset == "gpu").values())
     recipes = block_recipes(size["epochs"], preset, recipes_names, size.get("train_clients"))
     local, final = out / LOCAL_DIR, out / FINAL_DIR
@@ -582,5 +584,5 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
                         title=f"submit.pack on {data_dir.name}", extra=extra, oracle=True)
 
 
-__all__ = ["SIZES", "DEFAULT_BLOCKS", "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
+__all__ = ["SIZES", "DEFAULT_BLOCKS", "SEARCH_CLIENTS_FLOOR", "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
            "run_pipeline", "run_own_data", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]

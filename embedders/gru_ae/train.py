@@ -39,7 +39,8 @@ from embedders.distributed import all_reduce_sum, dist_info, resolve_device, sha
 from embedders.gru_ae.model import PRESETS, GruAutoencoder, ModelConfig, batch_tensors
 from embedders.gru_ae.sku_table import SKU_INITS, SkuTable
 from embedders.gru_ae.tokens import Tokens, Vocab, tokenize
-from embedders.training import TorchEmbedder, epoch_batches, length_batches, seed_of, train_epoch, training_fingerprint
+from embedders.training import (SKU_UPDATES, RowSparseAdam, TorchEmbedder, epoch_batches, length_batches, seed_of,
+                                sparse_rows, train_epoch, training_fingerprint)
 
 TRAIN_ON = ("relevant", "all")
 #: Parameters that may differ between a run and its resumption.
@@ -97,6 +98,10 @@ class GruAE(TorchEmbedder):
         negatives) instead of a softmax over every sku
     sku_negatives : int
         uniform negative skus per batch (sampled softmax)
+    sku_updates : str
+        how the sku deltas learn: dense (Adam over every row each step), sparse (SparseAdam on the rows a batch
+        looked up: a step costs the batch, not the catalogue; the table's part of a step 3.2x faster at 1.26M skus)
+        or auto (sparse from embedders.training.SPARSE_ROWS_MIN = 100,000 trainable rows, dense below)
     train_on : str
         train on the relevant clients with events, or on every client of the event table
     device : str
@@ -130,7 +135,7 @@ class GruAE(TorchEmbedder):
                  query: bool = False, sku_init: str = "content", delta_max: float = 0.5, vocab_cap: int = 5000,
                  sku_cap: int | None = None,
                  batch_size: int = 256, lr: float = 1e-3, holdout: float = 0.05, full_softmax_max: int = 100_000,
-                 sku_negatives: int = 4096, train_on: str = "relevant", device: str = "auto",
+                 sku_negatives: int = 4096, sku_updates: str = "auto", train_on: str = "relevant", device: str = "auto",
                  work_dir: str | Path | None = None, resume: bool | str = False, progress: bool = True,
                  max_batches: int | None = None, infer_batch: int = 1024, threads: int = DEFAULT_THREADS):
         # dim / field_dim / layers / dropout left None take the preset's (recorded so in meta.json); an unknown
@@ -153,6 +158,7 @@ class GruAE(TorchEmbedder):
         self.sku_cap = None if sku_cap is None else int(sku_cap)
         self.batch_size, self.lr, self.holdout = int(batch_size), float(lr), float(holdout)
         self.full_softmax_max, self.sku_negatives, self.train_on = int(full_softmax_max), int(sku_negatives), train_on
+        self.sku_updates = sku_updates
         self.device, self.work_dir, self.progress = device, work_dir, bool(progress)
         self.resume = resume if resume == "auto" else bool(resume)
         self.threads = int(threads)
@@ -180,6 +186,8 @@ class GruAE(TorchEmbedder):
             problems.append(f"delta_max must be > 0, got {self.delta_max}")
         if self.sku_init not in SKU_INITS:
             problems.append(f"sku_init must be one of {SKU_INITS}, got {self.sku_init!r}")
+        if self.sku_updates not in SKU_UPDATES:
+            problems.append(f"sku_updates must be one of {SKU_UPDATES}, got {self.sku_updates!r}")
         if self.train_on not in TRAIN_ON:
             problems.append(f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
         if self.threads < 0:
@@ -210,10 +218,12 @@ class GruAE(TorchEmbedder):
         table = None
         if SKU in self.fields:
             content = self.sku_init != "id"
+            seen = (vocab.catalogue_counts > 0) if content else None
+            n_deltas = int(seen.sum()) if content and self.sku_init != "content-frozen" else 0
             table = SkuTable(self.sku_init, len(vocab.skus), self.field_dim,
-                             names=vocab.names if content else None,
-                             seen=(vocab.catalogue_counts > 0) if content else None,
-                             delta_max=self.delta_max, seed=self.seed)
+                             names=vocab.names if content else None, seen=seen,
+                             delta_max=self.delta_max, seed=self.seed,
+                             sparse_rows=sparse_rows(self.sku_updates, n_deltas))
         return GruAutoencoder(cfg, table)
 
     def _train_rows(self, events) -> np.ndarray:
@@ -239,7 +249,7 @@ class GruAE(TorchEmbedder):
         self.holdout_rows_ = val_rows
 
         model = self.build_model(self.vocab_).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        opt = RowSparseAdam(model.parameters(), model.sku.sparse_parameters if model.sku is not None else [], self.lr)
         work = self._work_dir()
         key = self._run_key(events, world)
         start_epoch, best, best_epoch, history = resume_training(work / "last.pt", key, model, opt, device,

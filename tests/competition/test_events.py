@@ -19,7 +19,7 @@ import pytest
 import competition.events as events_mod
 from competition.events import EVENT_ARRAYS, EventTable, fingerprint, load_events, main
 from competition.load import DataError, DataWarning
-from competition.schema import (ADD_TO_CART, CATEGORY, EVENT_CODE, PAGE_VISIT, PRICE, PRODUCT_BUY, QUERY,
+from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, EVENT_CODE, PAGE_VISIT, PRICE, PRODUCT_BUY, QUERY,
                                 REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
 from competition.split import split
 from tests.worlds import END, PRODUCTS, TRAIN_START, codes, write_world
@@ -142,6 +142,45 @@ def test_chunked_build_equals_single_chunk_tiny(split_world):
     for name, want in one.items():
         np.testing.assert_array_equal(np.asarray(getattr(many, name)), want, err_msg=name)
     assert many.start_time == EventTable.build(split_world, progress=False).start_time
+
+
+
+def test_ids_too_wide_for_packed_keys_sort_by_the_columns(tmp_path, monkeypatch):
+    # client ids 2^61 apart leave no room for the time in one 64-bit key: the six-column sort gives the same order
+    far = 2 ** 61
+    t0, t1 = "2022-07-01 00:00:00", "2022-07-01 00:00:01"
+    events = {PRODUCT_BUY: [(far, t1, 2), (far, t0, 3), (far, t0, 1), (-far, t0, 1)],
+              PAGE_VISIT: [(far, t0, 50), (far, t0, 40)], SEARCH_QUERY: [(far, t0, 7), (far, t0, 5)]}
+    root = write_world(tmp_path / "w", events, [(1, 1, 1), (2, 2, 2), (3, 3, 3)], [far])
+    keys = []
+    real = events_mod._sort_keys
+    monkeypatch.setattr(events_mod, "_sort_keys", lambda *a: keys.append(real(*a)) or keys[-1])
+    t = EventTable.build(root, "raw", progress=False)
+    assert keys == [None]
+    np.testing.assert_array_equal(t.client_ids, [-far, far])
+    np.testing.assert_array_equal(t.event_type[1:], [B, B, V, V, S, S, B])
+    np.testing.assert_array_equal(t.sku[1:], [1, 3, -1, -1, -1, -1, 2])
+    np.testing.assert_array_equal(t.url[1:5], [-1, -1, 40, 50])
+    np.testing.assert_array_equal(t.query_codes, np.concatenate([codes(7), codes(5)]))
+
+
+@pytest.mark.parametrize("chunk_events", [10**9, 2])
+@pytest.mark.parametrize("kind,column,bad", [(PAGE_VISIT, TIMESTAMP, "2022-02-30 10:00:00"),
+                                             (PRODUCT_BUY, CLIENT_ID, None), (ADD_TO_CART, SKU, None),
+                                             (SEARCH_QUERY, QUERY, "[1 2 3]")])
+def test_bad_values_stop_the_build_naming_file_and_column(split_world, chunk_events, kind, column, bad):
+    # the values are checked on the parsed ranges (one range, or several after the partition), never skipped
+    path = DataPaths(split_world).table(kind, "input")
+    frame = pl.read_parquet(path)
+    values = frame[column].to_list()
+    values[-1] = bad
+    frame.with_columns(pl.Series(column, values, dtype=frame[column].dtype)).write_parquet(path)
+    with pytest.raises(DataError) as err, warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # a null sku is an error, not an unknown sku
+        EventTable.build(split_world, progress=False, chunk_events=chunk_events)
+    assert str(path) in str(err.value) and repr(column) in str(err.value)
+    cache = DataPaths(split_world).cache
+    assert not cache.exists() or list(cache.iterdir()) == []
 
 
 def test_tied_searches_keep_file_order(tmp_path):

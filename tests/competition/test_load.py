@@ -178,6 +178,28 @@ def test_code_ok_rejects(bad):
     assert frame["c"].null_count() == 1 and frame["c"][0] is None
 
 
+
+def test_fixed_width_parser_agrees_with_the_regex(monkeypatch):
+    """parse_codes' byte-table fast path gives what the regex parser gives, for well-formed strings of every
+    numpy width and for strings it hands back to the regex (tabs, extra spaces, malformed), across batches."""
+    import competition.load as load_mod
+    rng = np.random.default_rng(3)
+    rows = [rng.integers(0, top, 16).astype(np.uint8) for top in (10, 100, 256) for _ in range(20)]
+    good = str(np.arange(16, dtype=np.uint8) * 17)
+    strings = [str(r) for r in rows] + [
+        good, " " + good, good + "\n", good.replace(" ", "  ", 1), good.replace(" ", "\t", 1),
+        good.replace(" 17", "017"), good.replace("255", "256"), good.replace("255", " 2 5"), good[:-1] + " ]",
+        good.replace("[", "]", 1), good[1:], "[" + good[1:-1].replace(" 34", "   ") + "]", "[" + "1 " * 15 + "x]",
+        "[" + " ".join(["999"] * 16) + "]", "[ 1  2]", None, ""]
+    series = pl.Series("c", strings, dtype=pl.String)
+    want = pl.DataFrame({"c": series}).select(load_mod._parse_codes_expr("c"))["c"]
+    assert want.null_count() > 5  # the malformed ones
+    monkeypatch.setattr(load_mod, "_CODE_BATCH", 7)
+    got = pl.DataFrame({"c": series}).select(parse_codes("c"))["c"]
+    assert got.dtype == want.dtype and got.to_list() == want.to_list()
+    np.testing.assert_array_equal(codes_to_numpy(got[:len(rows)]), np.stack(rows))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # bad input: every case names the file and the column
 # ---------------------------------------------------------------------------------------------------------------

@@ -167,6 +167,41 @@ def test_delta_rows_bounded_after_training(events, tmp_path):
     assert frozen.model_.sku.delta is None
 
 
+
+def test_sparse_sku_updates_move_only_looked_up_rows_and_stay_bounded(events, tmp_path):
+    # row-sparse deltas (what a 1.26M-sku catalogue gets by default): SparseAdam moves only the rows a batch looked
+    # up, the touched-rows clip keeps every row within the bound, and the block differs from dense Adam's
+    kw = dict(variant="all", epochs=2, seed=1, sku_init="content", delta_max=0.05, lr=0.05, **TINY)
+    sparse = GruAE(sku_updates="sparse", work_dir=tmp_path / "s", **kw).fit(events)
+    table = sparse.model_.sku
+    assert table.sparse_rows and isinstance(sparse.model_.sku.delta, torch.nn.Parameter)
+    norms = table.delta.detach().norm(dim=1)
+    assert norms.max() <= 0.05 + 1e-6 and norms.max() > 0.04
+    dense = GruAE(sku_updates="dense", work_dir=tmp_path / "d", **kw).fit(events)
+    assert not dense.model_.sku.sparse_rows
+    assert not torch.equal(dense.model_.sku.delta, table.delta)
+    auto = GruAE(sku_updates="auto", work_dir=tmp_path / "a", **dict(kw, epochs=1)).fit(events)
+    assert not auto.model_.sku.sparse_rows  # a tiny catalogue: below SPARSE_ROWS_MIN, dense as before
+    with pytest.raises(ValueError, match="sku_updates"):
+        GruAE(sku_updates="lazy", **kw).fit(events)
+
+
+def test_sparse_clip_bounds_the_touched_rows_only():
+    names = np.random.default_rng(0).integers(0, 256, size=(6, 16), dtype=np.uint8)
+    table = SkuTable("content", 6, 8, names=names, delta_max=0.5, seed=0, sparse_rows=True)
+    with torch.no_grad():
+        table.delta.fill_(1.0)
+    loss = table.rows(torch.tensor([N_RESERVED + 1, N_RESERVED + 4, N_RESERVED + 4])).sum()  # rows 1 and 4
+    loss.backward()
+    assert table.delta.grad.is_sparse
+    table.clip_()
+    norms = table.delta.detach().norm(dim=1)
+    np.testing.assert_allclose(norms[[1, 4]].numpy(), 0.5, rtol=1e-5)
+    np.testing.assert_allclose(norms[[0, 2, 3, 5]].numpy(), np.sqrt(8), rtol=1e-5)  # not looked up: untouched
+    table.clip_()  # nothing touched since: a no-op
+    np.testing.assert_allclose(table.delta.detach().norm(dim=1)[0].item(), np.sqrt(8), rtol=1e-5)
+
+
 # -- the embedder ---------------------------------------------------------------------------------------------------
 def test_shapes_determinism_and_empty_clients(events, fitted, world, tmp_path):
     clients = read_relevant_clients(world)
@@ -234,17 +269,19 @@ def _cli(world, out, *extra):
             *extra]
 
 
-def test_resume_gives_the_uninterrupted_result(world, tmp_path, capsys):
-    assert main(_cli(world, tmp_path / "full", "--epochs", "3")) == 0
-    assert main(_cli(world, tmp_path / "part", "--epochs", "1")) == 0
-    assert main(_cli(world, tmp_path / "part", "--epochs", "3", "--resume")) == 0
+@pytest.mark.parametrize("sku_updates", ["dense", "sparse"])
+def test_resume_gives_the_uninterrupted_result(world, tmp_path, capsys, sku_updates):
+    flags = ["--sku-updates", sku_updates]  # sparse: the two optimisers' states go through the checkpoint
+    assert main(_cli(world, tmp_path / "full", "--epochs", "3", *flags)) == 0
+    assert main(_cli(world, tmp_path / "part", "--epochs", "1", *flags)) == 0
+    assert main(_cli(world, tmp_path / "part", "--epochs", "3", "--resume", *flags)) == 0
     full, part = read_block(tmp_path / "full"), read_block(tmp_path / "part")
     np.testing.assert_array_equal(full.vectors, part.vectors)
     losses = [[(h["train_loss"], h["heldout_loss"]) for h in b.meta["history"]] for b in (full, part)]
     assert losses[0] == losses[1] and len(losses[0]) == 3
     assert (tmp_path / "part.work" / "last.pt").is_file() and (tmp_path / "part.work" / "best.pt").is_file()
     # a checkpoint of another configuration is refused, with the reason
-    assert main(_cli(world, tmp_path / "part", "--epochs", "4", "--resume", "--lr", "0.01")) == 2
+    assert main(_cli(world, tmp_path / "part", "--epochs", "4", "--resume", "--lr", "0.01", *flags)) == 2
     assert "lr: 0.001 -> 0.01" in capsys.readouterr().err
 
 

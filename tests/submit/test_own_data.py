@@ -17,7 +17,7 @@ from submit.report import PNGS, REPORT_MD
 from tests.submit.own_worlds import AWKWARD, raw_world
 from tests.test_install import _env_outside_repo
 
-ARGS = ["--quick", "--probe", "lgbm", "--tasks", "conversion", "--no-progress"]
+ARGS = ["--quick", "--probe", "lgbm", "--tasks", "conversion", "--no-progress", "--search-clients", "300"]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,7 @@ def test_report_with_pngs(own_run):
     assert [s["stage"] for s in report["stages"]] == ["split", "blocks", "search", "pack", "final", "table"]
     assert all(s["seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in report["stages"])
     assert report["search_history"] and set(report["columns"]) == {"local", "final"}
+    assert report["sizes"]["search_clients"] == 300  # --search-clients wins over the preset
     assert sum(report["columns"]["final"].values()) == np.load(own_run["out"] / "final" / EMBEDDINGS_FILE).shape[1]
 
 
@@ -115,7 +116,8 @@ def test_flags_that_do_not_fit(tmp_path, capsys):
     from submit.pack import main
 
     for argv in (["--data-dir", str(tmp_path), "--out", "o", "--final"], ["--budget", "5"],
-                 ["--data-dir", str(tmp_path)], ["--data-dir", str(tmp_path), "--out", "o", "--budget", "0"]):
+                 ["--data-dir", str(tmp_path)], ["--data-dir", str(tmp_path), "--out", "o", "--budget", "0"],
+                 ["--search-clients", "5000"], ["--data-dir", str(tmp_path), "--out", "o", "--search-clients", "10"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2

@@ -20,7 +20,7 @@ import competition.events as events_mod
 from competition.events import EVENT_ARRAYS, EventTable, fingerprint, load_events, main
 from competition.load import DataError, DataWarning
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, EVENT_CODE, PAGE_VISIT, PRICE, PRODUCT_BUY, QUERY,
-                                REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
+                                REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, DataPaths)
 from competition.split import split
 from tests.worlds import END, PRODUCTS, TRAIN_START, codes, write_world
 

@@ -5,7 +5,6 @@ the DataError names the file and (where one is at fault) the column.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from datetime import datetime
 from pathlib import Path

@@ -129,7 +129,8 @@ def _fixed_width_codes(table: np.ndarray, width: int) -> tuple[np.ndarray, np.nd
 def parse_codes(column: str) -> pl.Expr:
     """Expr turning code strings into Array(UInt8, 16); malformed strings become null (see :func:`check_table`).
     :func:`parse_code_strings`, batch by batch."""
-    return pl.col(column).map_batches(parse_code_strings, return_dtype=_CODES_DTYPE).alias(column)
+    return pl.col(column).map_batches(parse_code_strings, return_dtype=_CODES_DTYPE,
+                                      is_elementwise=True).alias(column)  # row by row: streams in batches
 
 
 def format_codes(codes: np.ndarray) -> pl.Series:

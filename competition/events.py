@@ -504,9 +504,8 @@ def _range_order(chunk: pl.DataFrame, span: tuple[int, int]) -> np.ndarray:
     """The permutation that puts ``chunk`` in :data:`_ORDER`, int64 ``(len(chunk),)``: by the two packed keys of
     :func:`_sort_keys` where they fit, else by the six columns."""
     keys = _sort_keys(chunk, span)
-    if keys is None:
-        return chunk.select(pl.arg_sort_by(_ORDER, nulls_last=False)).to_series().to_numpy().astype(np.int64)
-    return chunk.select(pl.arg_sort_by(keys)).to_series().to_numpy().astype(np.int64)
+    by = pl.arg_sort_by(_ORDER, nulls_last=False) if keys is None else pl.arg_sort_by(keys)
+    return chunk.select(by).to_series().to_numpy().astype(np.int64)
 
 
 def _check_range(chunk: pl.DataFrame, data_dir: Path, layout: str) -> None:
@@ -532,17 +531,17 @@ def _write_range(chunk: pl.DataFrame, order: np.ndarray, arrays: dict[str, np.nd
     n = len(chunk)
     sl = slice(pos, pos + n)
     for col in (TIMESTAMP, "event_type", SKU, CATEGORY, URL, PRICE):
-        values = chunk[col] if col in (TIMESTAMP, "event_type") else chunk[col].fill_null(-1)
-        np.take(values.cast(pl.Int16).to_numpy() if col == PRICE else values.to_numpy(), order, out=arrays[col][sl])
-    is_q = chunk[QUERY].is_not_null().to_numpy()
-    source = (np.cumsum(is_q) - 1)[order]  # row of each event's codes among the chunk's searches
-    is_q = is_q[order]
+        values = chunk[col] if col in (TIMESTAMP, "event_type") else chunk[col].fill_null(-1)  # never null there
+        np.take((values.cast(pl.Int16) if col == PRICE else values).to_numpy(), order, out=arrays[col][sl])
+    searches = chunk[QUERY].is_not_null()
+    source = (np.cumsum(searches.to_numpy()) - 1)[order]  # row of each event's codes among the chunk's searches
+    is_q = searches.to_numpy()[order]
     n_q = int(is_q.sum())
     qidx = np.full(n, -1, dtype=np.int32)
     qidx[is_q] = np.arange(q_pos, q_pos + n_q, dtype=np.int32)
     arrays[QUERY][sl] = qidx
     if n_q:
-        query_codes[q_pos:q_pos + n_q] = codes_to_numpy(chunk[QUERY].filter(chunk[QUERY].is_not_null()))[source[is_q]]
+        query_codes[q_pos:q_pos + n_q] = codes_to_numpy(chunk[QUERY].filter(searches))[source[is_q]]
     return n_q
 
 

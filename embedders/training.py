@@ -150,9 +150,10 @@ class RowSparseAdam:
     ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``."""
 
     def __init__(self, params, sparse_params, lr: float):
+        sparse_params = list(sparse_params)
         sparse_ids = {id(p) for p in sparse_params}
         self.dense = torch.optim.Adam([p for p in params if id(p) not in sparse_ids], lr=lr)
-        self.sparse = torch.optim.SparseAdam(list(sparse_params), lr=lr) if sparse_ids else None
+        self.sparse = torch.optim.SparseAdam(sparse_params, lr=lr) if sparse_params else None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in (self.dense, self.sparse):

@@ -584,5 +584,6 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
                         title=f"submit.pack on {data_dir.name}", extra=extra, oracle=True)
 
 
-__all__ = ["SIZES", "DEFAULT_BLOCKS", "SEARCH_CLIENTS_FLOOR", "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
+__all__ = ["SIZES", "DEFAULT_BLOCKS", "SEARCH_CLIENTS_FLOOR",
+           "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
            "run_pipeline", "run_own_data", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]

@@ -132,14 +132,12 @@ class SkuTable(nn.Module):
         touched, self._touched = self._touched, []
         if not (self.bounded and self.delta is not None and len(self.delta)):
             return
-        if self.sparse_rows:  # only looked-up rows received a gradient, so only they can have moved
-            if touched:
-                rows = torch.unique(torch.cat(touched))
-                norm = self.delta[rows].norm(dim=1, keepdim=True)
-                self.delta[rows] *= (self.delta_max / norm.clamp_min(1e-12)).clamp(max=1.0)
+        if self.sparse_rows and not touched:
             return
-        norm = self.delta.norm(dim=1, keepdim=True)
-        self.delta.mul_((self.delta_max / norm.clamp_min(1e-12)).clamp(max=1.0))
+        # sparse: only looked-up rows received a gradient, so only they can have moved
+        rows = torch.unique(torch.cat(touched)) if self.sparse_rows else slice(None)
+        norm = self.delta[rows].norm(dim=1, keepdim=True)
+        self.delta[rows] *= (self.delta_max / norm.clamp_min(1e-12)).clamp(max=1.0)
 
     def extra_repr(self) -> str:
         n_delta = 0 if self.delta is None else len(self.delta)

@@ -218,12 +218,12 @@ class GruAE(TorchEmbedder):
         table = None
         if SKU in self.fields:
             content = self.sku_init != "id"
-            seen = (vocab.catalogue_counts > 0) if content else None
-            n_deltas = int(seen.sum()) if content and self.sku_init != "content-frozen" else 0
             table = SkuTable(self.sku_init, len(vocab.skus), self.field_dim,
-                             names=vocab.names if content else None, seen=seen,
-                             delta_max=self.delta_max, seed=self.seed,
-                             sparse_rows=sparse_rows(self.sku_updates, n_deltas))
+                             names=vocab.names if content else None,
+                             seen=(vocab.catalogue_counts > 0) if content else None,
+                             delta_max=self.delta_max, seed=self.seed)
+            # the update mode follows the table's own trainable rows (none in id and content-frozen modes)
+            table.sparse_rows = sparse_rows(self.sku_updates, 0 if table.delta is None else len(table.delta))
         return GruAutoencoder(cfg, table)
 
     def _train_rows(self, events) -> np.ndarray:

@@ -14,7 +14,7 @@ Then it prints one table per size and, between consecutive sizes, each stage's g
 ``log(t2 / t1) / log(N2 / N1)`` (1 = linear in clients; above ~1.15 the stage grows faster than linearly):
 
     python benchmarks/bench_pipeline.py --root /tmp/scale --sizes 100000 300000 1000000 --seed 17 \\
-        [--blocks stats tfidf_svd item2vec] [--budget 100] [--out /tmp/scale/bench_pipeline.json]
+        [--blocks stats tfidf_svd item2vec] [--budget 100] [--train-clients 50000] [--out /tmp/scale/bench_pipeline.json]
 
 Results are kept per size in the JSON (``--out``), so a long series can be run one size at a time and printed
 together (``--print-only``). Every stage runs in its own process, so the peak RSS figures are per process.
@@ -88,7 +88,8 @@ def run_size(args: argparse.Namespace, n: int, before: dict | None = None) -> di
     pipeline = [py, "-m", "submit.pack", "--data-dir", str(world), "--out", str(out), "--seed", str(args.seed),
                 "--no-progress"]
     for flag, value in (("--blocks", args.blocks), ("--budget", args.budget), ("--trials", args.trials),
-                        ("--epochs", args.epochs), ("--probe", args.probe)):
+                        ("--epochs", args.epochs), ("--train-clients", args.train_clients),
+                        ("--search-clients", args.search_clients), ("--probe", args.probe)):
         if value is not None:
             pipeline += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
     for folder in (out, DataPaths(world).cache):
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=None, help="submit.pack --budget MINUTES")
     parser.add_argument("--trials", type=int, default=None, help="submit.pack --trials")
     parser.add_argument("--epochs", type=int, default=None, help="submit.pack --epochs")
+    parser.add_argument("--train-clients", type=int, default=None, help="submit.pack --train-clients")
+    parser.add_argument("--search-clients", type=int, default=None, help="submit.pack --search-clients")
     parser.add_argument("--probe", default=None, help="submit.pack --probe (default: its auto)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default ROOT/bench_pipeline.json); "
                         "sizes already in it are kept and printed")

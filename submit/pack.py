@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--search-clients", type=int, default=None, metavar="N",
                    help="with --data-dir: the seeded sample of relevant clients the search and the table use (half "
                         "each; default 20000 on a CPU, 50000 with CUDA, or what --budget picks)")
+    d.add_argument("--train-clients", type=int, default=None, metavar="N",
+                   help="with --data-dir: gru_ae and multitask train on a seeded sample of N relevant clients and "
+                        "still embed every client (default: all, or what --budget picks; at 1M clients one epoch "
+                        "over all of them takes hours on a CPU)")
     d.add_argument("--blocks", nargs="+", choices=list(DEFAULT_BLOCKS), default=None, metavar="NAME",
                    help=f"default blocks to build, among {', '.join(DEFAULT_BLOCKS)} (default: all; stats, the "
                         "baseline, always)")
@@ -199,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                                             or args.spec is not None):
         parser.error(f"--search-clients takes at least {SEARCH_CLIENTS_FLOOR} clients and goes with --data-dir "
                      "and no --spec")
+    if args.train_clients is not None and (args.train_clients < SEARCH_CLIENTS_FLOOR or args.data_dir is None
+                                           or args.spec is not None):
+        parser.error(f"--train-clients takes at least {SEARCH_CLIENTS_FLOOR} clients and goes with --data-dir "
+                     "and no --spec")
     if args.budget is not None and (args.budget <= 0 or args.data_dir is None or args.spec is not None):
         parser.error("--budget takes a positive number of minutes and goes with --data-dir and no --spec")
     try:
@@ -220,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_own_data(args.data_dir, args.out, args.work_dir, trials=args.trials, epochs=args.epochs,
                              seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
                              tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks,
-                             confirm_clients=args.confirm_clients, search_clients=args.search_clients, pack=pack)
+                             confirm_clients=args.confirm_clients, search_clients=args.search_clients,
+                             train_clients=args.train_clients, pack=pack)
             except PermissionError as exc:  # e.g. a read-only data folder: the split writes input/ and target/
                 print(f"error: {exc} (the one-command run writes the split and the event cache into --data-dir; "
                       "copy the data to a writable folder)", file=sys.stderr)

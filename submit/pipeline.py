@@ -44,7 +44,8 @@ from validate.spec import BlockSpec, EnsembleSpec
 
 #: Size presets. clients: relevant clients of the default run's synthetic world; search_clients: the sample of
 #: relevant clients the search uses (half of them score its trials); epochs: gru_ae epochs (multitask: 2 * epochs +
-#: 1); train_clients: multitask's training sample (None: all; only a --budget lowers it); table_clients: the
+#: 1); train_clients: the neural blocks' (gru_ae, multitask) seeded training sample of relevant clients (None: all;
+#: a --budget or --train-clients lowers it; every client is still embedded); table_clients: the
 #: report-fold clients of the score table with a slow probe (the MLP ones; LightGBM and linear: half the search
 #: sample).
 SIZES: dict[str, dict[str, Any]] = {
@@ -86,8 +87,9 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 
     preset: "quick" (tiny, tests), "cpu" (gru_ae ``day_event`` 64-d: minutes at 20k clients on 2 cores) or "gpu"
     (gru_ae ``week_all`` 128-d, wider blocks). ``multitask`` (supervised, stacking over stats + tfidf_svd built at
-    each of its windows' anchors) runs ``2 * epochs + 1`` epochs (its best by held-out loss is kept), on a seeded
-    sample of ``train_clients`` training clients when given."""
+    each of its windows' anchors) runs ``2 * epochs + 1`` epochs (its best by held-out loss is kept). Given
+    ``train_clients``, gru_ae and multitask train on a seeded sample of that many relevant clients (and still embed
+    every client)."""
     if preset == "quick":
         params = {"stats": {}, "tfidf_svd": {"dim": 16, "n_iter": 2},
                   "item2vec": {"dim": 16, "vector_size": 16, "epochs": 1, "min_count": 1},
@@ -105,7 +107,8 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
     else:
         raise ValueError(f"preset must be one of {sorted(SIZES)}, got {preset!r}")
     if train_clients is not None:
-        params["multitask"] = {**params["multitask"], "max_train_clients": int(train_clients)}
+        for name in ("gru_ae", "multitask"):
+            params[name] = {**params[name], "max_train_clients": int(train_clients)}
     wanted = set(DEFAULT_BLOCKS if names is None else names) | {BASELINE}
     unknown = sorted(wanted - set(DEFAULT_BLOCKS))
     if unknown:
@@ -121,9 +124,10 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 #: other jobs shared the machine (55% CPU share): seconds per million raw events (split, fixed_blocks = stats +
 #: tfidf_svd + item2vec, one gru_ae epoch, one multitask epoch over every training client, pack), per thousand
 #: search-fold clients and trial (six tasks), per thousand table clients and candidate by probe. On a GPU the
-#: neural ones and the MLP probes are divided by GPU_SPEEDUP.
+#: neural ones and the MLP probes are divided by GPU_SPEEDUP. The ``*_infer`` ones (embedding every client after
+#: training on a sample, and multitask's inputs for them) come from the 1M run of docs/scale.md.
 COST = {"startup": 10.0, "split": 9.6, "fixed_blocks": 8.0, "gru_ae_epoch": 11.0, "multitask_epoch": 65.0,
-        "pack": 1.5, "trial_per_kclient": 1.4,
+        "gru_ae_infer": 1.0, "multitask_infer": 5.0, "pack": 1.5, "trial_per_kclient": 1.4,
         "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0}}
 GPU_SPEEDUP = 10.0
 TRIALS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), 2_000
@@ -159,11 +163,12 @@ def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, blocks
     m, speed = n_events / 1e6, (GPU_SPEEDUP if gpu else 1.0)
     fixed = COST["fixed_blocks"] * sum(b in ("stats", "tfidf_svd", "item2vec") for b in blocks) / 3
     neural = 0.0
-    if "gru_ae" in blocks:
-        neural += COST["gru_ae_epoch"] * size["epochs"]
-    if "multitask" in blocks:
-        share = 1.0 if size.get("train_clients") is None else min(1.0, size["train_clients"] / max(n_clients, 1))
-        neural += COST["multitask_epoch"] * (2 * size["epochs"] + 1) * share
+    # trained on a sample: epochs cost its share of the events, and embedding everyone is priced apart (at share 1
+    # the measured epoch costs include it)
+    share = 1.0 if size.get("train_clients") is None else min(1.0, size["train_clients"] / max(n_clients, 1))
+    for name, epochs in (("gru_ae", size["epochs"]), ("multitask", 2 * size["epochs"] + 1)):
+        if name in blocks:
+            neural += COST[f"{name}_epoch"] * epochs * share + (COST[f"{name}_infer"] if share < 1 else 0.0)
     blocks_s = m * (fixed + neural / speed)
     task_share = len(size["tasks"]) / 6
     k_fold = min(size["search_clients"], n_clients) / 2e3
@@ -541,10 +546,12 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
                  trials: int | None = None, epochs: int | None = None, seed: int = 0, quick: bool = False,
                  probe: str = "auto", progress: bool = True, tasks: Sequence[str] | None = None,
                  budget_minutes: float | None = None, blocks: Sequence[str] | None = None,
-                 confirm_clients: int | None = None, search_clients: int | None = None, *, pack: Callable) -> dict:
+                 confirm_clients: int | None = None, search_clients: int | None = None,
+                 train_clients: int | None = None, *, pack: Callable) -> dict:
     """The whole pipeline on the user's data (module docstring): ``out/local`` (local-validation submission),
     ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
-    blocks, study, report.md). Explicit trials/epochs/tasks/search_clients win over the preset and the budget."""
+    blocks, study, report.md). Explicit trials/epochs/tasks/search_clients/train_clients win over the preset and the
+    budget."""
     data_dir, out = Path(data_dir), Path(out)
     work = Path(work_dir) if work_dir is not None else out / RUN_DIR
     work.mkdir(parents=True, exist_ok=True)
@@ -562,7 +569,7 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     if budget_minutes is not None:
         size, estimate = fit_budget(size, 60.0 * budget_minutes, n_events, relevant, names, True, table_probe,
                                     preset == "gpu")
-    explicit = {"trials": trials, "epochs": epochs, "search_clients": search_clients}
+    explicit = {"trials": trials, "epochs": epochs, "search_clients": search_clients, "train_clients": train_clients}
     size.update({k: v for k, v in {**explicit, "confirm_clients": confirm_clients}.items() if v is not None})
     if estimate is None or any(v is not None for v in explicit.values()):
         estimate = sum(estimate_seconds(size, n_events, relevant, names, True, table_probe, preset == "gpu").values())
@@ -572,7 +579,8 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
            + (f", budget {budget_minutes:g} min" if budget_minutes is not None else "")
            + f"): {size['trials']} search trial(s) on {min(relevant, size['search_clients']):,} clients, "
              f"neural epochs {size['epochs']}"
-           + (f", multitask on {size['train_clients']:,} training clients" if size.get("train_clients") else "")
+           + (f", gru_ae and multitask trained on {size['train_clients']:,} clients" if size.get("train_clients")
+              else "")
            + f", seed {seed}; estimated {estimate / 60:.1f} min")
     st.log(f"outputs: local submission {local}, final submission {final}, run folder {work}")
 

@@ -39,8 +39,8 @@ from embedders.distributed import all_reduce_sum, dist_info, resolve_device, sha
 from embedders.gru_ae.model import PRESETS, GruAutoencoder, ModelConfig, batch_tensors
 from embedders.gru_ae.sku_table import SKU_INITS, SkuTable
 from embedders.gru_ae.tokens import Tokens, Vocab, tokenize
-from embedders.training import (SKU_UPDATES, RowSparseAdam, TorchEmbedder, epoch_batches, length_batches, seed_of,
-                                sparse_rows, train_epoch, training_fingerprint)
+from embedders.training import (SKU_UPDATES, RowSparseAdam, TorchEmbedder, cap_clients, epoch_batches, length_batches,
+                                seed_of, sparse_rows, train_epoch, training_fingerprint)
 
 TRAIN_ON = ("relevant", "all")
 #: Parameters that may differ between a run and its resumption.
@@ -104,6 +104,9 @@ class GruAE(TorchEmbedder):
         or auto (sparse from embedders.training.SPARSE_ROWS_MIN = 100,000 trainable rows, dense below)
     train_on : str
         train on the relevant clients with events, or on every client of the event table
+    max_train_clients : int | None
+        train on a seeded sample of this many of those clients (None: all); every client is still embedded. What
+        a time budget lowers at challenge scale, where one epoch over 1M clients takes about an hour on 2 cores
     device : str
         auto: CUDA when present (one GPU per rank under torchrun), else CPU
     work_dir : str | Path | None
@@ -135,7 +138,8 @@ class GruAE(TorchEmbedder):
                  query: bool = False, sku_init: str = "content", delta_max: float = 0.5, vocab_cap: int = 5000,
                  sku_cap: int | None = None,
                  batch_size: int = 256, lr: float = 1e-3, holdout: float = 0.05, full_softmax_max: int = 100_000,
-                 sku_negatives: int = 4096, sku_updates: str = "auto", train_on: str = "relevant", device: str = "auto",
+                 sku_negatives: int = 4096, sku_updates: str = "auto", train_on: str = "relevant",
+                 max_train_clients: int | None = None, device: str = "auto",
                  work_dir: str | Path | None = None, resume: bool | str = False, progress: bool = True,
                  max_batches: int | None = None, infer_batch: int = 1024, threads: int = DEFAULT_THREADS):
         # dim / field_dim / layers / dropout left None take the preset's (recorded so in meta.json); an unknown
@@ -159,6 +163,7 @@ class GruAE(TorchEmbedder):
         self.batch_size, self.lr, self.holdout = int(batch_size), float(lr), float(holdout)
         self.full_softmax_max, self.sku_negatives, self.train_on = int(full_softmax_max), int(sku_negatives), train_on
         self.sku_updates = sku_updates
+        self.max_train_clients = None if max_train_clients is None else int(max_train_clients)
         self.device, self.work_dir, self.progress = device, work_dir, bool(progress)
         self.resume = resume if resume == "auto" else bool(resume)
         self.threads = int(threads)
@@ -172,6 +177,8 @@ class GruAE(TorchEmbedder):
         for k in ("dim", "field_dim", "layers", "batch_size", "vocab_cap", "infer_batch", "sku_negatives"):
             if getattr(self, k) < 1:
                 problems.append(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.max_train_clients is not None and self.max_train_clients < 2:
+            problems.append(f"max_train_clients must be >= 2, got {self.max_train_clients}")
         if self.sku_cap is not None and self.sku_cap < 1:
             problems.append(f"sku_cap must be >= 1, got {self.sku_cap}")
         if self.epochs < 0:
@@ -227,12 +234,17 @@ class GruAE(TorchEmbedder):
         return GruAutoencoder(cfg, table)
 
     def _train_rows(self, events) -> np.ndarray:
+        """Table rows to train on (sorted): ``train_on``'s clients, cut to a seeded ``max_train_clients``."""
         if self.train_on == "all":
-            return np.arange(events.n_clients, dtype=np.int64)
-        if events.data_dir is None:
+            rows = np.arange(events.n_clients, dtype=np.int64)
+        elif events.data_dir is None:
             raise ValueError("train_on='relevant' needs an event table opened with its data directory")
-        rows = events.rows_of(read_relevant_clients(events.data_dir))
-        return np.unique(rows[rows >= 0])
+        else:
+            rows = events.rows_of(read_relevant_clients(events.data_dir))
+            rows = np.unique(rows[rows >= 0])
+        if self.max_train_clients is None:
+            return rows
+        return cap_clients(rows, self.max_train_clients, self.seed, "the gru_ae embedder")
 
     # -- training ---------------------------------------------------------------------------------------------------
     def _fit(self, events) -> "GruAE":

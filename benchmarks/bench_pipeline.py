@@ -14,7 +14,8 @@ Then it prints one table per size and, between consecutive sizes, each stage's g
 ``log(t2 / t1) / log(N2 / N1)`` (1 = linear in clients; above ~1.15 the stage grows faster than linearly):
 
     python benchmarks/bench_pipeline.py --root /tmp/scale --sizes 100000 300000 1000000 --seed 17 \\
-        [--blocks stats tfidf_svd item2vec] [--budget 100] [--train-clients 50000] [--out /tmp/scale/bench_pipeline.json]
+        [--blocks stats tfidf_svd item2vec] [--budget 100] [--train-clients 50000]
+        [--out /tmp/scale/bench_pipeline.json]
 
 Results are kept per size in the JSON (``--out``), so a long series can be run one size at a time and printed
 together (``--print-only``). Every stage runs in its own process, so the peak RSS figures are per process.

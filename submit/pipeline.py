@@ -47,14 +47,16 @@ from validate.spec import BlockSpec, EnsembleSpec
 #: 1); train_clients: the neural blocks' (gru_ae, multitask) seeded training sample of relevant clients (None: all;
 #: a --budget or --train-clients lowers it; every client is still embedded); table_clients: the
 #: report-fold clients of the score table with a slow probe (the MLP ones; LightGBM and linear: half the search
-#: sample).
+#: sample); noise_samples: disjoint client samples of the table's size on which a fast probe rescores stats and the
+#: packed submission, the search sample's noise (validate.noise.sample_spread; 0: not measured).
 SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"clients": 20_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "search_clients": 20_000,
-            "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "tasks": TASKS},
+            "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "noise_samples": 3, "tasks": TASKS},
     "gpu": {"clients": 20_000, "trials": 20, "epochs": 3, "search_timeout": 600.0, "search_clients": 50_000,
-            "train_clients": None, "table_clients": 20_000, "confirm_clients": 10_000, "tasks": TASKS},
+            "train_clients": None, "table_clients": 20_000, "confirm_clients": 10_000, "noise_samples": 3,
+            "tasks": TASKS},
     "quick": {"clients": 400, "trials": 1, "epochs": 1, "search_timeout": 30.0, "search_clients": 20_000,
-              "train_clients": None, "table_clients": 2_000, "confirm_clients": 0,
+              "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "noise_samples": 2,
               "tasks": (CONVERSION, PROPENSITY_CATEGORY)},
 }
 #: Probes fast enough to score the table on half the search sample.
@@ -471,6 +473,9 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
                f"task(s))"]
     if confirmed:
         lines.append(format_confirm(confirmed))
+    noise = search_noise(data_dir, blocks_dir / BASELINE, out_local, len(report_ids), size, tasks, table_probe,
+                         seed, progress)
+    lines += noise["lines"]
     print("\n" + "\n".join(lines), flush=True)
     st.finish()
     st.rss.stop()
@@ -485,7 +490,8 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
               "search": {k: spec.get("search", {}).get(k) for k in ("trials", "trials_total", "pruned",
                                                                      "best_trial", "search_fold", "report_fold",
                                                                      "confirm")},
-              "chosen": spec["blocks"], "search_history": search_history(work / DB_FILE), "columns": columns,
+              "search_noise": noise, "chosen": spec["blocks"], "search_history": search_history(work / DB_FILE),
+              "columns": columns,
               "stages": st.records, "rss_scope": st.rss_scope, "seconds": round(st.elapsed, 1),
               "peak_rss_mb": round(max([peak_rss_mb()] + [r["peak_rss_mb"] for r in st.records]), 1),
               **(extra or {})}
@@ -496,6 +502,26 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     where = f"local submission in {out_local}" + (f", final submission in {out_final}" if out_final else "")
     print(f"\ntotal wall time {st.elapsed:.1f}s ({st.elapsed / 60:.1f} min); {where}; report in {md}", flush=True)
     return report
+
+
+def search_noise(data_dir: Path, baseline_dir: Path, packed_dir: Path, n_clients: int, size: dict[str, Any],
+                 tasks: Sequence[str], probe: str, seed: int, progress: bool) -> dict[str, Any]:
+    """The search sample's noise: stats and the packed submission rescored by a fast ``probe`` on
+    ``size["noise_samples"]`` disjoint samples of ``n_clients`` (the table's size;
+    :func:`validate.noise.sample_spread`), with its lines for the table. Not measured (said so) with a slow probe or fewer than 2 samples."""
+    from submit.report import probe_label
+    from validate.noise import sample_noise_lines, sample_spread
+
+    k = int(size.get("noise_samples") or 0)
+    if k < 2 or probe not in FAST_PROBES:
+        why = "noise_samples < 2" if k < 2 else f"the {probe} probe is too slow to rescore on further samples"
+        return {"measured": False, "lines": [f"Sample noise of the search: not measured ({why})."]}
+    t0 = time.perf_counter()
+    baseline = f"{BASELINE} (baseline)"
+    res = sample_spread(data_dir, {baseline: baseline_dir, "packed": packed_dir}, baseline, n_clients, k, tasks,
+                        probe, seed, progress)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    return {"measured": True, **res, "lines": sample_noise_lines(res, probe_label(probe))}
 
 
 #: The oracle's expected purchases cost clients x products (~0.2 us per entry on this CPU): its row is scored on a

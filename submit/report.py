@@ -293,6 +293,9 @@ def write_run_report(report: Mapping[str, Any], rows: Sequence[Row], work: str |
                      f"mean {sf.get('mean', float('nan')):.4f} on the search fold ({sf.get('n_clients', 0):,} "
                      f"clients), {rf.get('mean', float('nan')):.4f} on the report fold; probe "
                      f"{probe_label(str(report.get('search_probe')))}.")
+    noise = report.get("search_noise") or {}
+    if noise.get("lines"):
+        lines += [""] + noise["lines"]
     lines += ["", "| block | transform | weight | dims |", "|---|---|---|---|"]
     lines += [f"| {b['name']} | {b['transform']} | {b['weight']:.3f} | {b['dims'] or 'full'} |"
               for b in report.get("chosen", [])]

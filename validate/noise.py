@@ -15,15 +15,19 @@ much larger: measured at 2,000 clients, orders moved the sum by 0.014, another s
 :func:`noise_line` prints the "differences below X are noise at this size" line every score table ends with, from
 the measured table shipped in ``validate/replica_noise.json`` (written by this command; the std is scaled by
 sqrt(N_measured / N) from the nearest measured size).
+
+:func:`sample_spread` measures the same for any probe across disjoint client samples, with candidates compared on
+the same clients in each: the one-command run reports it for its search sample (the search's noise).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +95,61 @@ def summarise_runs(runs: list[dict], tasks: Sequence[str]) -> dict:
             # candidates compared on the same clients differ by chance as much as row orders do
             "threshold": DIFFERENCE_FACTOR * (order_std if np.isfinite(order_std) else std),
             "threshold_samples": DIFFERENCE_FACTOR * std}
+
+
+def sample_spread(data_dir: str | Path, candidates: Mapping[str, Any], baseline: str, size: int, samples: int = 3,
+                  tasks: Sequence[str] = TASKS, probe: str = "lgbm", seed: int = 0, progress: bool = True) -> dict:
+    """How much a probe's verdict moves with the client sample alone (the search's sample noise).
+
+    ``samples`` disjoint seeded samples of ``size`` relevant clients (fewer each when the data has fewer than
+    ``samples x size``: disjoint keeps them independent); every candidate (name -> block folder(s), a packed
+    submission included) is scored on each sample, all on the same clients. Returns ``n_clients`` (per sample),
+    the sums per candidate and sample (``sums``), their std (``std``), the difference below which two scores on
+    different samples are noise (``threshold``: :data:`DIFFERENCE_FACTOR` x the baseline's std, scaled by
+    sqrt(n_clients / size) to ``size`` clients), and per other candidate its paired difference to ``baseline``
+    (``difference``: values per sample, mean, std)."""
+    if baseline not in candidates:
+        raise ValueError(f"baseline {baseline!r} is not among the candidates {sorted(candidates)}")
+    if samples < 2:
+        raise ValueError(f"samples must be >= 2 (a spread needs two), got {samples}")
+    ids_all = client_order(data_dir)
+    n = min(int(size), len(ids_all) // samples)
+    if n < 2:
+        raise ValueError(f"{len(ids_all)} relevant clients cannot make {samples} samples of at least 2")
+    perm = np.random.default_rng([seed, 31]).permutation(len(ids_all))
+    blocks = {name: load_blocks(c) for name, c in candidates.items()}
+    windows = {w: read_window(data_dir, w) for w in WINDOWS}
+    sums: dict[str, list[float]] = {name: [] for name in candidates}
+    for k in range(samples):
+        ids = ids_all[perm[k * n:(k + 1) * n]]
+        labels = TaskLabels.load(data_dir, tasks, ids, windows)
+        for name, bl in blocks.items():
+            res = score_matrix(data_dir, ids, concat_blocks(bl, ids), tasks, probe, seed, labels=labels,
+                               progress=progress)
+            sums[name].append(float(res["sum"]))
+    std = {name: spread(v) for name, v in sums.items()}
+    diffs = {}
+    for name in candidates:
+        if name != baseline:
+            d = np.subtract(sums[name], sums[baseline])
+            diffs[name] = {"values": d.tolist(), "mean": float(d.mean()), "std": spread(d)}
+    return {"probe": probe, "tasks": list(tasks), "samples": samples, "n_clients": n, "size": int(size),
+            "baseline": baseline, "sums": sums, "std": std, "difference": diffs,
+            "threshold": DIFFERENCE_FACTOR * std[baseline] * np.sqrt(n / max(int(size), 1))}
+
+
+def sample_noise_lines(result: Mapping[str, Any], label: str) -> list[str]:
+    """The :func:`sample_spread` result in words: the baseline's spread and each candidate's paired difference."""
+    n, k, base = result["n_clients"], result["samples"], result["baseline"]
+    scaled = "" if n == result["size"] else f" (scaled from {n:,} to {result['size']:,} clients)"
+    lines = [f"Sample noise ({label}, {k} disjoint samples of {n:,} clients): {base} moves by std "
+             f"{result['std'][base]:.4f} between samples, so one candidate's scores on different samples differ "
+             f"by noise below {result['threshold']:.3f}{scaled}."]
+    for name, d in result["difference"].items():
+        positive = sum(v > 0 for v in d["values"])
+        lines.append(f"{name} - {base}: {d['mean']:+.4f} +- {d['std']:.4f} (mean +- std over the samples, on the "
+                     f"same clients in each), above {base} in {positive} of {k}.")
+    return lines
 
 
 def load_measured(path: Path = MEASURED) -> dict | None:

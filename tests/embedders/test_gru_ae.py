@@ -219,6 +219,22 @@ def test_shapes_determinism_and_empty_clients(events, fitted, world, tmp_path):
     assert len(fitted.history_) == 2 and fitted.best_epoch_ in (1, 2)
 
 
+def test_training_sample_trains_on_fewer_clients_and_embeds_everyone(events, world, tmp_path):
+    clients = read_relevant_clients(world)
+    full = GruAE(variant="day_event", epochs=1, seed=0, holdout=0.0, work_dir=tmp_path / "all", **TINY).fit(events)
+    cut = GruAE(variant="day_event", epochs=1, seed=0, holdout=0.0, max_train_clients=12, work_dir=tmp_path / "cut",
+                **TINY).fit(events)
+    assert full.n_train_ > 12 and cut.n_train_ == 12
+    block = cut.transform(events, clients)
+    assert block.vectors.shape == (len(clients), 8) and np.isfinite(block.vectors).all()
+    assert not np.array_equal(block.vectors, full.transform(events, clients).vectors)
+    again = GruAE(variant="day_event", epochs=1, seed=0, holdout=0.0, max_train_clients=12,
+                  work_dir=tmp_path / "cut2", **TINY).fit(events)
+    np.testing.assert_array_equal(again.transform(events, clients).vectors, block.vectors)  # a seeded sample
+    with pytest.raises(ValueError, match="max_train_clients must be >= 2"):
+        GruAE(variant="day_event", max_train_clients=1, work_dir=tmp_path / "bad", **TINY).fit(events)
+
+
 def test_packing_makes_vectors_independent_of_the_batch(events, fitted):
     rows = np.arange(events.n_clients)
     together = fitted.encode_rows(events, rows, batch_size=len(rows))

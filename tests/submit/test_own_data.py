@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, PAGE_VISIT, DataPaths
-from submit.pipeline import DEFAULT_BLOCKS, SIZES, ensure_split, fit_budget
+from submit.pipeline import COST, DEFAULT_BLOCKS, SIZES, block_recipes, ensure_split, estimate_seconds, fit_budget
 from submit.report import PNGS, REPORT_MD
 from tests.submit.own_worlds import AWKWARD, raw_world
 from tests.test_install import _env_outside_repo
@@ -69,6 +69,10 @@ def test_report_with_pngs(own_run):
     assert all(s["seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in report["stages"])
     assert report["search_history"] and set(report["columns"]) == {"local", "final"}
     assert report["sizes"]["search_clients"] == 300  # --search-clients wins over the preset
+    noise = report["search_noise"]  # the search sample's noise: stats and packed on disjoint samples
+    assert noise["measured"] and noise["samples"] == SIZES["quick"]["noise_samples"]
+    assert len(noise["sums"]["packed"]) == noise["samples"] and noise["n_clients"] <= report["report_clients"]
+    assert "Sample noise (LightGBM" in md and "packed - stats (baseline)" in md
     assert sum(report["columns"]["final"].values()) == np.load(own_run["out"] / "final" / EMBEDDINGS_FILE).shape[1]
 
 
@@ -112,12 +116,25 @@ def test_budget_scales_sizes():
     assert [s["search_clients"] for s in sizes] == sorted(s["search_clients"] for s in sizes)
 
 
+def test_train_clients_cap_both_neural_blocks_and_price_embedding_everyone():
+    recipes = {r["name"]: r["params"] for r in block_recipes(1, "cpu", train_clients=50_000)}
+    assert recipes["gru_ae"]["max_train_clients"] == recipes["multitask"]["max_train_clients"] == 50_000
+    assert all("max_train_clients" not in p for n, p in recipes.items() if n not in ("gru_ae", "multitask"))
+    assert all("max_train_clients" not in p for p in (r["params"] for r in block_recipes(1, "cpu")))
+    size, events, clients = dict(SIZES["cpu"], epochs=1), 280_000_000, 1_000_000
+    full = estimate_seconds(size, events, clients, ["gru_ae"], False)["blocks"]
+    tenth = estimate_seconds(dict(size, train_clients=100_000), events, clients, ["gru_ae"], False)["blocks"]
+    infer = COST["gru_ae_infer"] * events / 1e6
+    assert tenth == pytest.approx(full / 10 + infer)  # a tenth of the epoch, and everyone embedded
+
+
 def test_flags_that_do_not_fit(tmp_path, capsys):
     from submit.pack import main
 
     for argv in (["--data-dir", str(tmp_path), "--out", "o", "--final"], ["--budget", "5"],
                  ["--data-dir", str(tmp_path)], ["--data-dir", str(tmp_path), "--out", "o", "--budget", "0"],
-                 ["--search-clients", "5000"], ["--data-dir", str(tmp_path), "--out", "o", "--search-clients", "10"]):
+                 ["--search-clients", "5000"], ["--data-dir", str(tmp_path), "--out", "o", "--search-clients", "10"],
+                 ["--train-clients", "5000"], ["--data-dir", str(tmp_path), "--out", "o", "--train-clients", "10"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2

@@ -54,3 +54,46 @@ def test_cli_measures_spread_over_orders_and_samples(planted, tmp_path, capsys):
     assert s["std"] > 0  # the unshuffled MLP moves with row order and sample
     assert "between different client samples" in noise_line(300, table)
     assert "300" in capsys.readouterr().out
+
+
+def test_sample_spread_scores_candidates_on_the_same_disjoint_samples(planted, monkeypatch):
+    data_dir, ids, _, dirs = planted
+    seen = []
+    real = noise.score_matrix
+
+    def spy(data_dir, client_ids, X, *args, **kwargs):
+        seen.append(np.asarray(client_ids).copy())
+        return real(data_dir, client_ids, X, *args, **kwargs)
+
+    monkeypatch.setattr(noise, "score_matrix", spy)
+    size = len(ids)  # more than a third of the clients: each sample is cut to len // 3
+    res = noise.sample_spread(data_dir, {"random": dirs["random"], "signal": dirs["signal"]}, "random", size,
+                              samples=3, tasks=["churn"], probe="lgbm", seed=0, progress=False)
+    n = len(ids) // 3
+    assert res["n_clients"] == n and len(seen) == 6 and all(len(s) == n for s in seen)
+    for k in range(3):  # both candidates on one sample's clients, the samples disjoint
+        assert np.array_equal(seen[2 * k], seen[2 * k + 1])
+        for j in range(k):
+            assert not set(seen[2 * k].tolist()) & set(seen[2 * j].tolist())
+    d = res["difference"]["signal"]
+    assert d["values"] == pytest.approx(np.subtract(res["sums"]["signal"], res["sums"]["random"]).tolist())
+    assert d["mean"] > 0 and all(v > 0 for v in d["values"])  # the planted signal wins on every sample
+    assert res["std"]["random"] == pytest.approx(np.std(res["sums"]["random"], ddof=1))
+    assert res["threshold"] == pytest.approx(DIFFERENCE_FACTOR * res["std"]["random"] * np.sqrt(n / size))
+    lines = noise.sample_noise_lines(res, "LightGBM")
+    assert "3 disjoint samples" in lines[0] and "scaled from" in lines[0]
+    assert lines[1].startswith("signal - random: +") and "in 3 of 3" in lines[1]
+    # the same seed gives the same samples
+    again = noise.sample_spread(data_dir, {"random": dirs["random"], "signal": dirs["signal"]}, "random", size,
+                                samples=3, tasks=["churn"], probe="lgbm", seed=0, progress=False)
+    assert again["sums"] == res["sums"]
+
+
+def test_sample_spread_refuses_what_cannot_be_measured(planted):
+    data_dir, ids, _, dirs = planted
+    with pytest.raises(ValueError, match="baseline"):
+        noise.sample_spread(data_dir, {"signal": dirs["signal"]}, "stats", 100, tasks=["churn"])
+    with pytest.raises(ValueError, match="samples must be >= 2"):
+        noise.sample_spread(data_dir, {"signal": dirs["signal"]}, "signal", 100, samples=1, tasks=["churn"])
+    with pytest.raises(ValueError, match="cannot make"):
+        noise.sample_spread(data_dir, {"signal": dirs["signal"]}, "signal", 100, samples=len(ids), tasks=["churn"])

@@ -135,8 +135,9 @@ GPU_SPEEDUP = 10.0
 TRIALS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), 2_000
 #: The smallest --search-clients accepted: two folds of 100 clients (scores below that are mostly noise).
 SEARCH_CLIENTS_FLOOR = 200
-#: (gru_ae epochs, multitask training clients) from the largest to the smallest: what --budget may pick.
-BUDGET_LADDER = ((4, None), (3, None), (2, None), (1, None), (1, 20_000), (1, 10_000), (1, 5_000), (1, 2_000))
+#: (neural epochs, gru_ae and multitask training clients) from the largest to the smallest: what --budget may pick.
+BUDGET_LADDER = ((4, None), (3, None), (2, None), (1, None), (1, 200_000), (1, 100_000), (1, 50_000), (1, 20_000),
+                 (1, 10_000), (1, 5_000), (1, 2_000))
 
 
 def count_events(data_dir: str | Path) -> int:

@@ -221,36 +221,45 @@ def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: 
 class RssSampler:
     """Peak resident memory of this process between :meth:`reset` calls, in MiB, sampled from /proc/self/statm every
     ``interval`` seconds by a daemon thread (the kernel's own peak mark is left alone, so ``/usr/bin/time -v`` still
-    sees the true peak). Where /proc is missing, :func:`competition.cli.peak_rss_mb` (the peak so far) stands in."""
+    sees the true peak); also the peak of its anonymous part (resident less file-backed and shared pages: what the
+    process holds itself, as opposed to memory-mapped files the kernel can drop). Where /proc is missing,
+    :func:`competition.cli.peak_rss_mb` (the peak so far) stands in and the anonymous peak is unknown (None)."""
 
     def __init__(self, interval: float = 0.05):
         import os
         import threading
 
         self.interval, self.page_mb = interval, os.sysconf("SC_PAGE_SIZE") / 2**20
-        self.ok = self._rss() is not None
-        self.peak = self._rss() or 0.0
+        self.ok = self._sample() is not None
+        self.peak, self.peak_anon = self._sample() or (0.0, 0.0)
         if self.ok:
             self._stop = threading.Event()
             threading.Thread(target=self._run, daemon=True, name="rss-sampler").start()
 
-    def _rss(self) -> float | None:
+    def _sample(self) -> tuple[float, float] | None:
+        """(resident, anonymous) MiB now."""
         try:
             with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * self.page_mb
+                fields = f.read().split()
+            return int(fields[1]) * self.page_mb, (int(fields[1]) - int(fields[2])) * self.page_mb
         except (OSError, ValueError, IndexError):
             return None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._rss() or 0.0)
+            rss, anon = self._sample() or (0.0, 0.0)
+            self.peak, self.peak_anon = max(self.peak, rss), max(self.peak_anon, anon)
 
     def reset(self) -> None:
-        self.peak = self._rss() or 0.0
+        self.peak, self.peak_anon = self._sample() or (0.0, 0.0)
 
     def read(self) -> float:
         """The peak since the last reset (MiB)."""
-        return max(self.peak, self._rss() or 0.0) if self.ok else peak_rss_mb()
+        return max(self.peak, (self._sample() or (0.0, 0.0))[0]) if self.ok else peak_rss_mb()
+
+    def read_anon(self) -> float | None:
+        """The anonymous part's peak since the last reset (MiB); None without /proc."""
+        return max(self.peak_anon, (self._sample() or (0.0, 0.0))[1]) if self.ok else None
 
     def stop(self) -> None:
         if self.ok:
@@ -281,8 +290,10 @@ class Stages:
         if self._current is None:
             return
         name, t = self._current
+        anon = self.rss.read_anon()
         self.records.append({"stage": name, "seconds": round(time.perf_counter() - t, 2),
-                             "peak_rss_mb": round(self.rss.read(), 1)})
+                             "peak_rss_mb": round(self.rss.read(), 1),
+                             "peak_anon_mb": None if anon is None else round(anon, 1)})
         self._current = None
 
     def log(self, msg: str) -> None:

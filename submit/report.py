@@ -306,10 +306,13 @@ def write_run_report(report: Mapping[str, Any], rows: Sequence[Row], work: str |
     lines += [f"| {b} | " + " | ".join(str(report["columns"][k].get(b, 0)) for k in subs) + " |" for b in names]
     lines += ["| total | " + " | ".join(str(sum(report["columns"][k].values())) for k in subs) + " |", "",
               f"![columns]({PNGS['columns']})", "", "## Stages", "",
-              f"| stage | wall time (s) | peak RSS (MiB, {report.get('rss_scope', 'stage')}) |", "|---|---|---|"]
-    lines += [f"| {st['stage']} | {st['seconds']:.1f} | {st['peak_rss_mb']:,.0f} |" for st in report["stages"]]
+              f"| stage | wall time (s) | peak RSS (MiB, {report.get('rss_scope', 'stage')}) | of which anonymous "
+              "(MiB; the rest is memory-mapped files) |", "|---|---|---|---|"]
+    lines += [f"| {st['stage']} | {st['seconds']:.1f} | {st['peak_rss_mb']:,.0f} | "
+              + (f"{st['peak_anon_mb']:,.0f}" if st.get("peak_anon_mb") is not None else "-") + " |"
+              for st in report["stages"]]
     est = report.get("estimated_seconds")
-    lines += [f"| total | {report['seconds']:.1f} | {report['peak_rss_mb']:,.0f} (process) |", "",
+    lines += [f"| total | {report['seconds']:.1f} | {report['peak_rss_mb']:,.0f} (process) | |", "",
               (f"Estimated before the run: {est / 60:.1f} min"
                + (f" (budget {report['budget_minutes']:g} min)" if report.get("budget_minutes") else "")
                + f"; took {report['seconds'] / 60:.1f} min.") if est is not None else "", "",

@@ -118,7 +118,8 @@ class MultiTaskEmbedder(TorchEmbedder):
     holdout : float
         share of clients held out to pick the best epoch
     max_train_clients : int | None
-        train on a seeded sample of this many clients (default: every relevant client)
+        train on a seeded sample of this many clients (default: every relevant client); the windows' cut tables
+        then hold the sample's events alone, so the inputs (stats, tfidf_svd) are fitted on the sample too
     fields : tuple | str
         --input sequence: token fields
     field_dim : int
@@ -304,7 +305,9 @@ class MultiTaskEmbedder(TorchEmbedder):
         self.normaliser_ = None
         feats, labels = [], []
         for j, anchor in enumerate(sorted(self.anchors_)):  # earliest first: it fits the inputs' models
-            table = events.before(anchor)
+            # on a training sample the cuts hold its clients' events alone (the inputs are then fitted on them):
+            # a whole cut at 1M clients is ~9 GB of memory, a 50k sample's a few hundred MB
+            table = events.before(anchor, client_ids=None if self.max_train_clients is None else ids)
             feats.append(self._features(table, ids, fit=(j == 0)))
             labels.append(window_labels(events, anchor, ids, self.horizon_days))
             del table

@@ -62,6 +62,37 @@ def test_before_keeps_exactly_the_earlier_events(events):
         events.before(int(events.cut_time) + 1)
 
 
+def test_before_a_sample_keeps_exactly_its_earlier_events(events):
+    t = int(events.cut_time) - 20 * DAY_S
+    ids = np.asarray(events.client_ids)[::3]
+    cut = events.before(t, client_ids=np.concatenate([ids[::-1], [-5]]))  # any order; an unknown id is ignored
+    whole = events.before(t)
+    assert cut.cut_time == t and cut.fingerprint not in (whole.fingerprint, events.fingerprint)
+    owner = np.repeat(np.asarray(events.client_ids), events.lengths)
+    keep = (np.asarray(events.timestamp) < t) & np.isin(owner, ids)
+    for col in ("timestamp", "sku", "event_type", "url", "query"):
+        np.testing.assert_array_equal(getattr(cut, col), np.asarray(getattr(events, col))[keep])
+    np.testing.assert_array_equal(cut.client_ids, np.unique(owner[keep]))
+    np.testing.assert_array_equal(np.repeat(cut.client_ids, cut.lengths), owner[keep])
+    assert 0 < cut.n_clients < whole.n_clients
+
+
+def test_training_sample_cuts_hold_the_sample_alone(events, tmp_path, monkeypatch):
+    sizes = []
+    real = EventTable.before
+
+    def spy(self, t, chunk_events=20_000_000, client_ids=None):
+        cut = real(self, t, chunk_events, client_ids)
+        sizes.append(cut.n_clients)
+        return cut
+
+    monkeypatch.setattr(EventTable, "before", spy)
+    block = fit_block(events, tmp_path, max_train_clients=40, epochs=1)
+    assert sizes and max(sizes) <= 40  # each window's table: the 40 training clients' events
+    ids = read_relevant_clients(events.data_dir)
+    assert block.vectors.shape[0] == len(ids) and np.isfinite(block.vectors).all()  # everyone embedded
+
+
 # -- windows -----------------------------------------------------------------------------------------------------
 def test_anchor_times_step_back_from_the_end(events):
     got = anchor_times(events, 3)

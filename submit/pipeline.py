@@ -122,14 +122,17 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 # ---------------------------------------------------------------------------------------------------------------
 # Time budget
 # ---------------------------------------------------------------------------------------------------------------
-#: Costs on this project's 2-core CPU, measured by the one-command run on a 3,000-client world (0.73M events) while
-#: other jobs shared the machine (55% CPU share): seconds per million raw events (split, fixed_blocks = stats +
-#: tfidf_svd + item2vec, one gru_ae epoch, one multitask epoch over every training client, pack), per thousand
-#: search-fold clients and trial (six tasks), per thousand table clients and candidate by probe. On a GPU the
-#: neural ones and the MLP probes are divided by GPU_SPEEDUP. The ``*_infer`` ones (embedding every client after
-#: training on a sample, and multitask's inputs for them) come from the 1M run of docs/scale.md.
-COST = {"startup": 10.0, "split": 9.6, "fixed_blocks": 8.0, "gru_ae_epoch": 11.0, "multitask_epoch": 65.0,
-        "gru_ae_infer": 1.0, "multitask_infer": 5.0, "pack": 1.5, "trial_per_kclient": 1.4,
+#: Costs on this project's 2-core CPU, ``(seconds, seconds per million raw events)`` per stage: a line through two
+#: measured runs, the one-command run on a 3,000-client world (0.73M events, other jobs sharing the machine: 55% CPU
+#: share) and the 1M-client run of docs/scale.md (284M events, idle machine). split; fixed_blocks = stats +
+#: tfidf_svd + item2vec (the event table included); one gru_ae / multitask epoch over every relevant client (a
+#: training sample costs its share of the per-event part); the ``*_infer`` ones, embedding every client after
+#: training on a sample (multitask: with its inputs for them); pack. Then seconds per thousand search-fold clients
+#: and trial (six tasks), and per thousand table clients and candidate by probe. On a GPU the neural ones and the
+#: MLP probes are divided by GPU_SPEEDUP.
+COST = {"startup": 10.0, "split": (6.8, 0.30), "fixed_blocks": (3.0, 3.94), "gru_ae_epoch": (4.9, 4.28),
+        "multitask_epoch": (44.5, 4.15), "gru_ae_infer": (0.0, 0.73), "multitask_infer": (0.0, 0.76),
+        "pack": (1.1, 0.059), "trial_per_kclient": 1.4,
         "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0}}
 GPU_SPEEDUP = 10.0
 TRIALS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), 2_000
@@ -164,15 +167,20 @@ def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, blocks
     and ``n_clients`` relevant clients, building ``blocks``, the table scored by ``probe``. The final stage is
     taken as half the blocks stage (it rebuilds only the blocks the search kept)."""
     m, speed = n_events / 1e6, (GPU_SPEEDUP if gpu else 1.0)
-    fixed = COST["fixed_blocks"] * sum(b in ("stats", "tfidf_svd", "item2vec") for b in blocks) / 3
+
+    def line(name: str, share: float = 1.0) -> float:  # COST's (seconds, per million events) at m events
+        fixed_s, per_m = COST[name]
+        return fixed_s + per_m * m * share
+
+    fixed = line("fixed_blocks") * sum(b in ("stats", "tfidf_svd", "item2vec") for b in blocks) / 3
     neural = 0.0
     # trained on a sample: epochs cost its share of the events, and embedding everyone is priced apart (at share 1
     # the measured epoch costs include it)
     share = 1.0 if size.get("train_clients") is None else min(1.0, size["train_clients"] / max(n_clients, 1))
     for name, epochs in (("gru_ae", size["epochs"]), ("multitask", 2 * size["epochs"] + 1)):
         if name in blocks:
-            neural += COST[f"{name}_epoch"] * epochs * share + (COST[f"{name}_infer"] if share < 1 else 0.0)
-    blocks_s = m * (fixed + neural / speed)
+            neural += line(f"{name}_epoch", share) * epochs + (line(f"{name}_infer") if share < 1 else 0.0)
+    blocks_s = fixed + neural / speed
     task_share = len(size["tasks"]) / 6
     k_fold = min(size["search_clients"], n_clients) / 2e3
     search = min(size["trials"] * COST["trial_per_kclient"] * k_fold * task_share, size["search_timeout"])
@@ -180,8 +188,8 @@ def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, blocks
     if gpu and probe in ("mlp", "narrow"):
         per_k /= GPU_SPEEDUP * 10
     table = (len(blocks) + 1) * per_k * table_clients(size, n_clients, probe) / 1e3 * task_share
-    return {"startup": COST["startup"], "split": COST["split"] * m, "blocks": blocks_s, "search": search,
-            "pack": COST["pack"] * m, "final": blocks_s / 2 if final else 0.0, "table": table}
+    return {"startup": COST["startup"], "split": line("split"), "blocks": blocks_s, "search": search,
+            "pack": line("pack"), "final": blocks_s / 2 if final else 0.0, "table": table}
 
 
 def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: int, blocks: Sequence[str],

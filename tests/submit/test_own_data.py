@@ -124,8 +124,9 @@ def test_train_clients_cap_both_neural_blocks_and_price_embedding_everyone():
     size, events, clients = dict(SIZES["cpu"], epochs=1), 280_000_000, 1_000_000
     full = estimate_seconds(size, events, clients, ["gru_ae"], False)["blocks"]
     tenth = estimate_seconds(dict(size, train_clients=100_000), events, clients, ["gru_ae"], False)["blocks"]
-    infer = COST["gru_ae_infer"] * events / 1e6
-    assert tenth == pytest.approx(full / 10 + infer)  # a tenth of the epoch, and everyone embedded
+    (epoch_s, _), (infer_s, infer_per_m) = COST["gru_ae_epoch"], COST["gru_ae_infer"]
+    infer = infer_s + infer_per_m * events / 1e6
+    assert tenth == pytest.approx(epoch_s + (full - epoch_s) / 10 + infer)  # a tenth of the epoch, everyone embedded
 
 
 def test_flags_that_do_not_fit(tmp_path, capsys):

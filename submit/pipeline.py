@@ -131,7 +131,7 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 #: and trial (six tasks), and per thousand table clients and candidate by probe. On a GPU the neural ones and the
 #: MLP probes are divided by GPU_SPEEDUP.
 COST = {"startup": 10.0, "split": (6.8, 0.30), "fixed_blocks": (3.0, 3.94), "gru_ae_epoch": (4.9, 4.28),
-        "multitask_epoch": (44.5, 4.15), "gru_ae_infer": (0.0, 0.73), "multitask_infer": (0.0, 0.76),
+        "multitask_epoch": (41.2, 4.46), "gru_ae_infer": (0.0, 0.73), "multitask_infer": (0.0, 1.0),
         "pack": (1.1, 0.059), "trial_per_kclient": 1.4,
         "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0}}
 GPU_SPEEDUP = 10.0

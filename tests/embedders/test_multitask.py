@@ -14,7 +14,7 @@ import pytest
 from competition import synth
 from competition.events import EventTable
 from competition.load import read_relevant_clients
-from competition.schema import (EVENT_CODE, PRODUCT_BUY, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE,
+from competition.schema import (PRODUCT_BUY, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE,
                                 PROPENSITY_SKU, SKU_EVENTS, DataPaths, EVENT_TYPES)
 from embedders.base import Block, read_block, write_block
 from embedders.cli import embed

@@ -528,7 +528,8 @@ def search_noise(data_dir: Path, baseline_dir: Path, packed_dir: Path, n_clients
                  tasks: Sequence[str], probe: str, seed: int, progress: bool) -> dict[str, Any]:
     """The search sample's noise: stats and the packed submission rescored by a fast ``probe`` on
     ``size["noise_samples"]`` disjoint samples of ``n_clients`` (the table's size;
-    :func:`validate.noise.sample_spread`), with its lines for the table. Not measured (said so) with a slow probe or fewer than 2 samples."""
+    :func:`validate.noise.sample_spread`), with its lines for the table. Not measured (said so) with a slow probe
+    or fewer than 2 samples."""
     from submit.report import probe_label
     from validate.noise import sample_noise_lines, sample_spread
 

@@ -5,8 +5,9 @@ flags, so that all commands read and behave alike.
   something: never for a required flag, a default of ``None`` (the help says what happens then) or an off switch
   (``store_true``), nor when the help text already states its default.
 - :func:`peak_rss_mb`: the peak resident memory every command reports.
-- :func:`add_no_progress`: ``--no-progress`` (progress bars on stderr are on by default); ``deprecated=("--quiet",)``
-  also accepts an older spelling, hidden from ``--help``.
+- :func:`add_no_progress`: ``--no-progress`` (progress on stderr is on by default: bars on a terminal, a few plain
+  lines in a log, see :mod:`competition.progress`); ``deprecated=("--quiet",)`` also accepts an older spelling,
+  hidden from ``--help``.
 
 Every command also takes ``--seed`` (default 0; the same seed gives the same output on CPU), deterministic ones
 included (there it is accepted and unused), so that scripts can pass it to any of them.
@@ -36,9 +37,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_no_progress(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                     deprecated: tuple[str, ...] = ()) -> None:
-    """``--no-progress`` (dest ``no_progress``): no progress bars. ``deprecated``: older spellings still accepted,
+    """``--no-progress`` (dest ``no_progress``): no progress output. ``deprecated``: older spellings still accepted,
     hidden from ``--help``."""
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress output (on stderr: bars on a terminal, a few plain lines when redirected)")
     for flag in deprecated:
         parser.add_argument(flag, dest="no_progress", action="store_true", help=argparse.SUPPRESS)
 

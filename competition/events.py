@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from competition.cli import HelpFormatter, add_no_progress
 from competition.io import atomic_dir, dir_leftover_pattern, remove_leftovers
 from competition.load import (DataError, check_table, codes_to_numpy, count_unknown_skus, read_products,
                               read_relevant_clients, scan_table)
+from competition.progress import progress as progress_of
 from competition.split import read_split_times
 from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS, PRICE,
                                 PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
@@ -404,7 +404,7 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
     span = (int(clients[0]), int(clients[-1])) if len(clients) else (0, 0)
     pos = q_pos = 0
     start_time, last_time = None, None
-    for b in tqdm(range(len(bounds) + 1), desc="events: chunks", disable=not progress, unit="chunk"):
+    for b in progress_of(range(len(bounds) + 1), desc="events: chunks", enabled=progress, unit="chunk"):
         chunk = _range_events(_range_frames(parts, data_dir, layout, b), props)
         if chunk is None:
             continue

@@ -853,10 +853,8 @@ def write_raw_world(out: str | Path, spec: WorldSpec, progress: bool = True) -> 
                    for kind in EVENT_TYPES}
         truth_tmp = stack.enter_context(atomic_path(paths.truth / "clients.parquet"))
         truth_writer = None
-        chunks = range(spec.n_chunks)
-        if progress:
-            from tqdm import tqdm
-            chunks = tqdm(chunks, desc="synth: chunks", unit="chunk", file=sys.stderr)
+        from competition.progress import progress as progress_of
+        chunks = progress_of(range(spec.n_chunks), desc="synth: chunks", unit="chunk", enabled=progress)
         for k in chunks:
             lo, hi = k * spec.chunk_clients, min((k + 1) * spec.chunk_clients, spec.n_clients)
             rng = _rng(spec.seed, 2, k)

@@ -372,7 +372,7 @@ def build_report(data_dir: str | Path, seed: int = 0, n_targets: int = 20, max_c
     """Everything the CLI prints, as a JSON-ready dict."""
     from competition.split import read_split_times
     from competition.targets import WINDOWS, TaskData, read_window, task_dataset
-    from tqdm import tqdm
+    from competition.progress import progress as progress_of
 
     t0 = time.perf_counter()
     data_dir = Path(data_dir)
@@ -400,7 +400,7 @@ def build_report(data_dir: str | Path, seed: int = 0, n_targets: int = 20, max_c
     rf, _ = rf_features(data_dir, sample, times.train_target_start)
     latents = Latents(data_dir, sample, end_share) if has_truth else None
     aurocs = {}
-    for task in tqdm(TASKS, desc="report: tasks", disable=not progress, file=sys.stderr):
+    for task in progress_of(TASKS, desc="report: tasks", enabled=progress):
         d = data[task]
         keep = np.isin(d.client_ids, sample)
         d = TaskData(task, d.client_ids[keep], d.y_train[keep], d.y_valid[keep], d.entries, d.popularity)

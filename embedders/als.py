@@ -44,8 +44,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
+from competition.progress import progress as progress_of
 from competition.schema import EVENT_CODE, PRODUCT_BUY, ADD_TO_CART, REMOVE_FROM_CART, PAGE_VISIT
 from embedders.base import Block, Embedder
 from embedders.chunks import CountTable, EventChunk, gather, row_chunks
@@ -157,7 +157,10 @@ def fit_factors(x: sp.csr_matrix, dim: int, seed: int, iterations: int = 15, reg
     import implicit.cpu.als  # noqa: F401  (loaded before the limit, so its BLAS is limited too)
     with threadpool_limits(1, user_api="blas"):
         model = als_model(dim, regularization, alpha, iterations, seed, threads, device)
-        model.fit(x.astype(np.float32), show_progress=progress)
+        # our progress (a bar on a terminal, lines in a log), not implicit's own tqdm bar
+        with progress_of(total=iterations, desc="als: iterations", enabled=progress, unit="iteration",
+                         leave=False) as bar:
+            model.fit(x.astype(np.float32), show_progress=False, callback=lambda *_: bar.update(1))
     return model.to_cpu() if device == "cuda" else model
 
 
@@ -249,7 +252,7 @@ class AlsEmbedder(Embedder):
         weights = self._weights()
         parts: list[list[sp.csr_matrix]] = [[] for _ in self.groups_]
         chunks = row_chunks(events.lengths[rows], self.chunk_events) if len(rows) else []
-        for lo, hi in tqdm(chunks, desc=desc, disable=not self.progress, unit="chunk", file=sys.stderr, leave=False):
+        for lo, hi in progress_of(chunks, desc=desc, enabled=self.progress, unit="chunk", leave=False):
             c = gather(events, rows[lo:hi])
             for gi, group in enumerate(self.groups_):
                 rr, cc, vv = [], [], []
@@ -281,8 +284,8 @@ class AlsEmbedder(Embedder):
         rows = np.arange(events.n_clients, dtype=np.int64)
         weights = self._weights()
         df = {m: CountTable() for m in self.matrices_}
-        for lo, hi in tqdm(row_chunks(events.lengths, self.chunk_events), desc="als: vocabulary",
-                           disable=not self.progress, unit="chunk", file=sys.stderr, leave=False):
+        for lo, hi in progress_of(row_chunks(events.lengths, self.chunk_events), desc="als: vocabulary",
+                                  enabled=self.progress, unit="chunk", leave=False):
             c = gather(events, rows[lo:hi])
             for m in self.matrices_:
                 r, v, _ = matrix_entries(c, m, weights)

@@ -58,10 +58,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from competition.io import remove_leftovers
 from competition.load import DataError, codes_to_numpy
+from competition.progress import progress as progress_of
 from competition.schema import (ADD_TO_CART, CATEGORY, EVENT_CODE, NAME, PAGE_VISIT, PRODUCT_BUY, SKU, SKU_EVENTS,
                                 URL, DataPaths)
 from embedders.base import Block, Embedder
@@ -226,7 +226,7 @@ def write_corpus(events, path: str | Path, kinds: tuple[str, ...] = (SKU,), max_
     kinds = tuple(k for k in KINDS if k in kinds)
     chunks = row_chunks(events.offsets, chunk_events)
     keys: dict[str, list[np.ndarray] | np.ndarray] = {k: [] for k in kinds}
-    for r0, r1 in tqdm(chunks, desc="item2vec: vocabulary", disable=not progress, unit="chunk"):
+    for r0, r1 in progress_of(chunks, desc="item2vec: vocabulary", enabled=progress, unit="chunk"):
         sl = slice(int(events.offsets[r0]), int(events.offsets[r1]))
         event_type = np.asarray(events.event_type[sl])
         for kind in kinds:
@@ -240,7 +240,7 @@ def write_corpus(events, path: str | Path, kinds: tuple[str, ...] = (SKU,), max_
     counts = np.zeros(total, dtype=np.int64)
     n_tokens = n_sentences = 0
     with open(path, "wb") as f:
-        for r0, r1 in tqdm(chunks, desc="item2vec: corpus", disable=not progress, unit="chunk"):
+        for r0, r1 in progress_of(chunks, desc="item2vec: corpus", enabled=progress, unit="chunk"):
             tokens, line_counts = _chunk_tokens(events, r0, r1, kinds, keys, base, max_len, url_rate, seed)
             counts += np.bincount(tokens, minlength=total)
             n_tokens += len(tokens)
@@ -418,7 +418,7 @@ class Item2Vec(Embedder):
                          workers=workers, epochs=self.epochs)
         model.build_vocab_from_freq(freq, corpus_count=corpus.n_sentences)
         del freq
-        bar = tqdm(total=self.epochs, desc="item2vec: word2vec epochs", disable=not self.progress, unit="epoch")
+        bar = progress_of(total=self.epochs, desc="item2vec: word2vec epochs", enabled=self.progress, unit="epoch")
 
         class _Progress(CallbackAny2Vec):
             def on_epoch_end(self, model):
@@ -556,7 +556,7 @@ class Item2Vec(Embedder):
         ``chunk_events`` events each (one heavier client alone), so memory stays bounded."""
         lengths = np.asarray(events.offsets[1:])[rows] - np.asarray(events.offsets[:-1])[rows]
         chunks = row_chunks(np.concatenate([[0], np.cumsum(lengths)]), self.chunk_events)
-        for a, b in tqdm(chunks, desc=desc, disable=not self.progress, unit="chunk"):
+        for a, b in progress_of(chunks, desc=desc, enabled=self.progress, unit="chunk"):
             yield (slice(a, b), *self._raw(events, rows[a:b]))
 
     def transform(self, events, client_ids: np.ndarray) -> Block:

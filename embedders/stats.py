@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
+from competition.progress import progress as progress_of
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder, EventSource
 from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, empty_chunk, gather, index_sorted, present_rows,
@@ -263,7 +263,7 @@ class StatsEmbedder(Embedder):
         self.pop_sku_, self.pop_category_, self.pop_url_ = CountTable(), CountTable(), CountTable()
         n = events.n_events
         step = max(self.chunk_events, 1)
-        for lo in tqdm(range(0, n, step), desc="stats: popularity", disable=not self.progress, unit="chunk"):
+        for lo in progress_of(range(0, n, step), desc="stats: popularity", enabled=self.progress, unit="chunk"):
             hi = min(lo + step, n)
             et = read_range(events.event_type, lo, hi)
             product = np.isin(et, PRODUCT_CODES)
@@ -294,7 +294,7 @@ class StatsEmbedder(Embedder):
         table_rows, where = present_rows(events, client_ids)
         feats = np.empty((len(table_rows), N_FEATURES), dtype=np.float32)
         chunks = row_chunks(events.lengths[table_rows], self.chunk_events)
-        for lo, hi in tqdm(chunks, desc="stats: features", disable=not self.progress, unit="chunk"):
+        for lo, hi in progress_of(chunks, desc="stats: features", enabled=self.progress, unit="chunk"):
             feats[lo:hi] = self._features(gather(events, table_rows[lo:hi]), events.query_codes)
         out = np.empty((len(client_ids), N_FEATURES), dtype=np.float32)
         out[where >= 0] = feats[where[where >= 0]]

@@ -52,8 +52,8 @@ from contextlib import nullcontext
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
+from competition.progress import progress as progress_of
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder
 from embedders.chunks import DENSE_LIMIT, CountTable, EventChunk, gather, index_sorted, present_rows, row_chunks
@@ -289,7 +289,7 @@ class TfidfSvdEmbedder(Embedder):
 
         # Pass 1: document frequency per token, then the vocabulary (df >= min_df).
         df = {f: CountTable() for f in families}
-        for lo, hi in tqdm(chunks, desc="tfidf_svd: vocabulary", disable=not self.progress, unit="chunk"):
+        for lo, hi in progress_of(chunks, desc="tfidf_svd: vocabulary", enabled=self.progress, unit="chunk"):
             c = gather(events, rows[lo:hi])
             for f in families:
                 df[f].add(*doc_freq(*family_tokens(c, f, events.query_codes), c.n_rows))
@@ -303,7 +303,7 @@ class TfidfSvdEmbedder(Embedder):
 
         # Pass 2: TF-IDF rows per chunk, stacked per group.
         parts: list[list[sp.csr_matrix]] = [[] for _ in self.groups_]
-        for lo, hi in tqdm(chunks, desc="tfidf_svd: matrix", disable=not self.progress, unit="chunk"):
+        for lo, hi in progress_of(chunks, desc="tfidf_svd: matrix", enabled=self.progress, unit="chunk"):
             c = gather(events, rows[lo:hi])
             for gi, x in enumerate(self._tfidf_rows(c, events.query_codes)):
                 parts[gi].append(x)
@@ -379,8 +379,8 @@ class TfidfSvdEmbedder(Embedder):
             z[cached] = self._fit_z[pos[cached]]
             todo &= ~cached
         idx = np.flatnonzero(todo)
-        for lo, hi in tqdm(row_chunks(events.lengths[table_rows[idx]], self.chunk_events),
-                           desc="tfidf_svd: project", disable=not self.progress or len(idx) == 0, unit="chunk"):
+        for lo, hi in progress_of(row_chunks(events.lengths[table_rows[idx]], self.chunk_events),
+                                  desc="tfidf_svd: project", enabled=self.progress and len(idx) > 0, unit="chunk"):
             z[idx[lo:hi]] = self._project(gather(events, table_rows[idx[lo:hi]]), events.query_codes)
         out = np.zeros((len(client_ids), self.dim), dtype=np.float32)
         out[where >= 0] = z[where[where >= 0]]

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from competition.events import block_fingerprint
+from competition.progress import progress as progress_of
 from embedders.base import Embedder
 from embedders.checkpoints import RESUME_MODES, work_folder
 from embedders.distributed import deterministic_algorithms, dist_info, resolve_device, shard
@@ -97,9 +97,10 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, r
     return batches, gen
 
 
-def progress_bar(batches: list, desc: str, show: bool) -> tqdm:
-    """The per-epoch batch bar on stderr (gone when done); ``show`` is False off rank 0 or with --no-progress."""
-    return tqdm(batches, desc=desc, unit="batch", disable=not show, file=sys.stderr, leave=False)
+def progress_bar(batches: list, desc: str, show: bool):
+    """The per-epoch batch progress on stderr (:func:`competition.progress.progress`: a bar gone when done on a
+    terminal, a few lines otherwise); ``show`` is False off rank 0 or with --no-progress."""
+    return progress_of(batches, desc=desc, unit="batch", enabled=show, leave=False)
 
 
 def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, tokens, batches: list[np.ndarray],

@@ -247,10 +247,8 @@ def oracle_block(data_dir: str | Path, progress: bool = True, seed: int = 0,
     buckets = lists[PROPENSITY_PRICE][0]
     price_onehot = (products["price"].to_numpy()[:, None] == buckets[None, :]).astype(np.float32)
     step = max(1, CHUNK_ENTRIES // max(products.height, 1))
-    chunks = range(0, len(relevant), step)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="oracle: clients", unit="chunk", file=sys.stderr)
+    from competition.progress import progress as progress_of
+    chunks = progress_of(range(0, len(relevant), step), desc="oracle: clients", unit="chunk", enabled=progress)
     for lo in chunks:
         part = clients.slice(lo, step)
         p = model.product_probability(part)

@@ -37,6 +37,7 @@ import optuna
 
 from competition.cli import HelpFormatter, add_no_progress
 from competition.load import DataError
+from competition.progress import is_terminal
 from competition.schema import EMBEDDINGS_FILE, MAX_EMBEDDING_COLUMNS, TASKS
 from embedders.base import Block, BlockError, read_block
 from validate.cli import SCALE_SENSITIVE, add_probe, resolve_probe
@@ -373,7 +374,9 @@ def run_search(data_dir: str | Path, embeddings_root: str | Path, out: str | Pat
             print(f"trial {trial.number}: mean {trial.value:.4f} ({trial.user_attrs.get('columns')} columns) "
                   f"best {study_.best_value:.4f}", file=sys.stderr)
 
-    study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[report], show_progress_bar=progress)
+    # optuna's bar (tqdm) on a terminal only; in a log, report() prints one line per trial
+    study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[report],
+                   show_progress_bar=progress and is_terminal())
     states = [t.state for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from competition.load import read_relevant_clients
+from competition.progress import progress as progress_of
 from competition.schema import SKU
 from embedders.base import Block
 from embedders.threads import DEFAULT_THREADS
@@ -357,8 +357,8 @@ class GruAE(TorchEmbedder):
         out = np.zeros((len(tokens), self.dim), dtype=np.float32)
         order = np.argsort(tokens.lengths, kind="stable")
         bs = batch_size or self.infer_batch
-        for i in tqdm(range(0, len(order), bs), desc="gru_ae embed", unit="batch",
-                      disable=not self.progress, file=sys.stderr, leave=False):
+        for i in progress_of(range(0, len(order), bs), desc="gru_ae embed", unit="batch",
+                             enabled=self.progress, leave=False):
             idx = order[i:i + bs]
             grids, lengths = tokens.batch(idx)
             batch, lens = batch_tensors(grids, lengths, qcodes, self.device_)

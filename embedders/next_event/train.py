@@ -13,14 +13,13 @@ Transformer on it (:class:`NextEventEmbedder`); :mod:`embedders.contrastive` is 
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from competition.load import read_relevant_clients
+from competition.progress import progress as progress_of
 from competition.schema import SKU
 from embedders.base import Block
 from embedders.checkpoints import load_best, resume_training, save_epoch
@@ -183,8 +182,8 @@ class SequenceEmbedder(TorchEmbedder):
             order = np.argsort(tok.lengths, kind="stable")
             out = np.zeros((len(client_ids), self.out_dim()), dtype=np.float32)
             model = self.model_.eval()
-            for i in tqdm(range(0, len(order), self.infer_batch), desc=f"{self.name} embed", unit="batch",
-                          disable=not self.progress, file=sys.stderr, leave=False):
+            for i in progress_of(range(0, len(order), self.infer_batch), desc=f"{self.name} embed", unit="batch",
+                                 enabled=self.progress, leave=False):
                 idx = order[i:i + self.infer_batch]
                 batch, lens = batch_tensors(*tok.batch(idx), None, self.device_)
                 out[idx] = model.embed(batch, lens).float().cpu().numpy()

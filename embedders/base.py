@@ -216,6 +216,9 @@ class Embedder:
     #: The transform an ensemble gives this embedder's blocks by default
     #: (:func:`validate.ensemble_ops.default_transform`): "l2" rows for learned vectors.
     ensemble_transform: str = "l2"
+    #: Whether the embedder learns from labels (shifted-window targets): such blocks are always on the short list
+    #: the decision probe scores (:mod:`validate.decide`), whatever a fast probe says of them.
+    supervised: bool = False
     #: Constructor parameters left out of a spec's rebuild ``params`` and of the staleness check: ``seed`` (compared
     #: on its own) and those that do not change the block's values.
     runtime_params: frozenset[str] = frozenset({"seed", "progress", "work_dir", "device", "resume", "infer_batch"})

@@ -9,9 +9,11 @@ Stages, all inside ``WORK_DIR`` (default ``./runs/default``; each stage reuses w
    multitask (supervised on windows shifted back inside the input period) in ``blocks/<name>/``, local-validation
    layout (the split's input period);
 3. search: ``validate.search`` (LightGBM probe, ``--trials`` trials) over the blocks on one half of the clients,
-   writing ``spec.json`` (each entry also records the embedder and params that rebuild it);
-4. pack: ``submit.pack`` of that spec into ``submission/`` (checked, atomic);
-5. table: every block alone (stats alone = the plain count-statistics baseline) and the packed submission, scored
+   writing ``search_spec.json`` (each entry also records the embedder and params that rebuild it);
+4. decide: the organisers' network (bfloat16 matmuls on a CPU) picks the shipped ensemble among a short list at
+   growing numbers of search-fold clients (``validate.decide``), writing ``spec.json``;
+5. pack: ``submit.pack`` of that spec into ``submission/`` (checked, atomic);
+6. table: every block alone (stats alone = the plain count-statistics baseline) and the packed submission, scored
    on the *other* half of the clients (never seen by the search) with the MLP replica when a GPU is present,
    else the LightGBM probe; the header says which. Written to ``report.json``, and ``report.md`` with its PNGs
    (:mod:`submit.report`; with the oracle's row when :mod:`validate.oracle` is available).
@@ -26,9 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from competition.schema import DataPaths
-from submit.pipeline import SIZES, Stages, block_recipes, preset_name, run_pipeline
+from submit.pipeline import SIZES, Stages, block_recipes, decide_ladder, preset_name, run_pipeline
 
-STAGES = ("world", "blocks", "search", "pack", "table")
+STAGES = ("world", "blocks", "search", "decide", "pack", "table")
 
 
 def ensure_world(world: Path, clients: int, seed: int, progress: bool, log) -> Path:
@@ -55,20 +57,23 @@ def ensure_world(world: Path, clients: int, seed: int, progress: bool, log) -> P
 def run_default(work_dir: str | Path = "runs/default", clients: int | None = None, trials: int | None = None,
                 epochs: int | None = None, seed: int = 0, quick: bool = False, probe: str = "auto",
                 out: str | Path | None = None, progress: bool = True, tasks: tuple[str, ...] | None = None,
-                blocks: tuple[str, ...] | None = None, confirm_clients: int | None = None, *,
+                blocks: tuple[str, ...] | None = None, confirm_clients: int | None = None,
+                decide_clients: tuple[int, ...] | None = None, decision_probe: str = "auto", *,
                 pack: Callable) -> dict:
-    """Run the five stages (module docstring); returns the report dict (also written to WORK_DIR/report.json).
+    """Run the six stages (module docstring); returns the report dict (also written to WORK_DIR/report.json).
 
     quick: tiny sizes (:data:`submit.pipeline.SIZES`) and two tasks, for tests; explicit arguments win. blocks: a
     subset of the default blocks (stats always). confirm_clients: report-fold clients on which the replica scores
-    the packed ensemble beside stats (0: skip; default: the preset's). pack: the packing step,
+    the packed ensemble beside stats (0: skip; default: the preset's). decide_clients / decision_probe: the
+    decision's ladder of search-fold clients ((0,): none) and probe (:func:`submit.pipeline.decide_stage`). pack: the packing step,
     :func:`submit.pack.pack` (given by its caller, so that this module does not import the command that runs it).
     """
     preset = preset_name(quick)
     size = dict(SIZES[preset])
     size.update({k: v for k, v in {"clients": clients, "trials": trials, "epochs": epochs,
                                    "tasks": tuple(tasks) if tasks else None,
-                                   "confirm_clients": confirm_clients}.items() if v is not None})
+                                   "confirm_clients": confirm_clients,
+                                   "decide_clients": decide_ladder(decide_clients)}.items() if v is not None})
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     world = work / "world"
@@ -82,7 +87,8 @@ def run_default(work_dir: str | Path = "runs/default", clients: int | None = Non
     recipes = block_recipes(size["epochs"], preset, blocks)
     return run_pipeline(world, work, st, recipes, size, seed, probe, progress, pack, out,
                         title="the embedded default run (synthetic world)",
-                        extra={"kind": "synthetic world", "preset": preset}, oracle=True)
+                        extra={"kind": "synthetic world", "preset": preset}, oracle=True,
+                        decision_probe=decision_probe)
 
 
 __all__ = ["run_default", "ensure_world", "STAGES"]

@@ -45,7 +45,7 @@ from submit.check import SubmissionError, check_arrays
 from submit.default import run_default
 from submit.pipeline import DEFAULT_BLOCKS, FINAL_DIR, LOCAL_DIR, RUN_DIR, SEARCH_CLIENTS_FLOOR, run_own_data
 from submit.ensemble import Ensemble, Float16Error, build_ensemble, coverage_line
-from validate.cli import add_probe
+from validate.cli import add_decision_probe, add_probe
 from validate.spec import EnsembleSpec, SpecError
 
 PACK_REPORT = "pack.json"
@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the search, the replica (the organisers' network) scores the packed ensemble and "
                         "stats alone on N report-fold clients, rows '(replica)' in the table (default: 10000 with "
                         "CUDA, 0 = skip on a CPU, where it takes ~5-10 min per candidate at 2,000 clients)")
+    d.add_argument("--decide-clients", type=int, nargs="+", default=None, metavar="N",
+                   help="the decision's ladder: every short-listed ensemble is scored by the organisers' network "
+                        "on the first N search-fold clients, the best ones on each larger N, and the winner is "
+                        "shipped (default: 1000 2000 on a CPU, 10000 20000 50000 with CUDA, or what --budget "
+                        "picks; 0: no decision, ship the LightGBM search's choice)")
+    add_decision_probe(d)
     d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",
                    help=f"tasks of the search and the table, among {', '.join(TASKS)} (default: all six; "
                         "--quick: conversion, propensity_category)")
@@ -207,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                                            or args.spec is not None):
         parser.error(f"--train-clients takes at least {SEARCH_CLIENTS_FLOOR} clients and goes with --data-dir "
                      "and no --spec")
+    if args.decide_clients is not None and (any(n < 0 for n in args.decide_clients) or args.spec is not None):
+        parser.error("--decide-clients takes client counts >= 0 (0: no decision) and goes with no --spec")
     if args.budget is not None and (args.budget <= 0 or args.data_dir is None or args.spec is not None):
         parser.error("--budget takes a positive number of minutes and goes with --data-dir and no --spec")
     try:
@@ -216,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             run_default(args.work_dir or Path("runs/default"), clients=args.clients, trials=args.trials,
                         epochs=args.epochs, seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
                         progress=not args.no_progress, tasks=args.tasks, blocks=args.blocks,
-                        confirm_clients=args.confirm_clients, pack=pack)
+                        confirm_clients=args.confirm_clients, decide_clients=args.decide_clients,
+                        decision_probe=args.decision_probe, pack=pack)
             return 0
         if args.out is None:
             parser.error("--data-dir needs --out")
@@ -229,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                              seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
                              tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks,
                              confirm_clients=args.confirm_clients, search_clients=args.search_clients,
-                             train_clients=args.train_clients, pack=pack)
+                             train_clients=args.train_clients, decide_clients=args.decide_clients,
+                             decision_probe=args.decision_probe, pack=pack)
             except PermissionError as exc:  # e.g. a read-only data folder: the split writes input/ and target/
                 print(f"error: {exc} (the one-command run writes the split and the event cache into --data-dir; "
                       "copy the data to a writable folder)", file=sys.stderr)

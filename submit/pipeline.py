@@ -10,11 +10,15 @@ Stages (each reuses what is already there and fresh; all outputs in the run fold
 2. blocks: stats, tfidf_svd, item2vec, gru_ae and multitask (:func:`block_recipes`; CPU-sized, GPU presets when
    CUDA is present) from the input period, in ``WORK/blocks/<name>/`` (:func:`submit.build.ensure_blocks`);
 3. search: ``validate.search`` (LightGBM probe) over those blocks on one half of a sample of the clients, writing
-   ``WORK/spec.json``; reused when ``WORK/search.json`` records the same blocks and settings;
-4. pack: the local submission (blocks of the input period; for local scoring);
-5. final (own data only): the real submission, the same spec packed from every raw event (blocks in
+   ``WORK/search_spec.json``; reused when ``WORK/search.json`` records the same blocks and settings;
+4. decide: the shipped ensemble chosen by the organisers' network (``validate.decide``: the replica with CUDA,
+   its bfloat16 twin ``mlp16`` on a CPU) among a short list (the search's best, strong and supervised blocks
+   alone, all blocks, the strongest together) scored at growing numbers of search-fold clients, written to
+   ``WORK/spec.json``; reused when ``WORK/decide.json`` records the same search and settings;
+5. pack: the local submission (blocks of the input period; for local scoring);
+6. final (own data only): the real submission, the same spec packed from every raw event (blocks in
    ``WORK/blocks-final/``);
-6. table: every block alone (stats alone = the count-statistics baseline) and the packed local submission scored
+7. table: every block alone (stats alone = the count-statistics baseline) and the packed local submission scored
    on the other half of the sample (clients the search never saw), then ``WORK/report.json`` and the run report
    ``WORK/report.md`` with its PNGs (:mod:`submit.report`).
 
@@ -51,14 +55,19 @@ from validate.spec import BlockSpec, EnsembleSpec
 #: packed submission, the search sample's noise (validate.noise.sample_spread; 0: not measured).
 SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"clients": 20_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "search_clients": 20_000,
-            "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "noise_samples": 3, "tasks": TASKS},
+            "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "noise_samples": 3, "tasks": TASKS,
+            "decide_clients": (1_000, 2_000), "finalists": 2, "decide_width": None},
     "gpu": {"clients": 20_000, "trials": 20, "epochs": 3, "search_timeout": 600.0, "search_clients": 50_000,
             "train_clients": None, "table_clients": 20_000, "confirm_clients": 10_000, "noise_samples": 3,
-            "tasks": TASKS},
+            "tasks": TASKS, "decide_clients": (10_000, 20_000, 50_000), "finalists": 3, "decide_width": None},
     "quick": {"clients": 400, "trials": 1, "epochs": 1, "search_timeout": 30.0, "search_clients": 20_000,
               "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "noise_samples": 2,
-              "tasks": (CONVERSION, PROPENSITY_CATEGORY)},
+              "tasks": (CONVERSION, PROPENSITY_CATEGORY), "decide_clients": (60, 120), "finalists": 1,
+              "decide_width": (16, 32)},
 }
+#: decide_clients: the decision's ladder of search-fold client counts (:mod:`validate.decide`; () skips the
+#: decision and ships the search's choice); finalists: candidates kept at each larger size; decide_width: hidden
+#: sizes of the decision net (None: the organisers' 2048 / 4096; the quick preset's small net is NOT theirs).
 #: Probes fast enough to score the table on half the search sample.
 FAST_PROBES = ("lgbm", "linear")
 BASELINE = "stats"
@@ -67,7 +76,9 @@ DEFAULT_BLOCKS: tuple[str, ...] = tuple(n for n in registry.BUILTIN
                                         if n in ("stats", "tfidf_svd", "item2vec", "gru_ae", "multitask"))
 #: Layout of the user's output folder O: the local-validation submission and the real (final) one.
 LOCAL_DIR, FINAL_DIR, RUN_DIR = "local", "final", "run"
-SEARCH_KEY = "search.json"
+SEARCH_KEY, DECIDE_KEY = "search.json", "decide.json"
+SEARCH_SPEC, SPEC = "search_spec.json", "spec.json"
+DECISION_PNG = "decision_curves.png"
 SPLIT_RECORD = "split.json"
 
 
@@ -128,14 +139,19 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 #: tfidf_svd + item2vec (the event table included); one gru_ae / multitask epoch over every relevant client (a
 #: training sample costs its share of the per-event part); the ``*_infer`` ones, embedding every client after
 #: training on a sample (multitask: with its inputs for them); pack. Then seconds per thousand search-fold clients
-#: and trial (six tasks), and per thousand table clients and candidate by probe. On a GPU the neural ones and the
-#: MLP probes are divided by GPU_SPEEDUP.
+#: and trial (six tasks), and per thousand table clients and candidate by probe; per thousand decision clients and
+#: candidate by decision probe (benchmarks/bench_decision_probe.py, one thread: mlp16 30 s, the replica 81 s). On a
+#: GPU the neural ones and the MLP probes are divided by GPU_SPEEDUP.
 COST = {"startup": 10.0, "split": (6.8, 0.30), "fixed_blocks": (3.0, 3.94), "gru_ae_epoch": (4.9, 4.28),
         "multitask_epoch": (41.2, 4.46), "gru_ae_infer": (0.0, 0.73), "multitask_infer": (0.0, 1.0),
         "pack": (1.1, 0.059), "trial_per_kclient": 1.4,
-        "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0}}
+        "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0},
+        "decide_per_kclient": {"mlp16": 30.0, "mlp": 81.0}}
 GPU_SPEEDUP = 10.0
 TRIALS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), 2_000
+#: The decision's ladders (search-fold clients) that --budget may pick, from the largest to the smallest.
+DECIDE_LADDERS = {"cpu": ((2_000, 4_000), (1_000, 2_000), (500, 1_000)),
+                  "gpu": ((20_000, 50_000, 100_000), (10_000, 20_000, 50_000), (5_000, 10_000, 20_000))}
 #: The smallest --search-clients accepted: two folds of 100 clients (scores below that are mostly noise).
 SEARCH_CLIENTS_FLOOR = 200
 #: (neural epochs, gru_ae and multitask training clients) from the largest to the smallest: what --budget may pick.
@@ -188,15 +204,40 @@ def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, blocks
     if gpu and probe in ("mlp", "narrow"):
         per_k /= GPU_SPEEDUP * 10
     table = (len(blocks) + 1) * per_k * table_clients(size, n_clients, probe) / 1e3 * task_share
+    if size.get("decide_clients"):  # the decision probe's verdict on the report fold: stats and the shipped one
+        table += 2 * decision_cost_per_kclient(size, gpu) * min(max(size["decide_clients"]), n_clients // 2) / 1e3 \
+            * task_share
     return {"startup": COST["startup"], "split": line("split"), "blocks": blocks_s, "search": search,
-            "pack": line("pack"), "final": blocks_s / 2 if final else 0.0, "table": table}
+            "decide": decide_seconds(size, n_clients, len(blocks), gpu), "pack": line("pack"),
+            "final": blocks_s / 2 if final else 0.0, "table": table}
+
+
+def decide_seconds(size: dict[str, Any], n_clients: int, n_blocks: int, gpu: bool = False) -> float:
+    """Estimated seconds of the decision (:mod:`validate.decide`): its short list (about ``n_blocks + 2``
+    candidates, at most 7) at the first size of ``size["decide_clients"]``, ``size["finalists"]`` at each larger
+    one, each candidate costing :data:`COST`'s ``decide_per_kclient`` per thousand clients and six tasks."""
+    from validate.decide import plan_sizes
+
+    sizes = plan_sizes(size.get("decide_clients") or (), n_clients // 2)
+    if not sizes:
+        return 0.0
+    first = min(n_blocks + 2, 7) if n_blocks > 1 else 1
+    clients = sizes[0] * first + sum(sizes[1:]) * int(size.get("finalists") or 1)
+    return decision_cost_per_kclient(size, gpu) * clients / 1e3 * len(size["tasks"]) / 6
+
+
+def decision_cost_per_kclient(size: dict[str, Any], gpu: bool = False) -> float:
+    """Seconds of one candidate per thousand clients, six tasks, by the decision probe (:data:`COST`)."""
+    per_k = COST["decide_per_kclient"]["mlp" if gpu else "mlp16"] / (GPU_SPEEDUP * 10 if gpu else 1.0)
+    return per_k / 100.0 if size.get("decide_width") else per_k  # decide_width: a small test net
 
 
 def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: int, blocks: Sequence[str],
                final: bool, probe: str = "narrow", gpu: bool = False) -> tuple[dict[str, Any], float]:
     """Sizes scaled to fit ``budget_s`` seconds (:func:`estimate_seconds`): the first step of
     :data:`BUDGET_LADDER` (gru_ae epochs 4..1, then multitask on fewer training clients) that keeps the run within
-    75% of the budget with the smallest search, then the most search clients (2,000..all) that fit with 10 trials,
+    75% of the budget with the smallest search and decision, then the largest decision ladder of
+    :data:`DECIDE_LADDERS` within 85% (when the preset decides at all), then the most search clients (2,000..all) that fit with 10 trials,
     then as many trials (1..100) as the rest of the budget holds; the search's timeout is that rest (at least
     30 s). Returns (sizes, estimated seconds); the estimate exceeds the budget when even the smallest sizes do."""
     def total(s: dict[str, Any]) -> float:
@@ -204,10 +245,16 @@ def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: 
 
     smallest = min(n_clients, SEARCH_CLIENTS_MIN)
     out = dict(size, search_timeout=math.inf)
+    ladders = DECIDE_LADDERS["gpu" if gpu else "cpu"] if size.get("decide_clients") else ((),)
+    out["decide_clients"] = ladders[-1]
     for epochs, train in BUDGET_LADDER:
         out.update(epochs=epochs, train_clients=train if train is None or train < n_clients else None,
                    trials=1, search_clients=smallest)
         if total(out) <= 0.75 * budget_s:
+            break
+    for ladder in ladders:  # the largest decision ladder that still fits
+        out["decide_clients"] = ladder
+        if total(out) <= 0.85 * budget_s:
             break
     for clients in sorted({min(n_clients, c) for c in (2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)}
                           | {n_clients}, reverse=True):
@@ -275,7 +322,7 @@ class RssSampler:
 
 
 class Stages:
-    """Prints ``[k/n] stage ...`` headers with the elapsed time (stderr, beside the tqdm bars) and records each
+    """Prints ``[k/n] stage ...`` headers with the elapsed time (stderr, beside the progress output) and records each
     stage's wall seconds and peak RSS (MiB; per stage, sampled by :class:`RssSampler`, else the process's peak so
     far, and ``rss_scope`` says which)."""
 
@@ -363,6 +410,56 @@ def search_key(recipes_spec: EnsembleSpec, size: dict[str, Any], tasks: Sequence
                                  default=str))
 
 
+def decide_stage(data_dir: Path, work: Path, st: Stages, blocks_dir: Path, searched: dict[str, Any],
+                 searched_key: dict[str, Any], size: dict[str, Any], tasks: Sequence[str], seed: int,
+                 decision_probe: str, progress: bool) -> dict[str, Any]:
+    """Stage 4 (module doc): the spec to ship, ``WORK/spec.json``, decided by :func:`validate.decide.decide` among
+    the search's choice (``searched``, a spec dict) and the short list; the search's own choice when
+    ``size["decide_clients"]`` is empty. Reused when ``WORK/decide.json`` records the same search and settings."""
+    from competition.io import write_json
+    from embedders.base import read_block
+    from validate.cli import resolve_decision_probe
+    from validate.decide import decide, decided_spec, plan_sizes, plot_curves
+    from validate.search import find_blocks
+
+    spec_path, key_path = work / SPEC, work / DECIDE_KEY
+    ladder = tuple(int(n) for n in size.get("decide_clients") or ())
+    if not ladder:
+        st.start("decide", "skipped (no decision sizes): the search's choice is shipped")
+        key_path.unlink(missing_ok=True)
+        EnsembleSpec.from_dict(searched).save(spec_path)
+        return searched
+    probe, width = resolve_decision_probe(decision_probe), size.get("decide_width")
+    key = json.loads(json.dumps({"search": searched_key, "searched": searched["blocks"], "sizes": list(ladder),
+                                 "finalists": size.get("finalists"), "probe": probe,
+                                 "width": list(width) if width else None, "tasks": list(tasks), "seed": seed},
+                                default=str))
+    fresh = spec_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key
+    net = "the organisers' network" + (" at bfloat16 matmuls" if probe == "mlp16" else "")
+    if width:
+        net = f"a {width[0]}/{width[1]} test net (NOT the organisers' network)"
+    n_relevant = len(np.load(DataPaths(data_dir).relevant_clients))
+    st.start("decide", f"{net} ({probe}) on {', '.join(f'{n:,}' for n in plan_sizes(ladder, n_relevant // 2))} "
+                       "search-fold clients" + (" (reused)" if fresh else ""))
+    if fresh:
+        st.log(f"  the decision is fresh ({key_path} matches the search and settings): {spec_path} reused")
+        return EnsembleSpec.load(spec_path).to_dict()
+    key_path.unlink(missing_ok=True)
+    blocks = {p.name: read_block(p) for p in find_blocks(blocks_dir)}
+    chosen = [(b["name"], float(b["weight"]), int(b["dims"] or blocks[b["name"]].dim))
+              for b in searched["blocks"] if b["weight"] > 0]
+    decision = decide(data_dir, blocks, chosen, ladder, int(size.get("finalists") or 1), probe, tasks, seed,
+                      tuple(width) if width else None, progress, log=lambda m: st.log("  " + m))
+    png = plot_curves(decision, work / DECISION_PNG)
+    decision["curves_png"] = png.name if png else None
+    spec = decided_spec(decision, blocks, searched.get("search"))
+    spec.save(spec_path)
+    write_json(key, key_path)
+    for b in spec.active:
+        st.log(f"  shipping {b.name}: {b.transform}, weight {b.weight:.3f}, dims {b.dims or 'full'}")
+    return spec.to_dict()
+
+
 def search_history(study_db: Path) -> list[dict[str, Any]]:
     """Every trial of the stored study: number, state, objective (None when pruned), columns."""
     import optuna
@@ -378,13 +475,15 @@ def search_history(study_db: Path) -> list[dict[str, Any]]:
 
 
 def score_table(data_dir: Path, named_dirs: dict[str, Path], clients: np.ndarray, tasks: tuple[str, ...],
-                probe: str, seed: int, progress: bool, log) -> dict[str, dict]:
-    """``validate.probe.score_blocks`` of each folder alone on ``clients``, by name."""
+                probe: str, seed: int, progress: bool, log, mlp_width: Sequence[int] | None = None
+                ) -> dict[str, dict]:
+    """``validate.probe.score_blocks`` of each folder alone on ``clients``, by name (mlp_width: a test net)."""
     from validate.probe import score_blocks
 
     results = {}
     for name, path in named_dirs.items():
-        res = score_blocks(data_dir, [path], tasks, probe=probe, seed=seed, clients=clients, progress=progress)
+        res = score_blocks(data_dir, [path], tasks, probe=probe, seed=seed, clients=clients, progress=progress,
+                           mlp_width=tuple(mlp_width) if mlp_width else None)
         log(f"  {name}: sum {res['sum']:.4f} over {len(tasks)} task(s) ({res['seconds']:.1f}s)")
         results[name] = res
     return results
@@ -403,11 +502,12 @@ def probe_words(probe: str) -> str:
 def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str, Any]], size: dict[str, Any],
                  seed: int, probe: str, progress: bool, pack: Callable, out_local: Path,
                  out_final: Path | None = None, title: str = "pipeline run", extra: dict | None = None,
-                 oracle: bool = False) -> dict:
+                 oracle: bool = False, decision_probe: str = "auto") -> dict:
     """Stages 2-6 (module docstring) on a prepared (split) ``data_dir``; the caller ran stage 1 on ``st``.
 
     pack: :func:`submit.pack.pack` (given by its caller, so that this module does not import the command that runs
-    it). out_final: where the final submission goes (None: no final stage). oracle: add the oracle row
+    it). out_final: where the final submission goes (None: no final stage). decision_probe: the decide stage's
+    probe (auto: the replica with CUDA, else mlp16; :func:`validate.cli.resolve_decision_probe`). oracle: add the oracle row
     (synthetic worlds with ``truth/``, when :mod:`validate.oracle` is available). Returns the report dict (also
     written to ``WORK/report.json``; ``WORK/report.md`` and its PNGs beside it)."""
     from competition.io import write_json
@@ -440,23 +540,26 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     confirm = int(size.get("confirm_clients") or 0)
     n_relevant = len(np.load(DataPaths(data_dir).relevant_clients))
     max_clients = None if size["search_clients"] >= n_relevant else int(size["search_clients"])
-    spec_path = work / "spec.json"
+    search_path, spec_path = work / SEARCH_SPEC, work / SPEC
     key = search_key(all_spec, size, tasks, probe_search, seed, max_clients)
     key_path = work / SEARCH_KEY
-    fresh = (spec_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key)
+    fresh = (search_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key)
     st.start("search", f"{size['trials']} trial(s), {probe_search} probe, at most {size['search_timeout']:.0f}s, "
                        f"{min(n_relevant, size['search_clients']):,} clients" + (" (reused)" if fresh else ""))
     if fresh:
-        spec = EnsembleSpec.load(spec_path).to_dict()
-        blog(f"the search is fresh ({key_path} matches the blocks and settings): {spec_path} reused")
+        searched = EnsembleSpec.load(search_path).to_dict()
+        blog(f"the search is fresh ({key_path} matches the blocks and settings): {search_path} reused")
     else:
         key_path.unlink(missing_ok=True)
-        spec = run_search(data_dir, blocks_dir, spec_path, size["trials"], timeout=size["search_timeout"],
-                          probe=probe_search, seed=seed, overwrite=True, tasks=tasks, max_clients=max_clients,
-                          progress=progress, confirm_clients=confirm, confirm_against="stats")
+        searched = run_search(data_dir, blocks_dir, search_path, size["trials"], timeout=size["search_timeout"],
+                              probe=probe_search, seed=seed, overwrite=True, tasks=tasks, max_clients=max_clients,
+                              progress=progress, confirm_clients=confirm, confirm_against="stats")
         write_json(key, key_path)
-    for b in spec["blocks"]:
-        blog(f"chose {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
+    for b in searched["blocks"]:
+        blog(f"search chose {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
+    spec = decide_stage(data_dir, work, st, blocks_dir, searched, key, size, tasks, seed, decision_probe,
+                        progress)
+    decision = spec.get("search", {}).get("decision")
 
     st.start("pack", f"local submission (input-period blocks): {spec_path} -> {out_local}")
     packed = pack(data_dir, spec_path, out_local, seed=seed, progress=progress, log=blog)
@@ -477,6 +580,10 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     rows = rows_from_results(results, baseline=f"{BASELINE} (baseline)", packed="packed")
     if oracle:
         rows += oracle_rows(data_dir, report_ids, tasks, table_probe, seed, st.log)
+    verdict = decision_verdict(data_dir, decision, dirs[f"{BASELINE} (baseline)"], out_local, tasks, seed,
+                               progress, st.log) if decision else None
+    if verdict:
+        rows += verdict["rows"]
     confirmed = spec.get("search", {}).get("confirm")
     if confirmed:  # the replica's own verdict on the search's choice (validate.search.confirm_with_replica)
         rows += [Row(f"{'packed' if n == 'searched' else n} (replica)", v["tasks"], probe_label("mlp"),
@@ -493,6 +600,8 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
                f"task(s))"]
     if confirmed:
         lines.append(format_confirm(confirmed))
+    if verdict:
+        lines.append(verdict["line"])
     noise = search_noise(data_dir, blocks_dir / BASELINE, out_local, len(report_ids), size, tasks, table_probe,
                          seed, progress)
     lines += noise["lines"]
@@ -510,7 +619,9 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
               "search": {k: spec.get("search", {}).get(k) for k in ("trials", "trials_total", "pruned",
                                                                      "best_trial", "search_fold", "report_fold",
                                                                      "confirm")},
-              "search_noise": noise, "chosen": spec["blocks"], "search_history": search_history(work / DB_FILE),
+              "search_noise": noise, "chosen": spec["blocks"], "searched": searched["blocks"],
+              "decision": decision, "decision_verdict": {k: v for k, v in (verdict or {}).items() if k != "rows"}
+              or None, "search_history": search_history(work / DB_FILE),
               "columns": columns,
               "stages": st.records, "rss_scope": st.rss_scope, "seconds": round(st.elapsed, 1),
               "peak_rss_mb": round(max([peak_rss_mb()] + [r["peak_rss_mb"] for r in st.records]), 1),
@@ -522,6 +633,33 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     where = f"local submission in {out_local}" + (f", final submission in {out_final}" if out_final else "")
     print(f"\ntotal wall time {st.elapsed:.1f}s ({st.elapsed / 60:.1f} min); {where}; report in {md}", flush=True)
     return report
+
+
+def decision_verdict(data_dir: Path, decision: dict[str, Any], baseline_dir: Path, packed_dir: Path,
+                     tasks: Sequence[str], seed: int, progress: bool, log) -> dict[str, Any]:
+    """The decision probe's own figures on the report fold (clients neither the search nor the decision saw): the
+    shipped local submission and stats alone, on as many report-fold clients as the decision's largest size.
+    Returns ``{"probe", "n_clients", "packed", "stats", "difference", "noise", "line", "rows"}`` (rows: for the
+    score table)."""
+    from submit.report import Row, probe_label
+    from validate.noise import noise_threshold
+    from validate.search import report_sample
+
+    probe, width = decision["probe"], decision.get("mlp_width")
+    ids = report_sample(data_dir, max(decision["sizes"]), seed)
+    res = score_table(data_dir, {"stats": baseline_dir, "packed": packed_dir}, ids, tuple(tasks), probe, seed,
+                      progress, log, mlp_width=width)
+    label = probe_label(probe) if not width else "MLP, other widths (proxy)"
+    rows = [Row(f"{n} ({probe})", {t: float(f["score"]) for t, f in r["tasks"].items()}, label,
+                "baseline" if n == "stats" else "packed", r["n_clients"], r["dim"], note="decision probe, report fold")
+            for n, r in res.items()]
+    diff = res["packed"]["sum"] - res["stats"]["sum"]
+    got = noise_threshold(len(ids)) if not width else None
+    line = (f"Decision probe ({label}) on {len(ids):,} report-fold clients: packed {res['packed']['sum']:.4f}, "
+            f"stats alone {res['stats']['sum']:.4f}, difference {diff:+.4f}"
+            + (f" (row-order noise below {got[0]:.3f} at this size)" if got else "") + ".")
+    return {"probe": probe, "n_clients": int(len(ids)), "packed": res["packed"]["sum"], "stats": res["stats"]["sum"],
+            "difference": diff, "noise": got[0] if got else None, "line": line, "rows": rows}
 
 
 def search_noise(data_dir: Path, baseline_dir: Path, packed_dir: Path, n_clients: int, size: dict[str, Any],
@@ -586,7 +724,7 @@ def oracle_rows(data_dir: Path, clients: np.ndarray, tasks: Sequence[str], probe
 # ---------------------------------------------------------------------------------------------------------------
 # The user's own data
 # ---------------------------------------------------------------------------------------------------------------
-OWN_STAGES = ("split", "blocks", "search", "pack", "final", "table")
+OWN_STAGES = ("split", "blocks", "search", "decide", "pack", "final", "table")
 
 
 def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | None = None,
@@ -594,7 +732,8 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
                  probe: str = "auto", progress: bool = True, tasks: Sequence[str] | None = None,
                  budget_minutes: float | None = None, blocks: Sequence[str] | None = None,
                  confirm_clients: int | None = None, search_clients: int | None = None,
-                 train_clients: int | None = None, *, pack: Callable) -> dict:
+                 train_clients: int | None = None, decide_clients: Sequence[int] | None = None,
+                 decision_probe: str = "auto", *, pack: Callable) -> dict:
     """The whole pipeline on the user's data (module docstring): ``out/local`` (local-validation submission),
     ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
     blocks, study, report.md). Explicit trials/epochs/tasks/search_clients/train_clients win over the preset and the
@@ -616,7 +755,8 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     if budget_minutes is not None:
         size, estimate = fit_budget(size, 60.0 * budget_minutes, n_events, relevant, names, True, table_probe,
                                     preset == "gpu")
-    explicit = {"trials": trials, "epochs": epochs, "search_clients": search_clients, "train_clients": train_clients}
+    explicit = {"trials": trials, "epochs": epochs, "search_clients": search_clients, "train_clients": train_clients,
+                "decide_clients": decide_ladder(decide_clients)}
     size.update({k: v for k, v in {**explicit, "confirm_clients": confirm_clients}.items() if v is not None})
     if estimate is None or any(v is not None for v in explicit.values()):
         estimate = sum(estimate_seconds(size, n_events, relevant, names, True, table_probe, preset == "gpu").values())
@@ -628,6 +768,8 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
              f"neural epochs {size['epochs']}"
            + (f", gru_ae and multitask trained on {size['train_clients']:,} clients" if size.get("train_clients")
               else "")
+           + (f", the decision on {'/'.join(f'{n:,}' for n in size['decide_clients'])} search-fold clients"
+              if size.get("decide_clients") else ", no decision (the search's choice is shipped)")
            + f", seed {seed}; estimated {estimate / 60:.1f} min")
     st.log(f"outputs: local submission {local}, final submission {final}, run folder {work}")
 
@@ -636,9 +778,20 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     extra = {"kind": "own data", "preset": preset, "budget_minutes": budget_minutes, "n_events": n_events,
              "n_relevant": relevant, "estimated_seconds": round(estimate, 1), "split": split_how, "out": str(out)}
     return run_pipeline(data_dir, work, st, recipes, size, seed, probe, progress, pack, local, final,
-                        title=f"submit.pack on {data_dir.name}", extra=extra, oracle=True)
+                        title=f"submit.pack on {data_dir.name}", extra=extra, oracle=True,
+                        decision_probe=decision_probe)
+
+
+def decide_ladder(clients: Sequence[int] | None) -> tuple[int, ...] | None:
+    """A ``--decide-clients`` value as the decision's ladder: None (the preset's), () for 0 (no decision), else
+    the positive sizes ascending."""
+    if clients is None:
+        return None
+    if any(int(n) < 0 for n in clients):
+        raise ValueError(f"--decide-clients takes client counts >= 0, got {list(clients)}")
+    return tuple(sorted({int(n) for n in clients if int(n) > 0}))
 
 
 __all__ = ["SIZES", "DEFAULT_BLOCKS", "SEARCH_CLIENTS_FLOOR",
            "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
-           "run_pipeline", "run_own_data", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]
+           "run_pipeline", "run_own_data", "decide_stage", "decide_ladder", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]

@@ -58,7 +58,7 @@ class Row:
 
 
 #: Words for each probe's figures; every probe but the replica is a proxy of the organisers' score.
-PROBE_LABELS = {"lgbm": "LightGBM (proxy)", "narrow": "narrow MLP (proxy)", "linear": "linear (proxy)"}
+PROBE_LABELS = {"mlp16": "replica net at bf16 (decision probe)", "lgbm": "LightGBM (proxy)", "narrow": "narrow MLP (proxy)", "linear": "linear (proxy)"}
 
 
 def probe_label(result: Mapping[str, Any] | str) -> str:
@@ -251,6 +251,25 @@ def _fmt_size(size: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {size[k]:g}" if isinstance(size[k], float) else f"{k} {size[k]}" for k in keys if k in size)
 
 
+def decision_section(decision: Mapping[str, Any] | None, searched: Sequence[Mapping] | None) -> list[str]:
+    """The report's "Decision" section: what the organisers' network chose among the short list, and why."""
+    lines = ["## Decision", ""]
+    if not decision:
+        return lines + ["No decision stage ran (`--decide-clients 0`): the search's choice is shipped.", ""]
+    from validate.decide import summary_lines
+
+    lines += summary_lines(decision)
+    if searched is not None:
+        same = sorted(b["name"] for b in searched) == sorted(n for n, _, _ in decision["choice"]["chosen"])
+        lines += ["", "The shipped ensemble is " + ("the search's choice." if same and
+                                                    decision["choice"]["name"] == "searched"
+                                                    else f"**{decision['choice']['name']}**, not the search's "
+                                                         "choice (" + " + ".join(b["name"] for b in searched) + ").")]
+    if decision.get("curves_png"):
+        lines += ["", f"![decision curves]({decision['curves_png']})"]
+    return lines + [""]
+
+
 def write_run_report(report: Mapping[str, Any], rows: Sequence[Row], work: str | Path) -> Path:
     """``work/report.md`` and the PNGs of :data:`PNGS` from a pipeline report dict (see
     :func:`submit.pipeline.run_pipeline`) and its candidate rows. Returns the markdown's path."""
@@ -299,7 +318,9 @@ def write_run_report(report: Mapping[str, Any], rows: Sequence[Row], work: str |
     lines += ["", "| block | transform | weight | dims |", "|---|---|---|---|"]
     lines += [f"| {b['name']} | {b['transform']} | {b['weight']:.3f} | {b['dims'] or 'full'} |"
               for b in report.get("chosen", [])]
-    lines += ["", f"![search history]({PNGS['search']})", "", "## Columns of the packed matrix", ""]
+    lines += ["", f"![search history]({PNGS['search']})", ""]
+    lines += decision_section(report.get("decision"), report.get("searched"))
+    lines += ["## Columns of the packed matrix", ""]
     subs = list(report["columns"])
     names = sorted({b for c in report["columns"].values() for b in c})
     lines += ["| block | " + " | ".join(subs) + " |", "|---|" + "---|" * len(subs)]

@@ -1,7 +1,7 @@
 """Score embedding blocks on the six tasks, as the organisers would (MLP replica) or fast (narrow MLP, linear and
 LightGBM proxies; how well each ranks like the replica: docs/probes.md).
 
-``python -m validate.probe --data-dir D --embeddings-dir E1 [E2 ...] [--tasks ...] [--probe auto|mlp|narrow|linear|lgbm]
+``python -m validate.probe --data-dir D --embeddings-dir E1 [E2 ...] [--tasks ...] [--probe auto|mlp|mlp16|narrow|linear|lgbm]
 [--seed S] [--out report.json]``
 
 Several ``--embeddings-dir`` are concatenated column-wise (rows aligned by client id; a client missing from a block
@@ -173,6 +173,7 @@ def make_probe(probe: str = "mlp", seed: int = 0, progress: bool = True, mlp_wid
     :func:`validate.cli.resolve_probe`):
 
     - ``mlp``: :class:`~validate.mlp.MLPProbe`, the replica (unless ``mlp_width`` differs);
+    - ``mlp16``: the same net and loop with its matmuls under bfloat16 autocast (the decision probe on a CPU);
     - ``narrow``: the same loop with :data:`NARROW_WIDTH` hidden sizes (or ``mlp_width``);
     - ``linear``: :class:`~validate.linear.LinearProbe` (ridge on standardised columns);
     - ``lgbm``: :class:`~validate.lgbm.LGBMProbe`.
@@ -180,9 +181,10 @@ def make_probe(probe: str = "mlp", seed: int = 0, progress: bool = True, mlp_wid
     ``seed`` affects LightGBM and the linear probe's held-out rows (the MLPs' seed is fixed at 1278).
     threads: CPU threads (default: one per free core, see :func:`validate.cpu.free_cores`)."""
     probe = resolve_probe(probe, device)
-    if probe in ("mlp", "narrow"):
-        thin, wide = mlp_width or ((HIDDEN_THIN, HIDDEN_WIDE) if probe == "mlp" else NARROW_WIDTH)
-        return MLPProbe(thin=thin, wide=wide, device=device, threads=threads, progress=progress)
+    if probe in ("mlp", "mlp16", "narrow"):
+        thin, wide = mlp_width or ((HIDDEN_THIN, HIDDEN_WIDE) if probe != "narrow" else NARROW_WIDTH)
+        return MLPProbe(thin=thin, wide=wide, device=device, threads=threads, progress=progress,
+                        precision="bf16" if probe == "mlp16" else "fp32")
     if probe == "linear":
         return LinearProbe(seed=seed)
     if probe == "lgbm":

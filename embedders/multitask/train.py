@@ -19,14 +19,13 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from competition.progress import progress as progress_of
 
 from competition.load import read_relevant_clients
 from competition.schema import (CHURN, CONVERSION, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE,
@@ -150,6 +149,7 @@ class MultiTaskEmbedder(TorchEmbedder):
     """
 
     name = "multitask"
+    supervised = True  # trained on shifted-window labels of the six tasks
     work_dir_holds = "checkpoints and input models are written there"
     #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).
     resumable = True
@@ -423,8 +423,8 @@ class MultiTaskEmbedder(TorchEmbedder):
         order = np.argsort(feats.lengths, kind="stable") if self.input == "sequence" else np.arange(len(client_ids))
         out = np.zeros((len(client_ids), self.dim), dtype=np.float32)
         model = self.model_.eval()
-        for i in tqdm(range(0, len(order), self.infer_batch), desc="multitask embed", unit="batch",
-                      disable=not self.progress, file=sys.stderr, leave=False):
+        for i in progress_of(range(0, len(order), self.infer_batch), desc="multitask embed", unit="batch",
+                             enabled=self.progress, leave=False):
             idx = order[i:i + self.infer_batch]
             out[idx] = model.embed(self._batch(feats, idx, self.device_)).float().cpu().numpy()
         meta = {"name": self.name, "input": self.input, "anchors": list(self.anchors_),

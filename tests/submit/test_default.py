@@ -39,13 +39,32 @@ def test_default_run_quick(tmp_path, capsys):
     assert "probe: " in out.out and "packed" in out.out and "total wall time" in out.out
     md = (work / "report.md").read_text()  # the run report (submit.report), its PNGs beside it
     assert "![scores against the baseline](scores_vs_baseline.png)" in md and (work / "search.png").is_file()
-    assert [s["stage"] for s in report["stages"]] == ["world", "blocks", "search", "pack", "table"]
-    assert "[1/5] world" in out.err and "[5/5] table" in out.err
+    assert [s["stage"] for s in report["stages"]] == ["world", "blocks", "search", "decide", "pack", "table"]
+    assert "[1/6] world" in out.err and "[6/6] table" in out.err
 
-    # a second run reuses the world and the fresh blocks
+    # the decision: a short list scored on the quick ladder, its winner shipped as spec.json
+    decision = report["decision"]
+    assert decision["sizes"] == [60, 120] and decision["replica_net"] is False  # the quick preset's test net
+    names_listed = [c["name"] for c in decision["candidates"]]
+    assert names_listed[:2] == ["searched", "stats"] and "multitask" in names_listed
+    # every block together is on the list (as "all blocks", or as the search's choice when it is that)
+    assert any({n for n, _, _ in c["chosen"]} == set(names) for c in decision["candidates"])
+    assert [b.name for b in spec.blocks] == [n for n, _, _ in decision["choice"]["chosen"]]
+    assert spec.search["decision"]["choice"]["name"] == decision["choice"]["name"]
+    assert "## Decision" in md and "(chosen)" in md and (work / "decision_curves.png").is_file()
+
+    # a second run reuses the world, the fresh blocks, the search and the decision
     assert main(["--quick", "--work-dir", str(work), "--no-progress", "--trials", "1"]) == 0
     err = capsys.readouterr().err
     assert "reusing" in err and "building" not in err and "the search is fresh" in err
+    assert "the decision is fresh" in err
+
+    # --decide-clients 0: no decision, the search's own choice is shipped
+    assert main(["--quick", "--work-dir", str(work), "--no-progress", "--trials", "1", "--decide-clients", "0"]) == 0
+    capsys.readouterr()
+    assert EnsembleSpec.load(work / "spec.json").to_dict()["blocks"] == \
+        EnsembleSpec.load(work / "search_spec.json").to_dict()["blocks"]
+    assert json.loads((work / "report.json").read_text())["decision"] is None
 
     # --confirm-clients: the search is redone and the replica scores the packed ensemble beside stats alone
     assert main(["--quick", "--work-dir", str(work), "--no-progress", "--trials", "1", "--confirm-clients", "100"]) == 0

@@ -16,6 +16,7 @@ from submit.pipeline import COST, DEFAULT_BLOCKS, SIZES, block_recipes, ensure_s
 from submit.report import PNGS, REPORT_MD
 from tests.submit.own_worlds import AWKWARD, raw_world
 from tests.test_install import _env_outside_repo
+from validate.spec import EnsembleSpec
 
 ARGS = ["--quick", "--probe", "lgbm", "--tasks", "conversion", "--no-progress", "--search-clients", "300"]
 
@@ -50,9 +51,11 @@ def test_split_blocks_and_both_submissions(own_run):
                               str(out / sub)], cwd=own_run["cwd"], env=own_run["env"], capture_output=True,
                              text=True, timeout=300)
         assert res.returncode == 0 and "valid" in res.stdout, res.stdout + res.stderr
+    shipped = {b.name for b in EnsembleSpec.load(out / "run" / "spec.json").active}
     for name in ("stats", "tfidf_svd", "item2vec", "gru_ae", "multitask"):
         assert (out / "run" / "blocks" / name / EMBEDDINGS_FILE).is_file()
-        assert (out / "run" / "blocks-final" / name / EMBEDDINGS_FILE).is_file()
+        # the final stage rebuilds from every event exactly the blocks the decision shipped
+        assert (out / "run" / "blocks-final" / name / EMBEDDINGS_FILE).is_file() == (name in shipped)
     assert "final submission in out/final" in own_run["res"].stdout
 
 
@@ -65,7 +68,7 @@ def test_report_with_pngs(own_run):
     assert "out/final" in md and "out/local" in md
     assert "LightGBM (proxy)" in md and "stats (baseline)" in md and "**packed**" in md
     report = json.loads((run / "report.json").read_text())
-    assert [s["stage"] for s in report["stages"]] == ["split", "blocks", "search", "pack", "final", "table"]
+    assert [s["stage"] for s in report["stages"]] == ["split", "blocks", "search", "decide", "pack", "final", "table"]
     assert all(s["seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in report["stages"])
     assert report["search_history"] and set(report["columns"]) == {"local", "final"}
     assert report["sizes"]["search_clients"] == 300  # --search-clients wins over the preset
@@ -73,6 +76,12 @@ def test_report_with_pngs(own_run):
     assert noise["measured"] and noise["samples"] == SIZES["quick"]["noise_samples"]
     assert len(noise["sums"]["packed"]) == noise["samples"] and noise["n_clients"] <= report["report_clients"]
     assert "Sample noise (LightGBM" in md and "packed - stats (baseline)" in md
+    # the decision ran (the quick preset's test net) and its probe scored stats and the shipped one on the report fold
+    assert report["decision"]["sizes"] and "## Decision" in md
+    verdict = report["decision_verdict"]
+    assert verdict["n_clients"] == max(report["decision"]["sizes"]) and np.isfinite(verdict["difference"])
+    assert {r["name"] for r in report["rows"] if r["note"] == "decision probe, report fold"} == \
+        {"stats (mlp16)", "packed (mlp16)"}
     assert sum(report["columns"]["final"].values()) == np.load(own_run["out"] / "final" / EMBEDDINGS_FILE).shape[1]
 
 
@@ -83,7 +92,7 @@ def test_second_run_reuses_every_stage(own_run, capsys, monkeypatch):
     assert main(["--data-dir", str(own_run["world"]), "--out", "out", *ARGS]) == 0
     err = capsys.readouterr().err
     assert "split of" in err and "is fresh" in err
-    assert "the search is fresh" in err and "building" not in err
+    assert "the search is fresh" in err and "building" not in err and "the decision is fresh" in err
 
 
 def test_split_redone_when_the_raw_files_change(tmp_path):
@@ -114,6 +123,15 @@ def test_budget_scales_sizes():
     sizes = [fit_budget(cpu, m * 60.0, events, clients, blocks, True)[0] for m in (10, 30, 90, 270)]
     assert [s["epochs"] for s in sizes] == sorted(s["epochs"] for s in sizes)
     assert [s["search_clients"] for s in sizes] == sorted(s["search_clients"] for s in sizes)
+    # the decision's ladder: the smallest on a tight budget, never smaller with more time, priced in the estimate
+    from submit.pipeline import DECIDE_LADDERS
+    assert small["decide_clients"] == DECIDE_LADDERS["cpu"][-1] and large["decide_clients"] == DECIDE_LADDERS["cpu"][0]
+    ladders = [DECIDE_LADDERS["cpu"].index(s["decide_clients"]) for s in sizes]
+    assert ladders == sorted(ladders, reverse=True)
+    est = estimate_seconds(cpu, events, clients, blocks, True)
+    none = estimate_seconds(dict(cpu, decide_clients=()), events, clients, blocks, True)
+    assert none["decide"] == 0 and est["decide"] > 60  # minutes of the organisers' network on a CPU
+    assert fit_budget(dict(cpu, decide_clients=()), 3600.0, events, clients, blocks, True)[0]["decide_clients"] == ()
 
 
 def test_train_clients_cap_both_neural_blocks_and_price_embedding_everyone():
@@ -135,7 +153,8 @@ def test_flags_that_do_not_fit(tmp_path, capsys):
     for argv in (["--data-dir", str(tmp_path), "--out", "o", "--final"], ["--budget", "5"],
                  ["--data-dir", str(tmp_path)], ["--data-dir", str(tmp_path), "--out", "o", "--budget", "0"],
                  ["--search-clients", "5000"], ["--data-dir", str(tmp_path), "--out", "o", "--search-clients", "10"],
-                 ["--train-clients", "5000"], ["--data-dir", str(tmp_path), "--out", "o", "--train-clients", "10"]):
+                 ["--train-clients", "5000"], ["--data-dir", str(tmp_path), "--out", "o", "--train-clients", "10"],
+                 ["--data-dir", str(tmp_path), "--out", "o", "--decide-clients", "-5"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2

@@ -81,3 +81,69 @@ def test_propensity_figures_have_parts():
     best = res["epochs"][res["best_epoch"]]
     assert set(best) == {"score", "auroc", "diversity", "novelty"}
     assert best["score"] == pytest.approx(0.8 * best["auroc"] + 0.1 * best["diversity"] + 0.1 * best["novelty"])
+
+
+def test_bf16_precision_keeps_the_loop_and_runs_the_matmuls_in_bfloat16(monkeypatch):
+    """mlp16: the same net, initial weights, row order and fp32 master weights; only the matmuls are bfloat16."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 4)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.standard_normal(2000) > 0).astype(np.float32)
+    dtypes = []
+    real_trunk = ReplicaNet.trunk
+
+    def spy(self, x):
+        out = real_trunk(self, x)
+        dtypes.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(ReplicaNet, "trunk", spy)
+    fp32 = MLPProbe(thin=16, wide=32, progress=False, device="cpu").score("conversion", X, y, y)
+    assert set(dtypes) == {torch.float32}
+    dtypes.clear()
+    probe = MLPProbe(thin=16, wide=32, progress=False, device="cpu", precision="bf16")
+    bf16 = probe.score("conversion", X, y, y)
+    assert set(dtypes) == {torch.bfloat16}  # training and prediction ran the trunk under bfloat16 autocast
+    assert bf16["score"] > 0.9 and abs(bf16["score"] - fp32["score"]) < 0.01
+    assert not MLPProbe(precision="bf16").is_replica
+    with pytest.raises(ValueError, match="precision"):
+        MLPProbe(thin=8, wide=8, progress=False, precision="fp8").score("conversion", X, y, y)
+
+
+def test_make_probe_mlp16_is_the_full_net_at_bf16():
+    from validate.probe import make_probe
+    p = make_probe("mlp16", progress=False, device="cpu")
+    assert (p.thin, p.wide, p.precision) == (mlp.HIDDEN_THIN, mlp.HIDDEN_WIDE, "bf16") and not p.is_replica
+    assert make_probe("mlp", progress=False, device="cpu").is_replica
+
+
+def test_reuse_large_blocks_changes_no_figure_and_restores_malloc(monkeypatch):
+    """The allocator policy is speed only: the same scores with and without it, and it is undone afterwards."""
+    import contextlib
+
+    from validate import cpu
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 5)).astype(np.float32)
+    y = (X[:, 1] > 0).astype(np.float32)
+    with_reuse = MLPProbe(thin=8, wide=16, progress=False, device="cpu").score("conversion", X, y, y)
+    with monkeypatch.context() as m:
+        m.setattr(mlp, "reuse_large_blocks", contextlib.nullcontext)
+        without = MLPProbe(thin=8, wide=16, progress=False, device="cpu").score("conversion", X, y, y)
+    assert [e["score"] for e in with_reuse["epochs"]] == [e["score"] for e in without["epochs"]]
+
+    calls = []
+
+    class Spy:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+
+    monkeypatch.setattr(cpu, "_glibc", Spy)
+    with cpu.reuse_large_blocks(1 << 20):
+        assert calls == [(cpu._M_MMAP_THRESHOLD, 1 << 20), (cpu._M_TRIM_THRESHOLD, 4 << 20)]
+    assert calls[2:] == [(cpu._M_MMAP_THRESHOLD, cpu._GLIBC_DEFAULT), (cpu._M_TRIM_THRESHOLD, cpu._GLIBC_DEFAULT),
+                         ("trim", 0)]
+    monkeypatch.setattr(cpu, "_glibc", lambda: None)
+    with cpu.reuse_large_blocks():  # no glibc: nothing to do, nothing fails
+        pass

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from competition.io import atomic_path
-from validate.report import bar_chart
+from validate.report import bar_chart, save_png
 
 #: PNG files of the report, by what they show.
 PNGS = {"vs_baseline": "scores_vs_baseline.png", "scores": "scores.png", "search": "search.png",
@@ -109,16 +109,6 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path, layout: bool = True) -> Path:
-    plt = _plt()
-    if layout:
-        fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
 def vs_baseline_chart(rows: Sequence[Row], baseline: str, tasks: Sequence[str], path: Path, title: str) -> Path:
     """Per task, each non-baseline row's score minus the baseline's, and the same for the sum of the tasks; the
     legend (below) names each row's probe."""
@@ -153,7 +143,7 @@ def vs_baseline_chart(rows: Sequence[Row], baseline: str, tasks: Sequence[str], 
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(len(others), 3), frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(others) + 2) // 3), 1, 1))
-    return _save(fig, path, layout=False)
+    return save_png(fig, path, layout=False)
 
 
 def search_chart(history: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
@@ -185,7 +175,7 @@ def search_chart(history: Sequence[Mapping[str, Any]], path: Path, title: str) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def columns_chart(columns: Mapping[str, Mapping[str, int]], path: Path) -> Path:
@@ -205,7 +195,7 @@ def columns_chart(columns: Mapping[str, Mapping[str, int]], path: Path) -> Path:
     ax.set_yticks(range(len(columns)), [f"{k} ({sum(v.values())})" for k, v in columns.items()])
     ax.set_xlabel("columns of the packed matrix")
     ax.legend(fontsize=7, ncol=min(len(names), 5), loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def stages_chart(stages: Sequence[Mapping[str, Any]], path: Path, rss_scope: str) -> Path:
@@ -224,7 +214,7 @@ def stages_chart(stages: Sequence[Mapping[str, Any]], path: Path, rss_scope: str
     a.set_xlabel("wall time (s)")
     b.set_xlabel(f"peak RSS (GiB, {rss_scope})")
     b.set_yticks(range(len(names)), [""] * len(names))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -331,7 +331,7 @@ def plot_curves(decision: Mapping[str, Any], path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from competition.io import atomic_path
+    from validate.report import save_png
 
     cur = (decision.get("curves") or {}).get("curves") or {}
     if not decision.get("candidates"):
@@ -353,12 +353,7 @@ def plot_curves(decision: Mapping[str, Any], path: str | Path) -> Path | None:
     ax.set_ylabel("six-task sum")
     ax.set_title(f"decision probe: {decision['probe']}")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,7 +73,15 @@ def bar_chart(results: Mapping[str, Mapping], tasks: Sequence[str], path: str | 
     ax_sum.set_ylim(max(0.0, min(sums) - 0.25), max(sums) + 0.1)
     ax_sum.set_title(f"sum of {len(tasks)} task(s)", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def save_png(fig, path: str | Path, layout: bool = True) -> Path:
+    """Write a matplotlib figure as a PNG atomically (tight layout first unless ``layout`` is False), close it."""
+    import matplotlib.pyplot as plt
+
+    if layout:
+        fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

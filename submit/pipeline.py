@@ -133,19 +133,20 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 # ---------------------------------------------------------------------------------------------------------------
 # Time budget
 # ---------------------------------------------------------------------------------------------------------------
-#: Costs on this project's 2-core CPU, ``(seconds, seconds per million raw events)`` per stage: a line through two
-#: measured runs, the one-command run on a 3,000-client world (0.73M events, other jobs sharing the machine: 55% CPU
-#: share) and the 1M-client run of docs/scale.md (284M events, idle machine). split; fixed_blocks = stats +
-#: tfidf_svd + item2vec (the event table included); one gru_ae / multitask epoch over every relevant client (a
-#: training sample costs its share of the per-event part); the ``*_infer`` ones, embedding every client after
-#: training on a sample (multitask: with its inputs for them); pack. Then seconds per thousand search-fold clients
-#: and trial (six tasks), and per thousand table clients and candidate by probe; per thousand decision clients and
-#: candidate by decision probe (benchmarks/bench_decision_probe.py, one thread: mlp16 30 s, the replica 81 s). On a
-#: GPU the neural ones and the MLP probes are divided by GPU_SPEEDUP.
-COST = {"startup": 10.0, "split": (6.8, 0.30), "fixed_blocks": (3.0, 3.94), "gru_ae_epoch": (4.9, 4.28),
-        "multitask_epoch": (41.2, 4.46), "gru_ae_infer": (0.0, 0.73), "multitask_infer": (0.0, 1.0),
-        "pack": (1.1, 0.059), "trial_per_kclient": 1.4,
-        "table_per_kclient": {"lgbm": 1.4, "linear": 0.5, "narrow": 20.0, "mlp": 300.0},
+#: Costs on this project's 2-core CPU, ``(seconds, seconds per million raw events)`` per stage. The per-event slopes
+#: are the 1M-client run of docs/scale.md (284M events, idle machine); the intercepts were re-fitted on 2026-12-02 to
+#: the one-command runs on two 10,000-client worlds (2.1M events, seeds 7331 and 8447: 80 s and 83 s, where the
+#: old intercepts, calibrated on a 3,000-client run that shared the machine, estimated 9.5 min). split;
+#: fixed_blocks = stats + tfidf_svd + item2vec (the event table included); one gru_ae / multitask epoch over every
+#: relevant client (a training sample costs its share of the per-event part); the ``*_infer`` ones, embedding
+#: every client after training on a sample (multitask: with its inputs for them); pack. Then seconds per thousand
+#: search-fold clients and trial (six tasks), and per thousand table clients and candidate by probe; per thousand
+#: decision clients and candidate by decision probe (benchmarks/bench_decision_probe.py, one thread: mlp16 30 s, the
+#: replica 81 s). On a GPU the neural ones and the MLP probes are divided by GPU_SPEEDUP.
+COST = {"startup": 5.0, "split": (1.5, 0.30), "fixed_blocks": (0.0, 3.94), "gru_ae_epoch": (1.0, 2.9),
+        "multitask_epoch": (1.0, 2.6), "gru_ae_infer": (0.0, 0.73), "multitask_infer": (0.0, 1.0),
+        "pack": (1.1, 0.059), "trial_per_kclient": 0.2,
+        "table_per_kclient": {"lgbm": 0.4, "linear": 0.3, "narrow": 20.0, "mlp": 300.0},
         "decide_per_kclient": {"mlp16": 30.0, "mlp": 81.0}}
 GPU_SPEEDUP = 10.0
 TRIALS_RANGE, SEARCH_CLIENTS_MIN = (1, 100), 2_000

@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlp-width", nargs=2, type=int, metavar=("THIN", "WIDE"), default=None,
                    help="hidden sizes; anything but 2048 4096 is NOT the replica (tests)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (see validate.probe --threads)")
+    p.add_argument("--noise-probe", choices=("mlp", "mlp16", "narrow"), default="mlp",
+                   help="whose noise: the replica (mlp, the shipped table's), its bfloat16 twin or the narrow MLP")
     p.add_argument("--out", required=True, type=Path,
                    help=f"JSON table (rewritten after each run); {MEASURED.name} is the one shipped")
     add_no_progress(p)
@@ -214,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.orders < 1 or args.samples < 1:
         raise SystemExit("validate.noise: error: --orders and --samples must be >= 1")
-    table = measure(args.data_dir, args.embeddings_dir, args.sizes, args.orders, args.samples, args.tasks, "mlp",
+    table = measure(args.data_dir, args.embeddings_dir, args.sizes, args.orders, args.samples, args.tasks, args.noise_probe,
                     args.seed, not args.no_progress, tuple(args.mlp_width) if args.mlp_width else None,
                     args.threads, args.out)
     print(f"{'clients':>8s} {'runs':>5s} {'std':>7s} {'range':>7s} {'noise below':>12s}")

@@ -17,6 +17,13 @@ Each string is parsed once (timestamps; query codes by :func:`competition.load.p
 are checked on the parsed ranges, a range is sorted by two packed 64-bit keys instead of six columns, and each
 column is gathered straight into its memory map: 2x faster than the previous build, byte for byte the same table
 (docs/scale.md).
+The raw layout's period ends within a day of the last purchase (the split's ``end``;
+:data:`competition.split.AFTER_END_GRACE`): later events (a clock gone wrong, dates in 2100) are left out, so its
+``cut_time`` is one second after the last event kept and recency features count from there; the manifest records
+the events after the last purchase and those left out, of which kinds and their time range (``after_end``), as it
+records the events whose sku is absent from product_properties (``unknown_sku_events``, ``unknown_sku_by_kind``;
+kept, with category and price -1). ``submit.pack`` says both in one line each. A build takes the cache folder's lock
+(:mod:`competition.lock`): a second process building the same data waits, then reuses the table.
 The cache key is a fingerprint of the input files' content (name, size and a hash of each parquet file's footer:
 schema, row groups, their sizes and statistics; the split times) and of :data:`BUILD_VERSION`, never their
 modification times: a changed input builds a new table, re-running the split with the same result does not. A block
@@ -33,21 +40,26 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from competition.cli import HelpFormatter, add_no_progress
-from competition.io import atomic_dir, dir_leftover_pattern, remove_leftovers
-from competition.load import (DataError, check_table, codes_to_numpy, count_unknown_skus, read_products,
-                              read_relevant_clients, scan_table)
+from competition.io import DiskFullError, atomic_dir, dir_leftover_pattern, remove_leftovers
+from competition.load import (DataError, check_table, codes_to_numpy, read_products, read_relevant_clients,
+                              scan_table, unknown_skus_by_kind)
+from competition.lock import folder_lock
 from competition.progress import progress as progress_of
-from competition.split import read_split_times
+from competition.split import AFTER_END_GRACE, after_end_words, events_after_end, read_split_times
 from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS, PRICE,
-                                PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
+                                PRODUCT_BUY, PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
 
 BUILD_VERSION = 2
+#: The raw table's period ends within a day of the last purchase (later events left out; docstring): part of the raw
+#: layout's cache key, so tables and final blocks built before that rule are rebuilt.
+RAW_PERIOD = "until-a-day-after-the-last-buy"
 #: Per-event arrays and their dtypes.
 EVENT_ARRAYS: dict[str, np.dtype] = {
     TIMESTAMP: np.dtype(np.int64), "event_type": np.dtype(np.uint8), SKU: np.dtype(np.int64),
@@ -116,7 +128,7 @@ def fingerprint(data_dir: str | Path, layout: str = "input") -> str:
     """Hex digest of the content of a layout's input files (:func:`file_fingerprint`) and the build version; the
     event table's cache key. Modification times do not count."""
     paths = DataPaths(data_dir)
-    h = hashlib.sha256(f"v{BUILD_VERSION}:{layout}".encode())
+    h = hashlib.sha256(f"v{BUILD_VERSION}:{layout}{':' + RAW_PERIOD if layout == 'raw' else ''}".encode())
     files = [paths.table(name, layout) for name in (*EVENT_TYPES, PRODUCT_PROPERTIES)]
     if layout == "input":
         files.append(paths.split_times)  # sets cut_time
@@ -176,12 +188,17 @@ class EventTable:
                       flush=True)
                 rebuild = True
         if rebuild or not (cache / _MANIFEST).is_file():
-            for old in root.glob(f"events_{layout}_*"):
-                if old != cache and old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)  # stale tables of the same layout
-            # temporaries of interrupted builds of this layout (any fingerprint); this one's go in atomic_dir
-            remove_leftovers(root, dir_leftover_pattern(rf"events_{layout}_(?!{re.escape(fp)}\.)[0-9a-f]+"))
-            atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress, chunk_events))
+            forced = rebuild
+            with folder_lock(root, "event table cache", wait=True,
+                             log=lambda m: print(f"events: {m}", file=sys.stderr, flush=True)):
+                # another process may have built it while this one waited for the lock
+                if forced or not (cache / _MANIFEST).is_file() or cache_problem(cache) is not None:
+                    for old in root.glob(f"events_{layout}_*"):
+                        if old != cache and old.is_dir():
+                            shutil.rmtree(old, ignore_errors=True)  # stale tables of the same layout
+                    # temporaries of interrupted builds of this layout (any fingerprint); this one's go in atomic_dir
+                    remove_leftovers(root, dir_leftover_pattern(rf"events_{layout}_(?!{re.escape(fp)}\.)[0-9a-f]+"))
+                    atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress, chunk_events))
         return cls.open(cache, data_dir=data_dir)
 
     @classmethod
@@ -360,11 +377,23 @@ def cache_problem(folder: str | Path) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------------------------------
-def _kind_frame(data_dir: Path, event: str, layout: str) -> pl.LazyFrame:
-    """Normalised events of one kind: client_id, timestamp (s), event_type, the kind's item column and the row
-    in the source file (the last tie-breaker of the sort)."""
+def _until(frame: pl.LazyFrame, until: datetime | None) -> pl.LazyFrame:
+    """``frame``'s events up to ``until`` (None: all); unparsable timestamps (null) kept, for the value check."""
+    if until is None:
+        return frame
+    return frame.filter(pl.col(TIMESTAMP).is_null() | (pl.col(TIMESTAMP) <= until))
+
+
+def _raw_end(data_dir: Path) -> datetime | None:
+    """The last purchase of the raw files (the end of the raw period), None without purchases."""
+    return scan_table(data_dir, PRODUCT_BUY, "raw").select(pl.col(TIMESTAMP).max()).collect(engine="streaming").item()
+
+
+def _kind_frame(data_dir: Path, event: str, layout: str, until: datetime | None = None) -> pl.LazyFrame:
+    """Normalised events of one kind (up to ``until``): client_id, timestamp (s), event_type, the kind's item
+    column and the row in the source file (the last tie-breaker of the sort)."""
     item = ITEM_COLUMN[event]
-    return scan_table(data_dir, event, layout).with_row_index(_ROW).select(
+    return _until(scan_table(data_dir, event, layout).with_row_index(_ROW), until).select(
         pl.col(CLIENT_ID), pl.col(TIMESTAMP).dt.epoch("s").alias(TIMESTAMP),
         pl.lit(EVENT_CODE[event], dtype=pl.UInt8).alias("event_type"), pl.col(item), pl.col(_ROW))
 
@@ -387,15 +416,28 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
     for event in EVENT_TYPES:
         scan_table(data_dir, event, layout)  # present, parquet, the contract's columns (DataError otherwise)
     products = read_products(data_dir)
-    n_unknown = count_unknown_skus(data_dir, layout, products)
-    clients, cum, bounds = _client_ranges(data_dir, layout, chunk_events)
+    unknown = unknown_skus_by_kind(data_dir, layout, products)
+    if unknown:
+        log(f"{sum(unknown.values()):,} event(s) with a sku missing from {PRODUCT_PROPERTIES} "
+            f"({', '.join(f'{k} {n:,}' for k, n in unknown.items())}): kept, category and price -1")
+    until, after = None, None
+    if layout == "raw":
+        end = _raw_end(data_dir)
+        if end is not None:
+            until = end + AFTER_END_GRACE
+            after = events_after_end(data_dir, end)
+            if after["n"]:
+                log(after_end_words(after))
+    clients, cum, bounds = _client_ranges(data_dir, layout, chunk_events, until)
     n_events = int(cum[-1]) if len(cum) else 0
     log(f"{n_events:,} events of {len(clients):,} clients in {len(bounds) + 1} chunk(s)")
     parts = out / "_parts" if len(bounds) else None
     if parts is not None:
-        _partition(parts, data_dir, layout, bounds)
+        _partition(parts, data_dir, layout, bounds, until)
 
-    n_queries = (scan_table(data_dir, SEARCH_QUERY, layout).select(pl.len()).collect(engine="streaming").item())
+    n_queries = (_until(scan_table(data_dir, SEARCH_QUERY, layout), until).select(pl.len())
+                 .collect(engine="streaming").item())
+    _check_space(out, n_events, n_queries, len(clients), layout, fp)
     arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dt, shape=(n_events,))
               for name, dt in EVENT_ARRAYS.items()}
     query_codes = np.lib.format.open_memmap(out / "query_codes.npy", mode="w+", dtype=np.uint8,
@@ -405,7 +447,7 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
     pos = q_pos = 0
     start_time, last_time = None, None
     for b in progress_of(range(len(bounds) + 1), desc="events: chunks", enabled=progress, unit="chunk"):
-        chunk = _range_events(_range_frames(parts, data_dir, layout, b), props)
+        chunk = _range_events(_range_frames(parts, data_dir, layout, b, until), props)
         if chunk is None:
             continue
         _check_range(chunk, data_dir, layout)
@@ -425,18 +467,31 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
     np.save(out / "offsets.npy", np.concatenate([[0], cum]).astype(np.int64))
     cut_time = _cut_time(data_dir, layout, last_time)
     manifest = {"fingerprint": fp, "layout": layout, "data_dir": str(data_dir), "n_events": n_events,
-                "n_clients": int(len(clients)), "n_queries": n_queries, "unknown_sku_events": n_unknown,
+                "n_clients": int(len(clients)), "n_queries": n_queries,
+                "unknown_sku_events": int(sum(unknown.values())), "unknown_sku_by_kind": unknown, "after_end": after,
                 "start_time": int(start_time or 0), "cut_time": int(cut_time),
                 "build_seconds": round(time.perf_counter() - t0, 2), "build_version": BUILD_VERSION}
     (out / _MANIFEST).write_text(json.dumps(manifest, indent=2))
     log(f"built in {manifest['build_seconds']}s")
 
 
-def _client_ranges(data_dir: Path, layout: str, chunk_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_space(out: Path, n_events: int, n_queries: int, n_clients: int, layout: str, fp: str) -> None:
+    """Refuse a build whose arrays do not fit the free space (:class:`competition.io.DiskFullError`, naming the
+    table and the bytes it needs): they are memory maps, and a write into a map on a full disk is a crash (SIGBUS),
+    not an error."""
+    need = (n_events * sum(dt.itemsize for dt in EVENT_ARRAYS.values()) + n_queries * CODE_LEN
+            + (2 * n_clients + 1) * 8 + 8 * 4096)
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise DiskFullError(out.parent / f"events_{layout}_{fp}", need, 0, free)
+
+
+def _client_ranges(data_dir: Path, layout: str, chunk_events: int, until: datetime | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1 (client_id column only): ``(clients, cum, bounds)``: every client with events, ascending, int64
     ``(n_clients,)``; the cumulative event count per client ``(n_clients,)``; the first client id of each
     client-id range after the first, ranges of about ``chunk_events`` events."""
-    counts = (pl.concat([scan_table(data_dir, ev, layout).select(CLIENT_ID) for ev in EVENT_TYPES])
+    counts = (pl.concat([_until(scan_table(data_dir, ev, layout), until).select(CLIENT_ID) for ev in EVENT_TYPES])
               .group_by(CLIENT_ID).len().sort(CLIENT_ID).collect(engine="streaming"))
     if counts[CLIENT_ID].null_count():
         for ev in EVENT_TYPES:
@@ -452,20 +507,21 @@ def _client_ranges(data_dir: Path, layout: str, chunk_events: int) -> tuple[np.n
     return clients, cum, bounds
 
 
-def _partition(parts: Path, data_dir: Path, layout: str, bounds: np.ndarray) -> None:
+def _partition(parts: Path, data_dir: Path, layout: str, bounds: np.ndarray, until: datetime | None = None) -> None:
     """Pass 2: each kind's normalised events (timestamps and codes parsed once, here) written to
     ``parts/<kind>/__bucket=<range>/`` by client-id range, as uncompressed Arrow IPC files (a temporary that is
     read once: compression cost more than it saved)."""
     for ev in EVENT_TYPES:
-        _kind_frame(data_dir, ev, layout).with_columns(_bucket_expr(bounds)).sink_ipc(
+        _kind_frame(data_dir, ev, layout, until).with_columns(_bucket_expr(bounds)).sink_ipc(
             pl.PartitionBy(parts / ev, key=_BUCKET, include_key=False), mkdir=True)
 
 
-def _range_frames(parts: Path | None, data_dir: Path, layout: str, b: int) -> list[pl.LazyFrame]:
+def _range_frames(parts: Path | None, data_dir: Path, layout: str, b: int, until: datetime | None = None
+                  ) -> list[pl.LazyFrame]:
     """The normalised events of client-id range ``b``, one lazy frame per kind that has some: from the
     partition of pass 2, or straight from the input files when there is one range (``parts`` None)."""
     if parts is None:
-        return [_kind_frame(data_dir, ev, layout) for ev in EVENT_TYPES]
+        return [_kind_frame(data_dir, ev, layout, until) for ev in EVENT_TYPES]
     frames = []
     for ev in EVENT_TYPES:
         files = sorted(p for p in (parts / ev / f"{_BUCKET}={b}").glob("*") if p.is_file())

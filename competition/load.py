@@ -307,20 +307,30 @@ def read_active_clients(data_dir: str | Path) -> np.ndarray:
     return _read_ids(DataPaths(data_dir).active_clients, "active clients")
 
 
-def count_unknown_skus(data_dir: str | Path, layout: str = "raw", products: pl.DataFrame | None = None) -> int:
-    """Events whose sku is absent from product_properties: counted and warned about (tolerated, not an error)."""
+def unknown_skus_by_kind(data_dir: str | Path, layout: str = "raw", products: pl.DataFrame | None = None
+                         ) -> dict[str, int]:
+    """Events whose sku is absent from product_properties, per event kind that has any (tolerated, not an error;
+    no warning: the event table records them and ``submit.pack`` says so in one line)."""
     products = read_products(data_dir) if products is None else products
     known = products.lazy().select(SKU)
-    total = 0
+    out = {}
     for event in SKU_EVENTS:
         n = (scan_table(data_dir, event, layout).filter(pl.col(SKU).is_not_null())  # nulls: check_table's errors
              .join(known, on=SKU, how="anti").select(pl.len())
              .collect(engine="streaming").item())
         if n:
-            warnings.warn(f"{DataPaths(data_dir).table(event, layout)}: {n} event(s) with a sku missing from "
-                          f"{PRODUCT_PROPERTIES}; their category and price are unknown", DataWarning, stacklevel=2)
-        total += n
-    return total
+            out[event] = int(n)
+    return out
+
+
+def count_unknown_skus(data_dir: str | Path, layout: str = "raw", products: pl.DataFrame | None = None) -> int:
+    """Events whose sku is absent from product_properties: counted and warned about (:class:`DataWarning`, one per
+    file; tolerated, not an error)."""
+    counts = unknown_skus_by_kind(data_dir, layout, products)
+    for event, n in counts.items():
+        warnings.warn(f"{DataPaths(data_dir).table(event, layout)}: {n} event(s) with a sku missing from "
+                      f"{PRODUCT_PROPERTIES}; their category and price are unknown", DataWarning, stacklevel=2)
+    return sum(counts.values())
 
 
 def check_data_dir(data_dir: str | Path, layout: str = "raw") -> dict[str, int]:
@@ -335,4 +345,4 @@ def check_data_dir(data_dir: str | Path, layout: str = "raw") -> dict[str, int]:
 
 __all__ = ["DataError", "DataWarning", "scan_table", "check_table", "check_data_dir", "read_products",
            "read_relevant_clients", "read_active_clients", "normalise_column", "parse_codes", "format_codes", "codes_to_numpy",
-           "code_ok", "count_unknown_skus"]
+           "code_ok", "count_unknown_skus", "unknown_skus_by_kind"]

@@ -6,7 +6,12 @@ train_target_start; train target = product_buy in [train_target_start, validatio
 target = product_buy in [validation_target_start, end]; both joined with product_properties.
 
 Input files keep the released columns and dtypes unchanged (rows are filtered, never rewritten), so they read
-exactly like the raw files. Writes are streaming (polars sinks) and atomic.
+exactly like the raw files. Writes are streaming (polars sinks) and atomic, under the data folder's lock
+(:mod:`competition.lock`: a second split of the same folder refuses at once, or waits with ``wait``).
+
+Events after ``end`` (the last purchase) fall in no window: the split says how many, of which kinds and their time
+range in one line (:func:`events_after_end`); the raw event table keeps those within :data:`AFTER_END_GRACE` of it
+and leaves out the later ones (:mod:`competition.events`).
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import numpy as np
 import polars as pl
 
 from competition.cli import HelpFormatter, add_no_progress
-from competition.io import atomic_path, save_npy
+from competition.io import DiskFullError, atomic_path, save_npy
+from competition.lock import LockedError, folder_lock
 from competition.load import (DataError, check_table, normalise_column, read_products, read_relevant_clients,
                               scan_table)
 from competition.schema import (CLIENT_ID, EVENT_TYPES, PRODUCT_BUY, PRODUCT_PROPERTIES, SKU, SPLIT_OFFSET_DAYS,
@@ -69,6 +75,57 @@ def read_split_times(data_dir: str | Path) -> SplitTimes:
     return compute_split_times(data_dir)
 
 
+#: Events this long after the last purchase still belong to the raw period (the tail of the last day's sessions);
+#: later ones (a clock gone wrong: dates in 2100) are left out of the raw event table (:mod:`competition.events`).
+AFTER_END_GRACE = timedelta(days=1)
+
+
+def events_after_end(data_dir: str | Path, end: datetime | None = None, layout: str = "raw") -> dict:
+    """Events after the last purchase (``end``, default the raw files'), and those of them more than
+    :data:`AFTER_END_GRACE` after it: ``{"end", "n", "events": {kind: n}, "first", "last", "dropped": {"after",
+    "n", "events", "first", "last"}}`` (times as ISO strings or None; kinds with none left out). One streaming pass
+    per kind over its timestamps."""
+    if end is None:
+        end = compute_split_times(data_dir).end
+    limit = end + AFTER_END_GRACE
+    iso = (lambda t: None if t is None else t.isoformat(sep=" "))  # noqa: E731
+    out = {"end": iso(end), "n": 0, "events": {}, "first": None, "last": None,
+           "dropped": {"after": iso(limit), "n": 0, "events": {}, "first": None, "last": None}}
+    ts = pl.col(TIMESTAMP)
+    for name in EVENT_TYPES:
+        row = (scan_table(data_dir, name, layout).select(ts).filter(ts > end)
+               .select(pl.len().alias("n"), ts.min().alias("lo"), ts.max().alias("hi"),
+                       (ts > limit).sum().alias("n_late"), ts.filter(ts > limit).min().alias("lo_late"))
+               .collect(engine="streaming").row(0, named=True))
+        for part, n, lo, hi in ((out, row["n"], row["lo"], row["hi"]),
+                                (out["dropped"], row["n_late"], row["lo_late"], row["hi"])):
+            if n:
+                part["n"] += int(n)
+                part["events"][name] = int(n)
+                part["first"] = iso(lo) if part["first"] is None else min(part["first"], iso(lo))
+                part["last"] = iso(hi) if part["last"] is None else max(part["last"], iso(hi))
+    return out
+
+
+def _dated(part: dict) -> str:
+    kinds = ", ".join(f"{k} {n:,}" for k, n in part["events"].items())
+    span = part["first"] if part["first"] == part["last"] else f"from {part['first']} to {part['last']}"
+    return f"{kinds}, dated {span}"
+
+
+def after_end_words(after: dict) -> str:
+    """One line's words on ``after`` (:func:`events_after_end`): how many events follow the last purchase, of which
+    kinds and when, and what the raw event table does with them (keeps those within a day, drops the rest)."""
+    words = f"{after['n']:,} event(s) after the last purchase ({after['end']}): {_dated(after)}"
+    late = after["dropped"]
+    if not late["n"]:
+        return words + "; all within a day of it: kept in the final blocks"
+    kept = after["n"] - late["n"]
+    return (words + f"; {late['n']:,} of them more than a day later ({_dated(late)}) are left out of the final "
+            f"blocks (dropped, not clipped: the raw period ends at the last event up to {late['after']}, and "
+            f"recency counts from there)" + (f", the {kept:,} within a day are kept" if kept else ""))
+
+
 def _filtered(data_dir: Path, name: str, cond: pl.Expr) -> pl.LazyFrame:
     """Rows of the raw table where ``cond`` holds (``__ts`` = the parsed timestamp), raw columns unchanged."""
     path = DataPaths(data_dir).table(name)
@@ -78,10 +135,17 @@ def _filtered(data_dir: Path, name: str, cond: pl.Expr) -> pl.LazyFrame:
     return raw.with_columns(ts.alias("__ts")).filter(cond).drop("__ts")
 
 
-def split(data_dir: str | Path, check: bool = True, progress: bool = True) -> SplitTimes:
+def split(data_dir: str | Path, check: bool = True, progress: bool = True, wait: bool = False) -> SplitTimes:
     """Write input/<event>.parquet, target/{train,validation}_target.parquet, target/active_clients.npy and
-    target/split_times.json. Returns the boundaries."""
+    target/split_times.json under the data folder's lock (held by another process: :class:`LockedError`, or
+    with ``wait`` a wait for it). Returns the boundaries."""
     data_dir = Path(data_dir)
+    with folder_lock(data_dir, "data folder, being split", wait=wait,
+                     hint="wait for its split to end, or pass --wait to split when it does"):
+        return _split(data_dir, check, progress)
+
+
+def _split(data_dir: Path, check: bool, progress: bool) -> SplitTimes:
     paths = DataPaths(data_dir)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     t0 = time.perf_counter()
@@ -93,6 +157,10 @@ def split(data_dir: str | Path, check: bool = True, progress: bool = True) -> Sp
     times = compute_split_times(data_dir)
     say(f"split: end={times.end}  train_target_start={times.train_target_start}  "
         f"validation_target_start={times.validation_target_start}")
+    after = events_after_end(data_dir, times.end)
+    if after["n"]:  # a notice, said whatever progress is
+        print(f"split: notice: {after_end_words(after)}; none is in a window of the split", file=sys.stderr,
+              flush=True)
     ts = pl.col("__ts")
     for name in EVENT_TYPES:
         out = paths.table(name, "input")
@@ -128,11 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-check", action="store_true", help="skip the full value check of every table")
     parser.add_argument("--seed", type=int, default=0, help="unused (the split is deterministic); accepted for "
                         "a uniform CLI")
+    parser.add_argument("--wait", action="store_true", help="when another process is splitting the same folder, "
+                        "wait for it to end instead of refusing")
     add_no_progress(parser)
     args = parser.parse_args(argv)
     try:
-        split(args.data_dir, check=not args.no_check, progress=not args.no_progress)
-    except DataError as exc:
+        split(args.data_dir, check=not args.no_check, progress=not args.no_progress, wait=args.wait)
+    except (DataError, LockedError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -191,6 +191,7 @@ class AlsEmbedder(Embedder):
     """
 
     name = "als"
+    unknown_sku_note = ("kept in the sku matrix; left out of the category matrix")
     runtime_params = Embedder.runtime_params | {"threads", "chunk_events"}
 
     def __init__(self, dim: int = 128, seed: int = 0, matrices: str = DEFAULT_MATRICES, mode: str = "per-matrix",

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from competition.events import index_of
-from competition.io import atomic_dir, json_default
+from competition.io import atomic_dir, json_default, npy_bytes
 from competition.schema import BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE
 
 
@@ -133,7 +133,8 @@ class Block:
 
 
 def write_block(block: Block, out_dir: str | Path, dtype: str = "float32") -> Path:
-    """Write ``block`` to ``out_dir`` atomically (temporary folder, then rename). Returns ``out_dir``."""
+    """Write ``block`` to ``out_dir`` atomically (temporary folder, then rename). Returns ``out_dir``. A full disk
+    removes the temporary and raises :class:`competition.io.DiskFullError` (the folder, the bytes it needs)."""
     out_dir = Path(out_dir)
 
     def write(tmp: Path) -> None:
@@ -145,7 +146,9 @@ def write_block(block: Block, out_dir: str | Path, dtype: str = "float32") -> Pa
         meta.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
         (tmp / BLOCK_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=json_default))
 
-    atomic_dir(out_dir, write)
+    need = npy_bytes(block.client_ids) + int(block.vectors.size) * np.dtype(dtype).itemsize + 128 \
+        + len(json.dumps(block.meta, default=json_default)) + 256
+    atomic_dir(out_dir, write, need=need)
     return out_dir
 
 
@@ -207,6 +210,8 @@ class Embedder:
     before any work); ``fit(events) -> self`` learns the fitted attributes, whose names end in ``_``;
     ``transform(events, client_ids) -> Block`` runs :meth:`check_fitted` first (a clear
     :class:`NotFittedError` before ``fit``; added to every subclass's ``transform`` by ``__init_subclass__``).
+    Fitted means that ``fit`` returned (``__init_subclass__`` marks it; ``__sklearn_is_fitted__`` says it), or that
+    a fitted attribute is set: an embedder whose ``fit`` learns nothing (hashing, rules) is fitted once ``fit`` ran.
 
     Subclasses set ``name`` and implement ``fit`` and ``transform``. ``events`` is an :class:`EventSource` (the
     :class:`competition.events.EventTable`). ``get_params`` returns the constructor arguments for meta.json.
@@ -222,6 +227,9 @@ class Embedder:
     #: Constructor parameters left out of a spec's rebuild ``params`` and of the staleness check: ``seed`` (compared
     #: on its own) and those that do not change the block's values.
     runtime_params: frozenset[str] = frozenset({"seed", "progress", "work_dir", "device", "resume", "infer_batch"})
+    #: What the embedder does with events whose sku is absent from product_properties (the event table gives them
+    #: category and price -1): said per block by ``submit.pack``'s notice. Ours say it precisely; a user's may.
+    unknown_sku_note: str = "reads them with category and price -1 (the event table's missing value)"
 
     def __init__(self, dim: int = 64, seed: int = 0):
         self.dim = dim
@@ -232,8 +240,19 @@ class Embedder:
 
     def __init_subclass__(cls, **kwargs):
         """Every subclass's ``transform`` runs :meth:`check_fitted` first, so no embedder (ours or a user's)
-        transforms with half-set attributes before ``fit``."""
+        transforms with half-set attributes before ``fit``; every subclass's ``fit`` marks the embedder fitted when
+        it returns (one that learns nothing is fitted too)."""
         super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "_marks_fitted", False):
+            @functools.wraps(fit)
+            def fitted(self, *args, **kw):
+                out = fit(self, *args, **kw)
+                self._fit_ran = True
+                return out
+
+            fitted._marks_fitted = True
+            cls.fit = fitted
         inner = cls.__dict__.get("transform")
         if inner is not None and not getattr(inner, "_checks_fitted", False):
             @functools.wraps(inner)
@@ -247,10 +266,15 @@ class Embedder:
     def validate(self) -> None:
         """Raise ValueError naming the first bad parameter (here: none). Called by ``fit`` before any work."""
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` ran to its end, or a fitted attribute (a public name ending in ``_``) is set."""
+        attrs = vars(self)
+        return bool(attrs.get("_fit_ran")) or any(k.endswith("_") and not k.startswith("_") for k in attrs)
+
     def check_fitted(self) -> None:
-        """Raise :class:`NotFittedError` unless ``fit`` has set a fitted attribute (a public name ending in
-        ``_``)."""
-        if not any(k.endswith("_") and not k.startswith("_") for k in vars(self)):
+        """Raise :class:`NotFittedError` unless fitted (:meth:`__sklearn_is_fitted__`): ``fit`` ran, or set a
+        fitted attribute."""
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(events) before transform")
 
     def fit(self, events: EventSource) -> "Embedder":  # pragma: no cover - interface

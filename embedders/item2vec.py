@@ -311,6 +311,8 @@ class Item2Vec(Embedder):
     """
 
     name = "item2vec"
+    unknown_sku_note = ("their sku is a word of the sku sequences (out of vocabulary: skipped, having no name codes "
+                        "for a content vector); the category sequences leave them out")
 
     def __init__(self, dim: int = 128, seed: int = 0, sequences: tuple[str, ...] | str = (SKU,),
                  vector_size: int = 64, window: int = 5, negative: int = 5, epochs: int = 5, min_count: int = 3,

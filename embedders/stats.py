@@ -207,6 +207,8 @@ class StatsEmbedder(Embedder):
     """
 
     name = "stats"
+    unknown_sku_note = ("counted as product events (counts, shares, distinct skus, sku popularity); left out of the "
+                        "price and category features")
     #: Heavy-tailed counts: each column to uniform [0, 1] by its quantiles in an ensemble.
     ensemble_transform = "quantile"
 

@@ -234,6 +234,7 @@ class TfidfSvdEmbedder(Embedder):
     """
 
     name = "tfidf_svd"
+    unknown_sku_note = ("their sku tokens (buy, add, remove) are kept; they give no cat: or price: token")
 
     def __init__(self, dim: int = 64, seed: int = 0, families: str = DEFAULT_FAMILIES, mode: str = "joint",
                  min_df: int = 2, n_iter: int = 5, fit_on: str = "all", fit_max_clients: int | None = 2_000_000,

@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb
-from competition.io import atomic_path, write_json
+from competition.io import DiskFullError, atomic_path, save_array, write_json
 from competition.load import DataError, read_relevant_clients
+from competition.lock import FolderLocks, LockedError
 from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, TASKS
 from embedders.base import BlockError
 from submit.build import ensure_blocks
@@ -45,6 +46,7 @@ from submit.check import SubmissionError, check_arrays
 from submit.default import run_default
 from submit.pipeline import DEFAULT_BLOCKS, FINAL_DIR, LOCAL_DIR, RUN_DIR, SEARCH_CLIENTS_FLOOR, run_own_data
 from submit.ensemble import Ensemble, Float16Error, build_ensemble, coverage_line
+from submit.notices import pack_notices
 from validate.cli import add_decision_probe, add_probe
 from validate.spec import EnsembleSpec, SpecError
 
@@ -74,8 +76,8 @@ def write_submission(client_ids: np.ndarray, embeddings: np.ndarray, out: str | 
     out.mkdir(parents=True, exist_ok=True)
     # Exits in reverse order: client_ids.npy is renamed first, embeddings.npy last.
     with atomic_path(out / EMBEDDINGS_FILE) as tmp_emb, atomic_path(out / CLIENT_IDS_FILE) as tmp_ids:
-        np.save(tmp_ids, np.asarray(client_ids))
-        np.save(tmp_emb, np.asarray(embeddings))
+        save_array(tmp_ids, np.asarray(client_ids), out / CLIENT_IDS_FILE)
+        save_array(tmp_emb, np.asarray(embeddings), out / EMBEDDINGS_FILE)
         failures = check_arrays(np.load(tmp_ids, mmap_mode="r"), np.load(tmp_emb, mmap_mode="r"), relevant)
         if failures:
             raise SubmissionError(failures, f"{out} (not written)")
@@ -97,6 +99,7 @@ def pack(data_dir: str | Path, spec: str | Path | EnsembleSpec, out: str | Path,
     ens = build_ensemble(spec, client_ids=relevant, seed=seed, min_coverage=min_coverage)
     for name, covered in ens.coverage.items():
         log(coverage_line(name, covered, len(relevant), "relevant clients"))
+    ens.notices += pack_notices(data_dir, layout, relevant, spec, ens)  # no-event clients, unknown skus, late events
     for line in ens.notices:
         log(line)
     write_submission(ens.client_ids, ens.embeddings, out, relevant)
@@ -188,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "shipped (default: 1000 2000 on a CPU, 10000 20000 50000 with CUDA, or what --budget "
                         "picks; 0: no decision, ship the LightGBM search's choice)")
     add_decision_probe(d)
+    d.add_argument("--wait", action="store_true", help="when another run holds the run folder (or splits the data "
+                                                       "folder), wait for it to end instead of refusing")
     d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",
                    help=f"tasks of the search and the table, among {', '.join(TASKS)} (default: all six; "
                         "--quick: conversion, propensity_category)")
@@ -217,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--decide-clients takes client counts >= 0 (0: no decision) and goes with no --spec")
     if args.budget is not None and (args.budget <= 0 or args.data_dir is None or args.spec is not None):
         parser.error("--budget takes a positive number of minutes and goes with --data-dir and no --spec")
+    locks = FolderLocks(wait=args.wait)  # pipeline runs: their run (and output) folders, one run at a time
     try:
         if args.data_dir is None:
             if args.spec is not None or args.final or args.rebuild:
                 parser.error("--spec, --final and --rebuild need --data-dir (without it, the embedded default runs)")
+            locks.take(args.work_dir or Path("runs/default"), "run folder")
             run_default(args.work_dir or Path("runs/default"), clients=args.clients, trials=args.trials,
                         epochs=args.epochs, seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
                         progress=not args.no_progress, tasks=args.tasks, blocks=args.blocks,
@@ -234,12 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--final, --rebuild and --clients go with --spec or the embedded default; the "
                              f"one-command run writes both submissions (O/{LOCAL_DIR}, O/{FINAL_DIR})")
             try:
+                locks.take(args.out, "output folder").take(args.work_dir or args.out / RUN_DIR, "run folder")
                 run_own_data(args.data_dir, args.out, args.work_dir, trials=args.trials, epochs=args.epochs,
                              seed=args.seed, quick=args.quick, probe=args.probe, progress=not args.no_progress,
                              tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks,
                              confirm_clients=args.confirm_clients, search_clients=args.search_clients,
                              train_clients=args.train_clients, decide_clients=args.decide_clients,
-                             decision_probe=args.decision_probe, pack=pack)
+                             decision_probe=args.decision_probe, pack=pack, wait=args.wait)
             except PermissionError as exc:  # e.g. a read-only data folder: the split writes input/ and target/
                 print(f"error: {exc} (the one-command run writes the split and the event cache into --data-dir; "
                       "copy the data to a writable folder)", file=sys.stderr)
@@ -249,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--min-coverage must be a percentage in 0..100, got {args.min_coverage:g}")
         pack(args.data_dir, args.spec, args.out, final=args.final, seed=args.seed,
              progress=not args.no_progress, rebuild=args.rebuild, min_coverage=args.min_coverage / 100)
-    except (SpecError, Float16Error, SubmissionError, DataError, BlockError) as exc:
+    except (SpecError, Float16Error, SubmissionError, DataError, BlockError, LockedError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        locks.release()
     return 0
 
 

@@ -363,7 +363,7 @@ class Stages:
 # ---------------------------------------------------------------------------------------------------------------
 # Stage helpers
 # ---------------------------------------------------------------------------------------------------------------
-def ensure_split(data_dir: Path, work: Path, progress: bool, log) -> str:
+def ensure_split(data_dir: Path, work: Path, progress: bool, log, wait: bool = False) -> str:
     """The split and the target lists of ``data_dir``, (re)made when missing or older than the raw files.
 
     Fresh = every ``input/<event>.parquet`` and ``target/split_times.json`` exist and either ``WORK/split.json``
@@ -391,7 +391,7 @@ def ensure_split(data_dir: Path, work: Path, progress: bool, log) -> str:
     else:
         log(f"splitting {data_dir}: input/ and the target windows " + ("were missing" if not have else
                                                                         "are older than the raw files"))
-        split(data_dir, progress=progress)
+        split(data_dir, progress=progress, wait=wait)  # under the data folder's lock (wait: for another split)
         how = "split"
     lists = write_target_lists(data_dir)
     write_json({"raw_fingerprint": raw_fp, "target_lists": lists}, record)
@@ -512,6 +512,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
     (synthetic worlds with ``truth/``, when :mod:`validate.oracle` is available). Returns the report dict (also
     written to ``WORK/report.json``; ``WORK/report.md`` and its PNGs beside it)."""
     from competition.io import write_json
+    from submit.notices import run_notices
     from submit.report import Row, probe_label, rows_from_results, write_run_report
     from validate.report import format_table
     from validate.search import DB_FILE, find_blocks, format_confirm, report_sample, run_search
@@ -623,7 +624,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
               "search_noise": noise, "chosen": spec["blocks"], "searched": searched["blocks"],
               "decision": decision, "decision_verdict": {k: v for k, v in (verdict or {}).items() if k != "rows"}
               or None, "search_history": search_history(work / DB_FILE),
-              "columns": columns,
+              "columns": columns, "notices": run_notices(pack=packed, final=packed_final),
               "stages": st.records, "rss_scope": st.rss_scope, "seconds": round(st.elapsed, 1),
               "peak_rss_mb": round(max([peak_rss_mb()] + [r["peak_rss_mb"] for r in st.records]), 1),
               **(extra or {})}
@@ -734,7 +735,7 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
                  budget_minutes: float | None = None, blocks: Sequence[str] | None = None,
                  confirm_clients: int | None = None, search_clients: int | None = None,
                  train_clients: int | None = None, decide_clients: Sequence[int] | None = None,
-                 decision_probe: str = "auto", *, pack: Callable) -> dict:
+                 decision_probe: str = "auto", *, pack: Callable, wait: bool = False) -> dict:
     """The whole pipeline on the user's data (module docstring): ``out/local`` (local-validation submission),
     ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
     blocks, study, report.md). Explicit trials/epochs/tasks/search_clients/train_clients win over the preset and the
@@ -775,7 +776,7 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     st.log(f"outputs: local submission {local}, final submission {final}, run folder {work}")
 
     st.start("split", f"input period and target windows of {data_dir}")
-    split_how = ensure_split(data_dir, work, progress, st.log)
+    split_how = ensure_split(data_dir, work, progress, st.log, wait)
     extra = {"kind": "own data", "preset": preset, "budget_minutes": budget_minutes, "n_events": n_events,
              "n_relevant": relevant, "estimated_seconds": round(estimate, 1), "split": split_how, "out": str(out)}
     return run_pipeline(data_dir, work, st, recipes, size, seed, probe, progress, pack, local, final,

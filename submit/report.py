@@ -310,6 +310,8 @@ def write_run_report(report: Mapping[str, Any], rows: Sequence[Row], work: str |
               for b in report.get("chosen", [])]
     lines += ["", f"![search history]({PNGS['search']})", ""]
     lines += decision_section(report.get("decision"), report.get("searched"))
+    if report.get("notices"):  # what the pack stages filled, dropped or read in a particular way
+        lines += ["## Notices", ""] + [f"- {n['stage']}: {n['line']}" for n in report["notices"]] + [""]
     lines += ["## Columns of the packed matrix", ""]
     subs = list(report["columns"])
     names = sorted({b for c in report["columns"].values() for b in c})

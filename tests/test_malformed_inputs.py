@@ -1,7 +1,11 @@
 """A fixed fuzz list of malformed parquet and npy inputs, run through load, split, pack and probe.
 
 Every case must end in exit code 2 (or one DataError, for the library's load functions) with one line naming the
-file, never a traceback, and never exit 0 or leave an earlier output changed.
+file, never a traceback, and never exit 0 or leave an earlier output changed. So must a folder another process
+holds (a running pack's run folder, a data folder being split) and a disk that fills while a block or a submission
+is written (then no temporary is left, and the next run resumes). Awkward but valid inputs (``TOLERATED``: relevant
+clients without events, skus missing from product_properties, events after the last purchase) are packed with
+one notice line each, never a raw Python warning, and a stateless plugin embedder is packed like ours.
 """
 from __future__ import annotations
 
@@ -210,3 +214,136 @@ def test_malformed_target_window_through_probe(case, fault, capsys):
     else:
         pl.read_parquet(path).with_columns(pl.lit("x").alias(SKU)).write_parquet(path)
     _one_error_line(capsys, _probe(case, case / "blocks" / "stats"), str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 28: a busy folder and a full disk end in one line and exit 2 too; awkward but valid inputs are packed with
+# one notice line each (never a raw Python warning), and a stateless plugin is packed like any embedder.
+# ---------------------------------------------------------------------------------------------------------------
+def _run_dir_held(root: Path) -> tuple[Path, list[str]]:
+    return root / "out" / "run", ["submit.pack", "--data-dir", str(root / "world"), "--out", str(root / "out"),
+                                  "--quick", "--no-progress"]
+
+
+def _data_dir_held(root: Path) -> tuple[Path, list[str]]:
+    return root / "world", ["competition.split", "--data-dir", str(root / "world"), "--no-progress"]
+
+
+#: Folders held by another live process: name -> (case root -> (held folder, command argv)).
+BUSY = {"run_folder_of_a_running_pack": _run_dir_held, "data_folder_being_split": _data_dir_held}
+
+
+@pytest.mark.parametrize("busy", sorted(BUSY))
+def test_busy_folder_is_one_line(case, busy, capsys):
+    from tests.competition.test_lock import hold
+
+    folder, argv = BUSY[busy](case)
+    main = {"submit.pack": pack_mod.main, "competition.split": split_mod.main}[argv[0]]
+    before = _snapshot(case / "world" / "input", case / "world" / "target", case / "submission")
+    proc = hold(folder)
+    try:
+        line = _one_error_line(capsys, main(argv[1:]), str(folder), f"pid {proc.pid}", "--wait")
+        assert "in use by another run" in line
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _snapshot(case / "world" / "input", case / "world" / "target", case / "submission") == before
+
+
+def _full_disk_on(marker: str, monkeypatch) -> None:
+    """np.save fails as on a full disk (numpy's short write) for temporaries whose path holds ``marker``."""
+    real = np.save
+
+    def save(file, arr, *a, **k):
+        if marker in str(file):
+            Path(file).write_bytes(b"\x93NUMPY partial")
+            raise OSError(f"{np.asarray(arr).nbytes} requested and 14 written")
+        return real(file, arr, *a, **k)
+    monkeypatch.setattr(np, "save", save)
+
+
+#: Where the disk fills: name -> (marker of the temporary, what the error names).
+DISK_FULL = {"while_writing_a_block": (".stats.tmp-", "blocks/stats"),
+             "while_writing_the_submission": (".embeddings.tmp-", "submission/embeddings.npy")}
+
+
+@pytest.mark.parametrize("where", sorted(DISK_FULL))
+def test_full_disk_is_one_line_and_the_next_run_resumes(case, where, capsys, monkeypatch):
+    marker, named = DISK_FULL[where]
+    before = _snapshot(case / "submission", case / "blocks")
+    _full_disk_on(marker, monkeypatch)
+    argv = ["--data-dir", str(case / "world"), "--spec", str(case / "build.json"), "--out", str(case / "submission"),
+            "--rebuild", "--no-progress"]
+    line = _one_error_line(capsys, pack_mod.main(argv), named, "no space left on device", "it needs", "bytes")
+    after = _snapshot(case / "submission", case / "blocks")
+    assert not [p for p in after if Path(p).name.startswith(".")]  # no temporary left
+    assert {p: b for p, b in after.items() if "submission" in p} == {p: b for p, b in before.items()
+                                                                     if "submission" in p}  # the old one intact
+    if "block" in where:
+        assert after == before
+    monkeypatch.undo()
+    assert pack_mod.main(argv) == 0, line
+    from submit.check import check_submission
+    assert check_submission(case / "world", case / "submission") == []
+
+
+def _append(path: Path, rows: dict) -> None:
+    frame = pl.read_parquet(path)
+    pl.concat([frame, pl.DataFrame(rows, schema=frame.schema)]).write_parquet(path)
+
+
+def _no_event_clients(world: Path) -> None:
+    path = DataPaths(world).relevant_clients
+    np.save(path, np.r_[np.load(path), [900, 901]])
+
+
+def _unknown_skus(world: Path) -> None:
+    from competition.schema import PRODUCT_BUY
+    _append(DataPaths(world).table(PRODUCT_BUY), {CLIENT_ID: [104, 104], TIMESTAMP: ["2022-07-05 00:00:00"] * 2,
+                                                  SKU: [999, 998]})
+
+
+def _events_after_end(world: Path) -> None:
+    _append(DataPaths(world).table(PAGE_VISIT), {CLIENT_ID: [101] * 100, TIMESTAMP: ["2100-01-01 00:00:00"] * 100,
+                                                 "url": [77] * 100})
+
+
+#: Valid but awkward inputs: name -> (change to the raw world, pack --final?, words of its one notice line).
+TOLERATED = {
+    "relevant_clients_without_events": (_no_event_clients, False, ["2 of 7 relevant clients have no event",
+                                                                   "per block: stats one shared row"]),
+    "skus_missing_from_product_properties": (_unknown_skus, False, [
+        "2 event(s) in the input period (before 2022-07-24 00:00:00) have a sku", "(product_buy 2)", "stats: counted"]),
+    "events_after_the_last_purchase": (_events_after_end, True, ["100 event(s) after the last purchase",
+                                                                 "page_visit 100", "2100-01-01 00:00:00",
+                                                                 "100 of them more than a day later",
+                                                                 "left out of the final blocks (dropped"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOLERATED))
+def test_tolerated_input_is_one_notice_line(case, name, capsys):
+    import warnings
+
+    change, final, words = TOLERATED[name]
+    change(case / "world")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the toolkit's own lines, never a raw Python warning
+        split_mod.split(case / "world", progress=False)
+        assert pack_mod.main(["--data-dir", str(case / "world"), "--spec", str(case / "build.json"), "--out",
+                              str(case / "submission"), "--no-progress"] + (["--final"] if final else [])) == 0
+    out = capsys.readouterr()
+    notices = [m for m in out.out.splitlines() if m.startswith("notice: ") and words[0] in m]
+    assert len(notices) == 1 and all(w in notices[0] for w in words), out.out
+    assert "Traceback" not in out.err and "Warning" not in out.err
+    assert notices[0] in json.loads((case / "submission" / "pack.json").read_text())["notices"]
+
+
+def test_stateless_plugin_is_packed_final(case, capsys):
+    spec = {"version": 1, "blocks": [{"name": "hash", "path": "blocks/hash", "transform": "none", "weight": 1.0,
+                                      "dims": None, "embedder": "tests.embedders.test_contract:IdHash",
+                                      "params": {}}]}
+    (case / "hash.json").write_text(json.dumps(spec))
+    assert pack_mod.main(["--data-dir", str(case / "world"), "--spec", str(case / "hash.json"), "--out",
+                          str(case / "submission"), "--final", "--no-progress"]) == 0
+    assert "NotFittedError" not in capsys.readouterr().err

@@ -61,6 +61,8 @@ class ContrastiveEmbedder(SequenceEmbedder):
     The loop's parameters: :class:`embedders.next_event.train.SequenceEmbedder`."""
 
     name = "contrastive"
+    unknown_sku_note = ("their category and price are the missing token; their sku is the other token (not in the "
+                        "catalogue)")
 
     def __init__(self, dim: int = 128, seed: int = 0, encoder: str = "gru", field_dim: int = 64, layers: int = 1,
                  heads: int = 2, dropout: float = 0.0, loss: str = "infonce", temperature: float = 0.1,

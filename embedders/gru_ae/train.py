@@ -128,6 +128,8 @@ class GruAE(TorchEmbedder):
     """
 
     name = "gru_ae"
+    unknown_sku_note = ("their category and price are the missing token; their sku is the other token (not in the "
+                        "catalogue) with catalogue sku tokens, a frequency-ranked token in id mode")
     #: Trained without deterministic kernels, as its blocks always were: on one thread (the default) its sums keep
     #: their order anyway, and switching them on could pick other kernels, hence other bytes, for existing blocks.
     deterministic = False

@@ -149,6 +149,8 @@ class MultiTaskEmbedder(TorchEmbedder):
     """
 
     name = "multitask"
+    unknown_sku_note = ("as its inputs treat them (stacked blocks such as stats and tfidf_svd; with the sequence "
+                        "input: category and price the missing token, sku the other token)")
     supervised = True  # trained on shifted-window labels of the six tasks
     work_dir_holds = "checkpoints and input models are written there"
     #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).

@@ -202,6 +202,8 @@ class NextEventEmbedder(SequenceEmbedder):
     ``sku_negatives`` (sampled softmax) and the loop's parameters (:class:`SequenceEmbedder`)."""
 
     name = "next_event"
+    unknown_sku_note = ("their category and price are the missing token; their sku is the other token (not in the "
+                        "catalogue)")
 
     def __init__(self, dim: int | None = None, seed: int = 0, preset: str = "small", n_layer: int | None = None,
                  n_head: int | None = None, dropout: float = 0.1, sku_negatives: int = 2048,

@@ -197,13 +197,18 @@ def test_tied_searches_keep_file_order(tmp_path):
         np.testing.assert_array_equal(t.query_codes, want)
 
 
-def test_unknown_skus_are_counted_and_kept(tmp_path):
+def test_unknown_skus_are_counted_and_kept(tmp_path, capsys):
     events = {PRODUCT_BUY: [(1, "2022-07-01 10:00:00", 999), (1, "2022-07-02 10:00:00", 1)],
               ADD_TO_CART: [(2, "2022-07-01 10:00:00", 998)]}
     root = write_world(tmp_path / "w", events, [(1, 10, 5)], [1, 2])
-    with pytest.warns(DataWarning):
-        t = EventTable.build(root, "raw", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the toolkit's own line (with progress), never a raw Python warning
+        t = EventTable.build(root, "raw", progress=True)
+    err = capsys.readouterr().err
+    line = next(m for m in err.splitlines() if "missing from product_properties" in m)
+    assert line.startswith("events: 2 event(s)") and "product_buy 1, add_to_cart 1" in line and "Warning" not in err
     assert t.meta["unknown_sku_events"] == 2
+    assert t.meta["unknown_sku_by_kind"] == {PRODUCT_BUY: 1, ADD_TO_CART: 1}
     assert json.loads((DataPaths(root).cache / f"events_raw_{t.fingerprint}" / "manifest.json").read_text()
                       )["unknown_sku_events"] == 2
     np.testing.assert_array_equal(t.sku, [999, 1, 998])
@@ -402,3 +407,70 @@ def test_leftover_build_temporaries_are_removed(split_world, capsys):
     assert "removed 1 leftover temporary" in capsys.readouterr().err
     assert sorted(p.name for p in cache.iterdir()) == [".events_raw_0123456789abcdef.tmp-1a2b3c4d",
                                                       f"events_input_{fingerprint(split_world)}"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the raw period ends at the last purchase (issue 28, 5)
+# ---------------------------------------------------------------------------------------------------------------
+def test_events_after_the_last_purchase_are_left_out_of_the_raw_table(tmp_path):
+    """100 page visits dated 2100 (a clock gone wrong) neither stretch the raw table's period nor bend its recency:
+    they are dropped, a visit within a day of the last purchase is kept, and the manifest says how many, of which
+    kinds and when."""
+    from embedders.stats import StatsEmbedder
+    from tests.worlds import EVENTS, RELEVANT
+
+    tail = (102, "2022-08-20 16:00:00", 78)  # half an hour after the last purchase: the tail of the data, kept
+    clean = write_world(tmp_path / "clean", {**EVENTS, PAGE_VISIT: EVENTS[PAGE_VISIT] + [tail]}, PRODUCTS, RELEVANT)
+    late = {**EVENTS, PAGE_VISIT: EVENTS[PAGE_VISIT] + [tail] + [(101, "2100-01-01 00:00:00", 77)] * 100}
+    root = write_world(tmp_path / "late", late, PRODUCTS, RELEVANT)
+    t, ref = EventTable.build(root, "raw", progress=False), EventTable.build(clean, "raw", progress=False)
+    assert t.cut_time == ref.cut_time == epoch("2022-08-20 16:00:00") + 1 and t.n_events == ref.n_events == 21
+    late_2100 = {"after": "2022-08-21 15:30:00", "n": 100, "events": {PAGE_VISIT: 100},
+                 "first": "2100-01-01 00:00:00", "last": "2100-01-01 00:00:00"}
+    assert t.meta["after_end"] == {"end": END, "n": 101, "events": {PAGE_VISIT: 101}, "first": "2022-08-20 16:00:00",
+                                   "last": "2100-01-01 00:00:00", "dropped": late_2100}
+    assert ref.meta["after_end"]["n"] == 1 and ref.meta["after_end"]["dropped"]["n"] == 0
+    ids = np.array(RELEVANT)
+    a, b = (StatsEmbedder(progress=False).fit_transform(x, ids).vectors for x in (t, ref))
+    np.testing.assert_array_equal(a, b)  # recency (and every other feature) as without them
+    # the input layout never had them (the split's input period ends earlier)
+    split(root, progress=False)
+    assert EventTable.build(root, "input", progress=False).meta["after_end"] is None
+
+
+def test_a_second_builder_waits_and_reuses_the_table(raw_world, capsys):
+    """Two processes building one data folder's table: the second waits on the cache lock, then reuses it."""
+    import subprocess
+    import sys
+    import time
+
+    from competition.lock import LOCK_FILE
+    cache = DataPaths(raw_world).cache
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from competition.lock import acquire; "
+                               f"acquire({str(cache)!r}, 'test'); print('held', flush=True); time.sleep(1.5)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.monotonic()
+    t = EventTable.build(raw_world, "raw", progress=False)
+    assert time.monotonic() - t0 > 0.5 and t.n_events == 20
+    assert holder.wait(30) == 0
+    err = capsys.readouterr().err
+    assert f"waiting for pid {holder.pid}" in err and "released after" in err, err
+    assert not (cache / LOCK_FILE).exists()
+
+
+def test_a_table_that_does_not_fit_the_disk_is_refused_before_writing(raw_world, monkeypatch):
+    """Its arrays are memory maps (a write into one on a full disk is a crash, not an error): refused up front,
+    naming the table and the bytes it needs; nothing is left in the cache."""
+    import shutil
+    from collections import namedtuple
+
+    from competition.io import DiskFullError
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 100, 100))
+    with pytest.raises(DiskFullError) as err:
+        EventTable.build(raw_world, "raw", progress=False)
+    assert "events_raw_" in str(err.value) and "it needs" in str(err.value) and "100 bytes free" in str(err.value)
+    monkeypatch.undo()
+    assert list(DataPaths(raw_world).cache.iterdir()) == []
+    assert EventTable.build(raw_world, "raw", progress=False).n_events == 20

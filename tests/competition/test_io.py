@@ -167,3 +167,84 @@ def test_write_json_converts_numpy_and_paths(tmp_path):
     with pytest.raises(TypeError, match="not JSON-serialisable: object"):
         write_json({"o": object()}, tmp_path / "bad.json")
     assert not (tmp_path / "bad.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a full disk (issue 28, 6): the temporary removed, one error naming the output and the bytes it needs
+# ---------------------------------------------------------------------------------------------------------------
+def _full_disk_save(real_save=np.save):
+    """An ``np.save`` that writes a few bytes, then fails as numpy does on a full disk (a short write, no errno)."""
+    def save(path, array, *args, **kw):
+        with open(path, "wb") as f:
+            f.write(b"\x93NUMPY partial")
+        raise OSError(f"{np.asarray(array).nbytes} requested and 14 written")
+    return save
+
+
+def test_save_npy_on_a_full_disk(tmp_path, monkeypatch):
+    from competition.io import DiskFullError
+
+    target = tmp_path / "x.npy"
+    np.save(target, np.zeros(3))
+    monkeypatch.setattr(np, "save", _full_disk_save())
+    with pytest.raises(DiskFullError) as err:
+        save_npy(target, np.ones((1000, 10)))
+    monkeypatch.undo()
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{target}: no space left on device")
+    assert "it needs 80,128 bytes" in msg and "free there" in msg and "run again" in msg
+    assert err.value.needed == 80_128 and err.value.errno == 28 and isinstance(err.value, OSError)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]  # the temporary removed, the old file intact
+    np.testing.assert_array_equal(np.load(target), np.zeros(3))
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), OSError(122, "Disk quota exceeded"),
+                                 RuntimeError("parquet: underlying IO error: No space left on device (os error 28)")])
+def test_atomic_writers_turn_every_full_disk_error_into_one(tmp_path, exc):
+    from competition.io import DiskFullError
+
+    def write(d):
+        (d / "half.bin").write_bytes(b"x" * 1000)
+        raise exc
+
+    atomic_dir(tmp_path / "block", lambda d: (d / "good.txt").write_text("ok"))
+    with pytest.raises(DiskFullError) as err:
+        atomic_dir(tmp_path / "block", write, need=5_000_000)
+    assert str(tmp_path / "block") in str(err.value) and "4.8 MiB (5,000,000 bytes)" in str(err.value)
+    assert err.value.__cause__ is exc
+    assert [p.name for p in tmp_path.iterdir()] == ["block"] and [p.name for p in (tmp_path / "block").iterdir()] \
+        == ["good.txt"]
+    with pytest.raises(DiskFullError) as err:
+        with atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_bytes(b"y" * 300)
+            raise exc
+    assert "more than the 300 bytes written" in str(err.value)  # the writer did not say what it needs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["block"]
+    with pytest.raises(Boom):  # other errors pass through unchanged
+        with atomic_path(tmp_path / "out.json"):
+            raise Boom()
+
+
+def test_a_real_full_filesystem(tmp_path):
+    """On a 64 KiB tmpfs (needs root; skipped elsewhere): a block and a JSON too large for it."""
+    import subprocess
+
+    from competition.io import DiskFullError
+    from embedders.base import Block, write_block
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:
+        block = Block(np.arange(4000), np.ones((4000, 8)), {"name": "big"})
+        with pytest.raises(DiskFullError) as err:
+            write_block(block, mnt / "blocks" / "big")
+        assert str(mnt / "blocks" / "big") in str(err.value) and "it needs" in str(err.value)
+        assert list((mnt / "blocks").iterdir()) == []
+        with pytest.raises(DiskFullError):
+            write_json({"x": "y" * 200_000}, mnt / "big.json")
+        assert sorted(p.name for p in mnt.iterdir()) == ["blocks"]
+        write_block(Block(np.arange(4), np.ones((4, 2)), {"name": "small"}), mnt / "blocks" / "small")  # resumes
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

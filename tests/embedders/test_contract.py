@@ -1,6 +1,7 @@
 """The Embedder contract, for every embedder of the registry (docs/design.md, embedders/): params round-trip
 through meta.json, rows aligned to the requested clients, same seed same bytes, clients without events get a
-defined row, and fit never reads target/ (the world they are fitted on has none)."""
+defined row, and fit never reads target/ (the world they are fitted on has none). Also the plugin shapes a user
+writes: a stateless embedder (``fit`` learns nothing and returns ``self``) is fitted once ``fit`` ran."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from competition.io import json_default
 from competition.load import read_relevant_clients
 from competition.synth import generate_world
 from embedders import registry
-from embedders.base import EventSource, NotFittedError, read_block, write_block
+from embedders.base import Block, Embedder, EventSource, NotFittedError, read_block, write_block
 from embedders.cli import embed
 
 #: Small CPU params of each registered embedder (every name of registry.BUILTIN must be here).
@@ -118,3 +119,57 @@ def test_params_are_checked_in_validate_and_transform_needs_fit(name, world, tmp
     assert not [k for k in vars(emb) if k.endswith("_") and not k.startswith("_")], "fitted attributes end in _"
     with pytest.raises(NotFittedError, match="not fitted: call fit"):
         emb.transform(events, np.array([NO_EVENTS]))
+
+
+class IdHash(Embedder):
+    """A stateless plugin (hashing): ``fit`` learns nothing; a client's row is a hash of its id and event count."""
+
+    name = "id_hash"
+
+    def __init__(self, dim: int = 4, seed: int = 0):
+        super().__init__(dim, seed)
+
+    def fit(self, events) -> "IdHash":
+        return self
+
+    def transform(self, events, client_ids: np.ndarray) -> Block:
+        ids = np.asarray(client_ids, dtype=np.int64)
+        rows = events.rows_of(ids)
+        n = np.where(rows >= 0, np.asarray(events.lengths)[np.maximum(rows, 0)], 0)
+        h = (ids[:, None] * (np.arange(self.dim) + 1 + self.seed) * 2654435761) % 1000
+        return Block(ids, np.c_[h[:, :-1] / 1000.0, np.log1p(n)].astype(np.float32), {"name": self.name})
+
+
+STATELESS = "tests.embedders.test_contract:IdHash"
+
+
+def test_a_stateless_plugin_is_fitted_once_fit_ran(world, clients, tmp_path):
+    events = EventTable.build(world, "input", progress=False)
+    emb = registry.make_embedder(STATELESS, {"dim": 3}, seed=3)
+    assert not emb.__sklearn_is_fitted__()
+    with pytest.raises(NotFittedError, match="not fitted: call fit"):  # the check still catches transform before fit
+        emb.transform(events, clients)
+    assert emb.fit(events) is emb and emb.__sklearn_is_fitted__()
+    assert emb.get_params() == {"dim": 3, "seed": 3}  # the mark is not a param, nor a fitted attribute
+    assert not [k for k in vars(emb) if k.endswith("_") and not k.startswith("_")]
+    block = emb.transform(events, clients)
+    assert np.array_equal(block.client_ids, clients) and block.vectors.shape == (len(clients), 3)
+    # through the shared embed (fit_transform), and its meta rebuilds it
+    block = embed(registry.make_embedder(STATELESS, {"dim": 3}, seed=3), world, "input", progress=False,
+                  client_ids=clients)
+    write_block(block, tmp_path / "block")
+    meta = read_block(tmp_path / "block").meta
+    assert meta["embedder"] == STATELESS and registry.make_embedder(meta["embedder"], meta["params"], 3).dim == 3
+
+
+def test_a_failed_fit_leaves_the_embedder_unfitted(world):
+    class Failing(IdHash):
+        def fit(self, events):
+            raise RuntimeError("no")
+
+    emb = Failing()
+    with pytest.raises(RuntimeError):
+        emb.fit(EventTable.build(world, "input", progress=False))
+    assert not emb.__sklearn_is_fitted__()
+    with pytest.raises(NotFittedError):
+        emb.transform(None, np.array([1]))

@@ -40,3 +40,28 @@ def raw_world(root: Path, clients: int = 400, seed: int = 7, id_offset: int = 0,
 
 
 AWKWARD = dict(id_offset=10**9, empty=(SEARCH_QUERY, REMOVE_FROM_CART))
+
+
+def make_messy(root: Path, no_event_clients: int = 3, unknown_sku_buys: int = 5, late_visits: int = 100) -> dict:
+    """Issue 28's awkward properties, added to a raw world: relevant clients without a single event, purchases of
+    skus absent from product_properties, and page visits dated 2100-01-01 (after the last purchase). Returns what
+    was added."""
+    from competition.schema import PAGE_VISIT, PRODUCT_BUY
+    paths = DataPaths(root)
+    relevant = np.load(paths.relevant_clients)
+    seen = set()
+    for name in EVENT_TYPES:
+        seen |= set(pl.read_parquet(paths.table(name), columns=[CLIENT_ID])[CLIENT_ID].to_list())
+    new = np.arange(no_event_clients, dtype=np.int64) + max(int(relevant.max()), max(seen)) + 1
+    np.save(paths.relevant_clients, np.r_[relevant, new])
+    buys = pl.read_parquet(paths.table(PRODUCT_BUY))
+    skus = pl.read_parquet(paths.table(PRODUCT_PROPERTIES), columns=[SKU])[SKU]
+    unknown = int(skus.max()) + 1
+    extra = buys.head(unknown_sku_buys).with_columns(pl.lit(unknown, dtype=buys.schema[SKU]).alias(SKU))
+    pl.concat([buys, extra]).write_parquet(paths.table(PRODUCT_BUY))
+    visits = pl.read_parquet(paths.table(PAGE_VISIT))
+    late = visits.head(1).select(pl.all().repeat_by(late_visits).explode())
+    late = late.with_columns(pl.lit("2100-01-01 00:00:00").cast(visits.schema["timestamp"], strict=False)
+                             .alias("timestamp"))
+    pl.concat([visits, late]).write_parquet(paths.table(PAGE_VISIT))
+    return {"no_event_clients": new, "unknown_sku": unknown, "late_visits": late_visits}

@@ -14,7 +14,7 @@ import pytest
 from competition.schema import CLIENT_IDS_FILE, EMBEDDINGS_FILE, PAGE_VISIT, DataPaths
 from submit.pipeline import COST, DEFAULT_BLOCKS, SIZES, block_recipes, ensure_split, estimate_seconds, fit_budget
 from submit.report import PNGS, REPORT_MD
-from tests.submit.own_worlds import AWKWARD, raw_world
+from tests.submit.own_worlds import AWKWARD, make_messy, raw_world
 from tests.test_install import _env_outside_repo
 from validate.spec import EnsembleSpec
 
@@ -23,16 +23,47 @@ ARGS = ["--quick", "--probe", "lgbm", "--tasks", "conversion", "--no-progress", 
 
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory):
-    """One run of the command from a folder outside the repository, on a raw awkward world."""
+    """One run of the command from a folder outside the repository, on a raw awkward world (with issue 28's
+    relevant clients without events, unknown skus and visits dated 2100), and two more started while it runs on the
+    same --out: one refused at once, one queued behind it with --wait (it then reuses every stage)."""
+    import time
+
     root = tmp_path_factory.mktemp("own")
     world = raw_world(root / "world", **AWKWARD)
+    messy = make_messy(world)
     cwd = root / "elsewhere"
     cwd.mkdir()
     env = _env_outside_repo()
-    res = subprocess.run([sys.executable, "-m", "submit.pack", "--data-dir", str(world), "--out", "out", *ARGS],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return {"world": world, "out": cwd / "out", "cwd": cwd, "env": env, "res": res}
+    cmd = [sys.executable, "-m", "submit.pack", "--data-dir", str(world), "--out", "out", *ARGS]
+    first = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock, t0 = cwd / "out" / "run" / ".lock", time.monotonic()
+    while not lock.is_file() and first.poll() is None and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
+    assert lock.is_file(), "the first run never took its run folder's lock"
+    refused = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    waiter = subprocess.Popen(cmd + ["--wait"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    running_when_refused = first.poll() is None
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    w_out, w_err = waiter.communicate(timeout=600)
+    assert waiter.returncode == 0, w_err[-3000:]
+    res = subprocess.CompletedProcess(cmd, first.returncode, out, err)
+    return {"world": world, "out": cwd / "out", "cwd": cwd, "env": env, "res": res, "messy": messy,
+            "refused": refused, "running_when_refused": running_when_refused, "first_pid": first.pid,
+            "waiter": subprocess.CompletedProcess(cmd, waiter.returncode, w_out, w_err)}
+
+
+def test_a_second_run_on_the_same_out_refuses_in_one_line(own_run):
+    """Issue 28 (1): exactly one run proceeds; the other exits 2 at once with one line naming it, no traceback."""
+    refused = own_run["refused"]
+    assert own_run["running_when_refused"]
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert lines[0].startswith("error: ") and f"pid {own_run['first_pid']}" in lines[0] and "--wait" in lines[0]
+    assert "in use by another run" in lines[0] and "started" in lines[0]
+    assert not (own_run["out"] / ".lock").exists() and not (own_run["out"] / "run" / ".lock").exists()
 
 
 def test_split_blocks_and_both_submissions(own_run):
@@ -85,14 +116,55 @@ def test_report_with_pngs(own_run):
     assert sum(report["columns"]["final"].values()) == np.load(own_run["out"] / "final" / EMBEDDINGS_FILE).shape[1]
 
 
-def test_second_run_reuses_every_stage(own_run, capsys, monkeypatch):
-    from submit.pack import main
-
-    monkeypatch.chdir(own_run["cwd"])
-    assert main(["--data-dir", str(own_run["world"]), "--out", "out", *ARGS]) == 0
-    err = capsys.readouterr().err
+def test_second_run_reuses_every_stage(own_run):
+    """The run queued with --wait behind the first one (started while it ran) reuses every stage it made."""
+    err = own_run["waiter"].stderr
+    assert f"waiting for pid {own_run['first_pid']}" in err and "released after" in err
     assert "split of" in err and "is fresh" in err
     assert "the search is fresh" in err and "building" not in err and "the decision is fresh" in err
+
+
+def test_awkward_data_said_in_one_line_each_and_in_the_report(own_run):
+    """Issue 28 (3-5): relevant clients without events, unknown skus and events after the last purchase: one notice
+    line each (no raw Python warning), recorded in the run report's ``notices``; the final blocks' period ends at
+    the last purchase."""
+    from datetime import datetime, timezone
+
+    import polars as pl
+
+    from competition.events import EventTable
+
+    def epoch(text: str) -> int:
+        return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp())
+    from competition.schema import PRODUCT_BUY
+
+    err, n_new = own_run["res"].stderr, len(own_run["messy"]["no_event_clients"])
+    assert "DataWarning" not in err and "warnings.warn" not in err
+    assert "split: notice: " in err and "100 of them more than a day later (page_visit 100" in err
+    notices = json.loads((own_run["out"] / "run" / "report.json").read_text())["notices"]
+    by_stage = {stage: [n["line"] for n in notices if n["stage"] == stage] for stage in ("pack", "final")}
+    for stage, period in (("pack", "in the input period"), ("final", "in the event files")):
+        lines = by_stage[stage]
+        empty = [m for m in lines if "relevant clients have no event" in m]
+        assert len(empty) == 1 and period in empty[0] and "per block: stats " in empty[0], lines
+        unknown = [m for m in lines if "missing from product_properties" in m]
+        assert len(unknown) == 1 and "product_buy" in unknown[0] and "stats: counted" in unknown[0], lines
+        for line in empty + unknown:
+            assert line in err  # printed too, one line each
+    late = [m for m in by_stage["final"] if "after the last purchase" in m]
+    assert len(late) == 1 and "100 of them more than a day later (page_visit 100, dated 2100-01-01 00:00:00)" \
+        in late[0] and "left out of the final blocks" in late[0]
+    assert not any("after the last" in m for m in by_stage["pack"])
+    md = (own_run["out"] / "run" / REPORT_MD).read_text()  # and the report lists them under their stage
+    assert "## Notices" in md and f"- final: {late[0]}" in md
+    raw = EventTable.build(own_run["world"], "raw", progress=False)
+    end = pl.read_parquet(DataPaths(own_run["world"]).table(PRODUCT_BUY))["timestamp"].max()
+    assert raw.meta["after_end"]["end"] == end and raw.meta["after_end"]["dropped"]["n"] == 100
+    assert raw.cut_time <= epoch(end) + 86_400 + 1  # not stretched to 2100
+    final_empty = next(m for m in by_stage["final"] if "relevant clients have no event" in m)
+    relevant = np.load(DataPaths(own_run["world"]).relevant_clients)
+    none = int((raw.rows_of(relevant) < 0).sum())
+    assert none >= n_new and final_empty.startswith(f"notice: {none} of {len(relevant)} relevant clients")
 
 
 def test_split_redone_when_the_raw_files_change(tmp_path):

@@ -67,3 +67,26 @@ def test_a_user_embedder_by_dotted_path_is_built_rebuilt_and_packed(split_world,
     np.testing.assert_allclose(rebuilt.align(ids)[0][:, 0], 1.5 * counts[:, 0])
     np.testing.assert_allclose(np.load(out / EMBEDDINGS_FILE), block_matrix(rebuilt, ids, "none"), rtol=2e-3)
     assert json.loads((out / "pack.json").read_text())["columns"] == {"mine": [0, 2]}
+
+
+STATELESS = "tests.embedders.test_contract:IdHash"
+
+
+def test_a_stateless_user_embedder_is_built_rebuilt_and_packed_final(split_world, tmp_path, capsys):
+    """Issue 28 (2): a plugin whose fit learns nothing (returns self) is fitted once fit ran."""
+    spec = {"version": 1, "blocks": [{"name": "hash", "path": str(tmp_path / "blocks" / "hash"), "transform": "none",
+                                      "weight": 1.0, "dims": None, "embedder": STATELESS, "params": {"dim": 3}}]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "submission"
+    argv = ["--data-dir", str(split_world), "--spec", str(path), "--out", str(out), "--final", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "block hash: missing; building with " + STATELESS in capsys.readouterr().out
+    assert check_submission(split_world, out) == []
+    assert read_block(tmp_path / "blocks-final" / "hash").meta["layout"] == "raw"
+    spec["blocks"][0]["params"] = {"dim": 4}
+    path.write_text(json.dumps(spec))
+    assert main(argv) == 0
+    assert "block hash: stale (params ['dim']" in capsys.readouterr().out
+    assert read_block(tmp_path / "blocks-final" / "hash").dim == 4 and check_submission(split_world, out) == []
+    assert np.load(out / EMBEDDINGS_FILE).shape[1] == 4

@@ -3,8 +3,7 @@ the organisers' network, fp32 and bfloat16 alternated in one process, so the rat
 
 ``python benchmarks/bench_decision_probe.py [--dim 400] [--outputs 100] [--steps 12] [--rounds 3] [--threads 1 2]``
 
-Prints per mode (the replica with fresh pages per step, as it ran before :func:`validate.cpu.reuse_large_blocks`;
-the replica now; ``mlp16``) and thread count the median seconds of a step (forward, backward, fused AdamW) and of a
+Prints per mode (the replica, ``mlp16``) and thread count the median seconds of a step (forward, backward, fused AdamW) and of a
 2,048-row prediction, and the fp32 / bf16 ratios; then what one candidate costs at 1,000 / 2,000 / 10,000 clients
 (6 tasks x 3 epochs x n / 128 steps, 3 predictions per task). Agreement with the replica's figures is measured by
 ``python -m validate.agreement --probes mlp16 ...`` (docs/probes.md).
@@ -17,19 +16,10 @@ import time
 import numpy as np
 import torch
 
-from contextlib import nullcontext
-
-from validate.cpu import reuse_large_blocks
 from validate.mlp import BATCH_SIZE, EPOCHS, PREDICT_BATCH, build_model, logits_at, predict
 
-#: (label, precision, reuse large blocks): the replica as it ran before (fresh pages every step), the replica now,
-#: the decision probe.
-MODES = (("fp32, fresh pages", "fp32", False), ("fp32 (replica)", "fp32", True), ("bf16 (mlp16)", "bf16", True))
-
-
-def time_mode(dim: int, outputs: int, precision: str, reuse: bool, steps: int) -> tuple[float, float]:
-    with reuse_large_blocks() if reuse else nullcontext():
-        return time_step(dim, outputs, precision, steps)
+#: (label, precision): the replica, the decision probe.
+MODES = (("fp32 (replica)", "fp32"), ("bf16 (mlp16)", "bf16"))
 
 
 def time_step(dim: int, outputs: int, precision: str, steps: int) -> tuple[float, float]:
@@ -66,10 +56,10 @@ def main() -> None:
     per = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        got: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in MODES}
+        got: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in MODES}
         for _ in range(args.rounds):
-            for label, precision, reuse in MODES:
-                got[label].append(time_mode(args.dim, args.outputs, precision, reuse, args.steps))
+            for label, precision in MODES:
+                got[label].append(time_step(args.dim, args.outputs, precision, args.steps))
         for label, runs in got.items():
             step, pred = (float(np.median([r[i] for r in runs])) for i in (0, 1))
             per[(threads, label)] = (step, pred)

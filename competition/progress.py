@@ -4,7 +4,7 @@
 or a Jupyter kernel's stream) it returns a real ``tqdm.auto.tqdm`` bar. Anywhere else (a run redirected into a log
 file, CI output, ``nohup``) it returns a :class:`LineProgress`: plain lines, one at the start, then about every
 10% or every :data:`INTERVAL` seconds, whichever comes first, and one at the end ("done", or "stopped" when the
-loop ended early), e.g.::
+loop ended early); a loop shorter than :data:`MIN_SECONDS` prints nothing, e.g.::
 
     gru_ae epoch 1/2: 0% (0/300 batch) 0.0s
     gru_ae epoch 1/2: 40% (120/300 batch) 12.3s, eta 18.5s, loss=0.412
@@ -28,6 +28,9 @@ MAX_LINE = 300
 INTERVAL = 60.0
 #: Fraction of the total between two lines at most (with a known total).
 STEP = 0.1
+#: A loop prints nothing until it has run this many seconds: only long loops write to a log (the organisers' MLP
+#: alone runs 18 short loops per candidate, which would otherwise fill a run's log with hundreds of lines).
+MIN_SECONDS = 10.0
 
 
 def is_terminal(stream=None) -> bool:
@@ -77,11 +80,12 @@ class LineProgress:
     """tqdm's interface, printed as a few plain lines (see the module docstring); silent when not ``enabled``.
 
     ``total`` defaults to ``len(iterable)`` when it has one; without a total the lines give the count and the time
-    (every :data:`INTERVAL` seconds)."""
+    (every :data:`INTERVAL` seconds). Nothing is printed before the loop has run ``min_seconds`` (default
+    :data:`MIN_SECONDS`); the end line only after something was."""
 
     def __init__(self, iterable: Iterable | None = None, desc: str | None = None, total: float | None = None,
                  enabled: bool = True, unit: str = "it", file=None, interval: float = INTERVAL,
-                 step: float = STEP, max_line: int = MAX_LINE):
+                 step: float = STEP, max_line: int = MAX_LINE, min_seconds: float | None = None):
         if total is None and iterable is not None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
@@ -92,6 +96,8 @@ class LineProgress:
         self.disable = not enabled
         self.file = sys.stderr if file is None else file
         self.interval, self.step, self.max_line = float(interval), float(step), int(max_line)
+        self.min_seconds = MIN_SECONDS if min_seconds is None else float(min_seconds)
+        self._shown = False
         self.postfix = ""
         self.closed = False
         self.start_t = self._last_t = time.perf_counter()
@@ -198,6 +204,9 @@ class LineProgress:
 
     def _print(self, now: float | None = None, end: bool = False) -> None:
         now = time.perf_counter() if now is None else now
+        if not self._shown and now - self.start_t < self.min_seconds:
+            return  # a short loop: not worth a line in a log
+        self._shown = True
         try:
             self.file.write(self.line(now, end) + "\n")
             self.file.flush()
@@ -206,4 +215,4 @@ class LineProgress:
         self._last_t, self._last_bucket = now, self._bucket()
 
 
-__all__ = ["INTERVAL", "MAX_LINE", "STEP", "LineProgress", "is_terminal", "progress"]
+__all__ = ["INTERVAL", "MAX_LINE", "MIN_SECONDS", "STEP", "LineProgress", "is_terminal", "progress"]

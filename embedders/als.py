@@ -37,7 +37,6 @@ plus the factors (float32, (clients + items) x dim). See docs/new_blocks.md for 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -50,6 +49,7 @@ from competition.schema import EVENT_CODE, PRODUCT_BUY, ADD_TO_CART, REMOVE_FROM
 from embedders.base import Block, Embedder
 from embedders.chunks import CountTable, EventChunk, gather, row_chunks
 from embedders.tfidf_svd import Vocabulary, doc_freq
+from embedders.threads import free_cores
 
 MATRICES: tuple[str, ...] = ("category", "sku", "url")
 MODES = ("per-matrix", "joint")
@@ -70,16 +70,6 @@ def parse_matrices(spec: str | list | tuple) -> tuple[str, ...]:
     if len(set(items)) != len(items):
         raise ValueError(f"a matrix appears twice in {spec!r}")
     return tuple(items)
-
-
-def free_cores() -> int:
-    """Cores this process may use minus the 1-minute load average, at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(cores, int(round(cores - load))))
 
 
 def matrix_entries(c: EventChunk, matrix: str, weights: dict[int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

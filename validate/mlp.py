@@ -8,7 +8,7 @@ epoch, the task's score = the best epoch's.
 
 ``precision="bf16"`` (the ``mlp16`` decision probe, docs/probes.md) keeps all of that (net, initial weights, loop,
 row order, fp32 master weights and fp32 AdamW) and only runs the trunk's forward and backward matmuls under bfloat16
-autocast (the output layer stays fp32): ~2.5x cheaper on a CPU with AVX512-BF16. Its figures are close to the
+autocast (the output layer stays fp32): ~2.5x cheaper per candidate on a CPU with AVX512-BF16 (docs/decision.md). Its figures are close to the
 replica's but are not the replica's.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from competition.progress import progress as progress_of
 
 from embedders.distributed import resolve_device as _resolve_device
-from validate.cpu import free_cores, reuse_large_blocks
+from validate.cpu import free_cores
 from validate.metrics import task_score
 
 INIT_SEED = 1278
@@ -171,8 +171,7 @@ class MLPProbe:
         y_tr = np.asarray(y_train, dtype=np.float32).reshape(len(X), -1)
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
         yt = torch.from_numpy(y_tr).to(device)
-        with reuse_large_blocks():  # fresh pages for every step's gradients cost half a bf16 step on a CPU
-            epochs = self._train(task, xt, yt, y_valid, popularity, device)
+        epochs = self._train(task, xt, yt, y_valid, popularity, device)
         best = int(np.argmax([e["score"] for e in epochs]))  # the first best on ties, like the organisers' max()
         return {**epochs[best], "best_epoch": best, "epochs": epochs, "seconds": time.perf_counter() - t0}
 

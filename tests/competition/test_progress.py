@@ -27,6 +27,13 @@ def _readable(text: str) -> list[str]:
     return lines
 
 
+@pytest.fixture(autouse=True)
+def every_loop_is_long(monkeypatch, request):
+    """The tests below look at the lines of loops that take milliseconds: let them print (see the last test)."""
+    if "short_loops_are_silent" not in request.node.name:
+        monkeypatch.setattr(progress_mod, "MIN_SECONDS", 0.0)
+
+
 # -- the module --------------------------------------------------------------------------------------------------------
 def test_off_tty_a_few_plain_lines_with_start_and_end(capsys):
     assert not is_terminal()  # pytest's captured stderr is not a TTY
@@ -162,3 +169,20 @@ def test_submit_command_redirected(split_world, tmp_path, capfd):
                  str(tmp_path / "out")]) == 0
     lines = _readable(capfd.readouterr().err)
     assert any(ln.startswith("stats: features: done") for ln in lines), lines
+
+
+def test_short_loops_are_silent_long_ones_are_not(monkeypatch):
+    """By default a loop shorter than MIN_SECONDS prints nothing (not even its end); a longer one prints from then
+    on, and its end line."""
+    out = io.StringIO()
+    assert list(progress(range(50), desc="quick", file=out)) == list(range(50)) and out.getvalue() == ""
+    clock = [100.0]
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: clock[0])
+    bar = LineProgress(total=10, desc="slow", file=out)
+    for _ in range(10):
+        clock[0] += progress_mod.MIN_SECONDS / 4
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines and not any(ln.startswith("slow: 0%") for ln in lines) and lines[-1].startswith("slow: done")
+    assert lines[0].startswith("slow: 40%")  # the first line after MIN_SECONDS had passed

@@ -114,36 +114,3 @@ def test_make_probe_mlp16_is_the_full_net_at_bf16():
     p = make_probe("mlp16", progress=False, device="cpu")
     assert (p.thin, p.wide, p.precision) == (mlp.HIDDEN_THIN, mlp.HIDDEN_WIDE, "bf16") and not p.is_replica
     assert make_probe("mlp", progress=False, device="cpu").is_replica
-
-
-def test_reuse_large_blocks_changes_no_figure_and_restores_malloc(monkeypatch):
-    """The allocator policy is speed only: the same scores with and without it, and it is undone afterwards."""
-    import contextlib
-
-    from validate import cpu
-    rng = np.random.default_rng(3)
-    X = rng.standard_normal((300, 5)).astype(np.float32)
-    y = (X[:, 1] > 0).astype(np.float32)
-    with_reuse = MLPProbe(thin=8, wide=16, progress=False, device="cpu").score("conversion", X, y, y)
-    with monkeypatch.context() as m:
-        m.setattr(mlp, "reuse_large_blocks", contextlib.nullcontext)
-        without = MLPProbe(thin=8, wide=16, progress=False, device="cpu").score("conversion", X, y, y)
-    assert [e["score"] for e in with_reuse["epochs"]] == [e["score"] for e in without["epochs"]]
-
-    calls = []
-
-    class Spy:
-        def mallopt(self, param, value):
-            calls.append((param, value))
-
-        def malloc_trim(self, pad):
-            calls.append(("trim", pad))
-
-    monkeypatch.setattr(cpu, "_glibc", Spy)
-    with cpu.reuse_large_blocks(1 << 20):
-        assert calls == [(cpu._M_MMAP_THRESHOLD, 1 << 20), (cpu._M_TRIM_THRESHOLD, 4 << 20)]
-    assert calls[2:] == [(cpu._M_MMAP_THRESHOLD, cpu._GLIBC_DEFAULT), (cpu._M_TRIM_THRESHOLD, cpu._GLIBC_DEFAULT),
-                         ("trim", 0)]
-    monkeypatch.setattr(cpu, "_glibc", lambda: None)
-    with cpu.reuse_large_blocks():  # no glibc: nothing to do, nothing fails
-        pass

@@ -657,8 +657,8 @@ def decision_verdict(data_dir: Path, decision: dict[str, Any], baseline_dir: Pat
             for n, r in res.items()]
     diff = res["packed"]["sum"] - res["stats"]["sum"]
     got = noise_threshold(len(ids)) if not width else None
-    line = (f"Decision probe ({label}) on {len(ids):,} report-fold clients: packed {res['packed']['sum']:.4f}, "
-            f"stats alone {res['stats']['sum']:.4f}, difference {diff:+.4f}"
+    line = (f"Decision probe {probe} ({label}) on {len(ids):,} report-fold clients: "
+            f"packed {res['packed']['sum']:.4f}, stats alone {res['stats']['sum']:.4f}, difference {diff:+.4f}"
             + (f" (row-order noise below {got[0]:.3f} at this size)" if got else "") + ".")
     return {"probe": probe, "n_clients": int(len(ids)), "packed": res["packed"]["sum"], "stats": res["stats"]["sum"],
             "difference": diff, "noise": got[0] if got else None, "line": line, "rows": rows}

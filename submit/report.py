@@ -58,7 +58,8 @@ class Row:
 
 
 #: Words for each probe's figures; every probe but the replica is a proxy of the organisers' score.
-PROBE_LABELS = {"mlp16": "replica net at bf16 (decision probe)", "lgbm": "LightGBM (proxy)", "narrow": "narrow MLP (proxy)", "linear": "linear (proxy)"}
+PROBE_LABELS = {"mlp16": "the replica net at bf16, not the score", "lgbm": "LightGBM (proxy)",
+                "narrow": "narrow MLP (proxy)", "linear": "linear (proxy)"}
 
 
 def probe_label(result: Mapping[str, Any] | str) -> str:

@@ -238,8 +238,8 @@ def fit_budget(size: dict[str, Any], budget_s: float, n_events: int, n_clients: 
     """Sizes scaled to fit ``budget_s`` seconds (:func:`estimate_seconds`): the first step of
     :data:`BUDGET_LADDER` (gru_ae epochs 4..1, then multitask on fewer training clients) that keeps the run within
     75% of the budget with the smallest search and decision, then the largest decision ladder of
-    :data:`DECIDE_LADDERS` within 85% (when the preset decides at all), then the most search clients (2,000..all) that fit with 10 trials,
-    then as many trials (1..100) as the rest of the budget holds; the search's timeout is that rest (at least
+    :data:`DECIDE_LADDERS` within 85% (when the preset decides at all), then the most search clients (2,000..all)
+    that fit with 10 trials, then as many trials (1..100) as the rest of the budget holds; the search's timeout is that rest (at least
     30 s). Returns (sizes, estimated seconds); the estimate exceeds the budget when even the smallest sizes do."""
     def total(s: dict[str, Any]) -> float:
         return sum(estimate_seconds(s, n_events, n_clients, blocks, final, probe, gpu).values())
@@ -740,6 +740,8 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
     ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
     blocks, study, report.md). Explicit trials/epochs/tasks/search_clients/train_clients win over the preset and the
     budget."""
+    from validate.decide import plan_sizes
+
     data_dir, out = Path(data_dir), Path(out)
     work = Path(work_dir) if work_dir is not None else out / RUN_DIR
     work.mkdir(parents=True, exist_ok=True)
@@ -770,7 +772,8 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
              f"neural epochs {size['epochs']}"
            + (f", gru_ae and multitask trained on {size['train_clients']:,} clients" if size.get("train_clients")
               else "")
-           + (f", the decision on {'/'.join(f'{n:,}' for n in size['decide_clients'])} search-fold clients"
+           + (f", the decision on {'/'.join(f'{n:,}' for n in plan_sizes(size['decide_clients'], relevant // 2))} "
+              "search-fold clients"
               if size.get("decide_clients") else ", no decision (the search's choice is shipped)")
            + f", seed {seed}; estimated {estimate / 60:.1f} min")
     st.log(f"outputs: local submission {local}, final submission {final}, run folder {work}")

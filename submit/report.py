@@ -250,10 +250,8 @@ def decision_section(decision: Mapping[str, Any] | None, searched: Sequence[Mapp
     from validate.decide import summary_lines
 
     lines += summary_lines(decision)
-    if searched is not None:
-        same = sorted(b["name"] for b in searched) == sorted(n for n, _, _ in decision["choice"]["chosen"])
-        lines += ["", "The shipped ensemble is " + ("the search's choice." if same and
-                                                    decision["choice"]["name"] == "searched"
+    if searched is not None:  # the short list keeps the search's choice as "searched" (duplicates dropped)
+        lines += ["", "The shipped ensemble is " + ("the search's choice." if decision["choice"]["name"] == "searched"
                                                     else f"**{decision['choice']['name']}**, not the search's "
                                                          "choice (" + " + ".join(b["name"] for b in searched) + ").")]
     if decision.get("curves_png"):

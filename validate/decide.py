@@ -45,15 +45,13 @@ from competition.io import write_json
 from competition.load import DataError
 from competition.schema import MAX_EMBEDDING_COLUMNS, TASKS
 from embedders.base import Block, BlockError, read_block
-from validate.cli import add_decision_probe, resolve_decision_probe
+from validate.cli import DECISION_PROBES, add_decision_probe, resolve_decision_probe
 from validate.ensemble_ops import default_transform
 from validate.noise import noise_threshold
 from validate.probe import TaskLabels, client_order, score_matrix
 from validate.search import BlockMatrices, dim_options, find_blocks, make_spec, split_folds
 from validate.spec import EnsembleSpec
 
-#: Probes that may decide: the replica and its bfloat16 twin (``mlp16``); anything else is a proxy.
-DECISION_PROBES = ("mlp", "mlp16")
 DECISION_LABELS = {"mlp": "the MLP replica (the organisers' network)",
                    "mlp16": "the organisers' network at bfloat16 matmuls (mlp16; close to, not equal to, the replica)"}
 #: Ladder of decision sizes by preset (clients of the search fold): CPU minutes, or a GPU's replica at 20k+.
@@ -109,7 +107,8 @@ def fit_columns(blocks: Mapping[str, Block], names: Sequence[str], limit: int = 
     if sum(widths.values()) <= limit:
         return [(n, 1.0, w) for n, w in widths.items()]
     share = limit // len(names)
-    return [(n, 1.0, max([d for d in dim_options(w) if d <= share] or [min(dim_options(w))])) for n, w in widths.items()]
+    return [(n, 1.0, max([d for d in dim_options(w) if d <= share] or [min(dim_options(w))]))
+            for n, w in widths.items()]
 
 
 def shortlist(blocks: Mapping[str, Block], searched: Sequence[tuple[str, float, int]] | None,

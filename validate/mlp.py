@@ -8,8 +8,8 @@ epoch, the task's score = the best epoch's.
 
 ``precision="bf16"`` (the ``mlp16`` decision probe, docs/probes.md) keeps all of that (net, initial weights, loop,
 row order, fp32 master weights and fp32 AdamW) and only runs the trunk's forward and backward matmuls under bfloat16
-autocast (the output layer stays fp32): ~2.5x cheaper per candidate on a CPU with AVX512-BF16 (docs/decision.md). Its figures are close to the
-replica's but are not the replica's.
+autocast (the output layer stays fp32): ~2.5x cheaper per candidate on a CPU with AVX512-BF16 (docs/decision.md).
+Its figures are close to the replica's but are not the replica's.
 """
 from __future__ import annotations
 

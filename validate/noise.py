@@ -216,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.orders < 1 or args.samples < 1:
         raise SystemExit("validate.noise: error: --orders and --samples must be >= 1")
-    table = measure(args.data_dir, args.embeddings_dir, args.sizes, args.orders, args.samples, args.tasks, args.noise_probe,
-                    args.seed, not args.no_progress, tuple(args.mlp_width) if args.mlp_width else None,
+    table = measure(args.data_dir, args.embeddings_dir, args.sizes, args.orders, args.samples, args.tasks,
+                    args.noise_probe, args.seed, not args.no_progress, tuple(args.mlp_width) if args.mlp_width else None,
                     args.threads, args.out)
     print(f"{'clients':>8s} {'runs':>5s} {'std':>7s} {'range':>7s} {'noise below':>12s}")
     for size, s in table["sizes"].items():

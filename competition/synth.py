@@ -27,6 +27,10 @@ The generative story (all vectorised per chunk of clients; no per-event Python l
   sku a client picks is predictable from the names of what it viewed, not only from category counts. A share of
   the choices is offered the category's latest release, taken with a probability rising with the style match
   (:func:`adoption_probability`): new products are adopted by content affinity, not popularity alone.
+- New arrivals (``--new-arrivals SHARE``, off by default): a ``SHARE x novelty`` share of the sessions browse the
+  recent releases of every category and take as goal the one that best fits the client's price level and style
+  (:func:`_choose_arrival`, sharper than everyday choices), so which new product a client buys is predictable from
+  its content taste, across categories (the latent ``arrival_share`` in ``truth/clients.parquet``).
 - Sessions: browsing sessions are Poisson over the alive interval, placed by a weekly and daily rhythm; purchase
   sessions follow the renewal process, at a time of day drawn from the daily rhythm. Each session has a focus
   category and a **goal** product in it; events inside a session are seconds to minutes apart, and late events go
@@ -90,6 +94,8 @@ EVENT_WILD = 0.06
 FRESH_SHARE = 0.10              # share of product choices that go to the category's latest release ...
 FRESH_DAYS = 30.0               # ... when it was released within this many days
 FRESH_BUY_SHARE = 0.35         # the same share for the goal of a purchase session (new products sell)
+ARRIVAL_CANDIDATES = 8          # new-arrivals sessions (WorldSpec.new_arrivals): recent releases drawn per goal ...
+ARRIVAL_SHARPNESS = 2.0         # ... and the multiplier of their choice cost (content taste decides sharply)
 GENERIC_ZIPF = 0.9              # popularity exponent of the generic pages
 STYLE_DIM = 3                   # dimensions of the style space (brand / look) inside a category
 STYLE_SCALE = 24.0              # name-code spread along the style directions (per unit of style)
@@ -130,6 +136,7 @@ class WorldSpec:
     n_generic_urls: int
     chunk_clients: int
     other_activity: float = 1.0     # multiplier of the non-relevant clients' session and purchase rates
+    new_arrivals: float = 0.0       # sessions (x the client's novelty) whose goal is a recent release of any category
 
     @property
     def n_clients(self) -> int:
@@ -146,15 +153,18 @@ class WorldSpec:
 
 
 def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50_000,
-               start: str = DEFAULT_START, products: int | None = None, other_clients: int | None = None
-               ) -> WorldSpec:
+               start: str = DEFAULT_START, products: int | None = None, other_clients: int | None = None,
+               new_arrivals: float = 0.0) -> WorldSpec:
     """Sizes for ``clients`` relevant clients.
 
     other_clients: non-relevant clients (default ``clients // 2``). Beyond the default their activity is scaled
     down by ``default / other_clients`` (sessions and purchases) and each keeps at least one session, so the world
     gains many light visitors and about the same number of non-relevant events, the shape of the real data (~19M
     distinct clients, 1M relevant; docs/challenge.md). products: catalogue size (default 0.30 per client of the
-    default populations, at least MIN_PRODUCTS; the real data has 1.26M at 1M relevant clients)."""
+    default populations, at least MIN_PRODUCTS; the real data has 1.26M at 1M relevant clients). new_arrivals:
+    the share of sessions (x the client's novelty, capped at 1) that browse the new arrivals of every category and
+    whose goal is the recent release that best fits the client's content taste (:func:`_choose_arrival`; 0, the
+    default, keeps the world's bytes)."""
     if clients < 1:
         raise ValueError(f"--clients must be >= 1, got {clients}")
     if days < 35:
@@ -166,6 +176,8 @@ def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50
     if other_clients is not None and other_clients < 0:
         raise ValueError(f"--other-clients must be >= 0, got {other_clients}")
     # Each category needs 2 products (build_catalog); fewer than 400 leaves no room for the 200 categories.
+    if not 0.0 <= new_arrivals <= 1.0:
+        raise ValueError(f"--new-arrivals must be in [0, 1], got {new_arrivals}")
     if products is not None and products < 400:
         raise ValueError(f"--products must be >= 400, got {products}")
     datetime.strptime(start, TIMESTAMP_FORMAT)
@@ -178,7 +190,7 @@ def world_spec(clients: int, seed: int, days: int = 140, chunk_clients: int = 50
     return WorldSpec(seed=seed, n_relevant=clients, n_other=n_other, days=days, start=start,
                      n_products=products, n_categories=n_categories,
                      n_generic_urls=max(2_000, products), chunk_clients=chunk_clients,
-                     other_activity=other_activity)
+                     other_activity=other_activity, new_arrivals=float(new_arrivals))
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -258,6 +270,15 @@ class Catalog:
         key = self.category[new].astype(np.float64) * 1e6 + self.release_day[new]
         order = np.argsort(key, kind="stable")
         self._new, self._new_key = new[order], key[order]
+        by_day = np.argsort(self.release_day[new], kind="stable")
+        self.arrivals, self.arrival_day = new[by_day], self.release_day[new][by_day]
+
+    def recent_releases(self, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[lo, hi)`` per entry into :attr:`arrivals` (the new products by release day): the products of every
+        category released in the FRESH_DAYS days up to ``day`` (float days)."""
+        hi = np.searchsorted(self.arrival_day, day, side="right")
+        lo = np.searchsorted(self.arrival_day, day - FRESH_DAYS, side="right")
+        return lo, hi
 
     def latest_release(self, category: np.ndarray, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The product of ``category`` released last at or before ``day`` (float days), and whether it exists
@@ -647,6 +668,42 @@ def _offer_fresh(rng: np.random.Generator, clients: Clients, cat: Catalog, rows:
     product[hot[ok]] = fresh[ok]
 
 
+def arrival_share(spec: WorldSpec, novelty: np.ndarray) -> np.ndarray:
+    """Share of a client's sessions that are new-arrivals sessions: ``min(1, new_arrivals x novelty)``."""
+    return np.minimum(spec.new_arrivals * novelty, 1.0)
+
+
+def arrival_weight(cat_rank: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Weight of a recent release in a new-arrivals choice: popularity x ``exp(-ARRIVAL_SHARPNESS x cost)``
+    (:func:`choice_cost`), unnormalised; float arrays broadcasting together."""
+    return np.exp(-PRODUCT_ZIPF * np.log(cat_rank + 1.0) - ARRIVAL_SHARPNESS * cost)
+
+
+def _choose_arrival(rng: np.random.Generator, clients: Clients, cat: Catalog, rows: np.ndarray,
+                    seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A new-arrivals goal per entry (client row, time in seconds): ARRIVAL_CANDIDATES uniform draws among the
+    releases of every category in the last FRESH_DAYS, the one with the smallest ``E / arrival_weight`` (a
+    Gumbel-max choice with weights :func:`arrival_weight`: the client's price level and style decide, across
+    categories). Returns (product int64, ok: a recent release existed)."""
+    lo, hi = cat.recent_releases(seconds / SECONDS_PER_DAY)
+    ok = hi > lo
+    n = len(rows)
+    level, tol = clients.price_level[rows].astype(np.float32), clients.price_tol[rows].astype(np.float32)
+    strength, style = clients.style_strength[rows].astype(np.float32), clients.style[rows]
+    best, best_score = np.zeros(n, dtype=np.int64), np.full(n, np.inf)
+    if not len(cat.arrivals):
+        return best, ok
+    for _ in range(ARRIVAL_CANDIDATES):
+        pos = np.minimum(lo + (rng.random(n) * (hi - lo)).astype(np.int64), len(cat.arrivals) - 1)
+        cand = cat.arrivals[pos]
+        cost = choice_cost(level, tol, strength, (cat.style[cand] * style).sum(axis=1),
+                           cat.price[cand].astype(np.float32))
+        score = rng.standard_exponential(n) / arrival_weight(cat.rank[cand].astype(np.float64), cost)
+        better = score < best_score
+        best[better], best_score[better] = cand[better], score[better]
+    return best, ok
+
+
 def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat: Catalog, rhythm: Rhythm
                 ) -> ChunkEvents:
     """All events of a chunk of clients (see the module docstring for the story)."""
@@ -661,6 +718,13 @@ def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat
     goal = _choose(rng, clients, cat, s_client, focus, s_time)
     _offer_fresh(rng, clients, cat, s_client, focus, s_time, np.where(s_items > 0, FRESH_BUY_SHARE, FRESH_SHARE),
                  goal)
+    if spec.new_arrivals > 0:   # only then, so default worlds keep their bytes
+        # New arrivals: some sessions browse the recent releases of every category; the goal is the one that fits
+        # the client's content taste (price, style) best, and the session's focus becomes its category.
+        arrive = np.flatnonzero(rng.random(n_s) < arrival_share(spec, clients.novelty[s_client]))
+        new_goal, ok = _choose_arrival(rng, clients, cat, s_client[arrive], s_time[arrive].astype(np.float64))
+        goal[arrive[ok]] = new_goal[ok]
+        focus[arrive[ok]] = cat.category[new_goal[ok]]
     # Events per session: a geometric body (mean session_len) then, in purchase sessions, a pair per item bought
     # (add_to_cart or, buying now, a view of the product page; then product_buy); seconds to minutes apart.
     body = rng.geometric(1.0 / clients.session_len[s_client])
@@ -766,8 +830,9 @@ def _replenish(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat:
     return np.concatenate([c, c]), np.concatenate([buy - lead, buy]), kinds, np.concatenate([p, p])
 
 
-def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
-    """Latents of a chunk of clients (truth/clients.parquet); taste categories as category ids (-1 unused)."""
+def clients_truth_table(clients: Clients, cat: Catalog, spec: WorldSpec | None = None) -> pa.Table:
+    """Latents of a chunk of clients (truth/clients.parquet); taste categories as category ids (-1 unused); with
+    new arrivals (``spec.new_arrivals > 0``) also ``arrival_share``, the client's share of new-arrivals sessions."""
     ids = np.where(clients.taste_cat >= 0, cat.category_id[np.maximum(clients.taste_cat, 0)], -1)
     n = len(clients.client_id)
 
@@ -780,6 +845,8 @@ def clients_truth_table(clients: Clients, cat: Catalog) -> pa.Table:
                  "price_level", "price_tol", "style_strength", "buy_now", "replenish", "replenish_pace", "novelty"):
         value = getattr(clients, name)
         cols[name] = value if value.dtype == bool else value.astype(np.float64)
+    if spec is not None and spec.new_arrivals > 0:
+        cols["arrival_share"] = arrival_share(spec, clients.novelty).astype(np.float64)
     table = pa.table({k: pa.array(v) for k, v in cols.items()})
     table = table.append_column("style", pa.FixedSizeListArray.from_arrays(
         pa.array(clients.style.astype(np.float64).reshape(-1)), STYLE_DIM))
@@ -863,7 +930,7 @@ def write_raw_world(out: str | Path, spec: WorldSpec, progress: bool = True) -> 
             for kind in EVENT_TYPES:
                 counts[kind] += _write_kind(writers[kind], kind, ev, clients.client_id, fmt)
             del ev
-            table = clients_truth_table(clients, cat)
+            table = clients_truth_table(clients, cat, spec)
             if truth_writer is None:
                 truth_writer = stack.enter_context(pq.ParquetWriter(truth_tmp, table.schema, **PARQUET_OPTIONS))
             truth_writer.write_table(table)
@@ -890,11 +957,13 @@ def finish_world(out: str | Path, progress: bool = True) -> None:
 
 def generate_world(out: str | Path, clients: int, seed: int, days: int = 140, chunk_clients: int = 50_000,
                    progress: bool = True, start: str = DEFAULT_START, split: bool = True,
-                   products: int | None = None, other_clients: int | None = None) -> Path:
+                   products: int | None = None, other_clients: int | None = None, new_arrivals: float = 0.0
+                   ) -> Path:
     """Write a complete synthetic world to ``out`` and return it: raw files, relevant clients, truth/, then
     (``split=True``) the official split and the target lists. ``clients`` = number of relevant clients;
-    products / other_clients: see :func:`world_spec`."""
-    spec = world_spec(clients, seed, days, chunk_clients, start, products=products, other_clients=other_clients)
+    products / other_clients / new_arrivals: see :func:`world_spec`."""
+    spec = world_spec(clients, seed, days, chunk_clients, start, products=products, other_clients=other_clients,
+                      new_arrivals=new_arrivals)
     write_raw_world(out, spec, progress=progress)
     if split:
         finish_world(out, progress=progress)
@@ -922,13 +991,18 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default {DEFAULT_START!r})")
     parser.add_argument("--chunk-clients", type=int, default=50_000, help="clients generated at a time; bounds "
                         "memory (default 50000)")
+    parser.add_argument("--new-arrivals", type=float, default=0.0, metavar="SHARE",
+                        help="share of sessions (x the client's novelty, capped at 1) that browse the recent "
+                        "releases of every category, the goal being the one that best fits the client's price "
+                        "level and style: new-product purchases predictable from the user (default 0: off)")
     parser.add_argument("--no-split", action="store_true", help="write only the raw files, relevant clients "
                         "and truth/")
     add_no_progress(parser, deprecated=("--quiet",))
     args = parser.parse_args(argv)
     try:
         spec = world_spec(args.clients, args.seed, args.days, args.chunk_clients, args.start,
-                          products=args.products, other_clients=args.other_clients)
+                          products=args.products, other_clients=args.other_clients,
+                          new_arrivals=args.new_arrivals)
     except ValueError as exc:
         parser.error(str(exc))
     t0 = time.perf_counter()

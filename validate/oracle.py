@@ -18,8 +18,9 @@ Columns (float32, each standardised to mean 0 / sd 1 over the relevant clients; 
 - per target entry of each propensity task (``target/*.npy``): the log of the expected purchases of that entry in
   the validation window under the world's choice model (:func:`competition.synth.choice_cost`): the client's
   category taste at that time (mixed with the exploration share), within the category the product's popularity
-  x ``exp(-cost)`` over products released by then, plus the share of recent releases the client adopts; price
-  buckets sum their products.
+  x ``exp(-cost)`` over products released by then, plus the share of recent releases the client adopts; in a
+  world with new arrivals (``synth.WorldSpec.new_arrivals``) a share ``arrival_share`` of it goes to the recent
+  releases of every category weighted by ``synth.arrival_weight``; price buckets sum their products.
 
 The window and target lists come from the split (``target/``); without ``truth/`` or the target lists the command
 stops with one line saying so.
@@ -159,6 +160,8 @@ class ChoiceModel:
         explore = (cat_rank + 1.0) ** -0.9
         self.explore = (explore / explore.sum()).astype(np.float32)
         self.share = min(max(day / spec["days"], 0.0), 1.0)
+        self.new_arrivals = float(spec.get("new_arrivals", 0.0))
+        self.rank = rank
         ids, first = np.unique(products["category"].to_numpy(), return_index=True)
         self.cat_ids, self.cat_index = ids, self.cat[first]     # category id -> index, sorted by id
 
@@ -196,7 +199,16 @@ class ChoiceModel:
         fresh = synth.FRESH_BUY_SHARE * clients["novelty"].to_numpy()[:, None] * synth.adoption_probability(
             strength, match) * self.recent[None, :]
         p_cat = (1 - synth.EXPLORE_PURCHASE) * self.taste(clients) + synth.EXPLORE_PURCHASE * self.explore[None, :]
-        return (p_cat[:, self.cat] * (within_all + fresh)).astype(np.float32)
+        p = p_cat[:, self.cat] * (within_all + fresh)
+        if self.new_arrivals > 0 and self.recent.any():
+            # New-arrivals sessions: the recent releases of every category, weighted by synth.arrival_weight.
+            a = synth.arrival_share(self, clients["novelty"].to_numpy())[:, None]
+            recent = np.flatnonzero(self.recent)
+            cost = synth.choice_cost(level, tol, strength, match[:, recent], self.price[None, recent])
+            w = synth.arrival_weight(self.rank[None, recent], cost.astype(np.float64))
+            p *= 1.0 - a
+            p[:, recent] += a * w / w.sum(axis=1, keepdims=True)
+        return p.astype(np.float32)
 
 
 def oracle_block(data_dir: str | Path, progress: bool = True, seed: int = 0,

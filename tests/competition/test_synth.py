@@ -12,7 +12,7 @@ import pytest
 
 from competition import synth
 from competition.schema import (CATEGORY, CLIENT_ID, CODE_PATTERN, EVENT_TYPES, ITEM_COLUMN, NAME, PAGE_VISIT,
-                                PRODUCT_BUY, PRODUCT_PROPERTIES, PROPENSITY_NEW_SKU, QUERY, SEARCH_QUERY, SKU,
+                                PRICE, PRODUCT_BUY, PRODUCT_PROPERTIES, PROPENSITY_NEW_SKU, QUERY, SEARCH_QUERY, SKU,
                                 SKU_EVENTS, TIMESTAMP, TIMESTAMP_FORMAT, DataPaths)
 
 SMALL = 300          # relevant clients of the determinism worlds
@@ -395,3 +395,77 @@ def test_realism_cli(world, capsys):
     assert synth_report.main(["--data-dir", str(world), "--realism", "--max-clients", "500"]) == 0
     out = capsys.readouterr().out
     assert "repeat_visit_share" in out and "taobao" in out and "last 9d" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# New arrivals (WorldSpec.new_arrivals): new-product purchases predictable from the user's content taste
+# ---------------------------------------------------------------------------------------------------------------
+ARRIVALS = 0.3
+
+
+@pytest.fixture(scope="module")
+def arrivals_world(tmp_path_factory) -> Path:
+    """The realism world's seed and size with new-arrivals sessions."""
+    return synth.generate_world(tmp_path_factory.mktemp("arrivals"), MEDIUM, seed=7, chunk_clients=1000,
+                                progress=False, new_arrivals=ARRIVALS)
+
+
+def _new_buys(world: Path) -> tuple[pl.DataFrame, tuple]:
+    """Every buy with its product's is_new and price bucket, and the world's (clients, products) truth."""
+    t = DataPaths(world).truth
+    truth = pl.read_parquet(t / "clients.parquet"), pl.read_parquet(t / "products.parquet")
+    buys = _buys(world).join(truth[1].select(SKU, "is_new", PRICE), on=SKU)
+    return buys, truth
+
+
+def test_new_arrivals_off_by_default_and_validated(tmp_path):
+    assert synth.world_spec(200, 3).new_arrivals == 0.0
+    with pytest.raises(ValueError, match="--new-arrivals"):
+        synth.world_spec(200, 3, new_arrivals=1.5)
+    a = synth.write_raw_world(tmp_path / "a", synth.world_spec(SMALL, 3, chunk_clients=200), progress=False)
+    b = synth.write_raw_world(tmp_path / "b", synth.world_spec(SMALL, 3, chunk_clients=200, new_arrivals=0.3),
+                              progress=False)
+    c = synth.write_raw_world(tmp_path / "c", synth.world_spec(SMALL, 3, chunk_clients=200, new_arrivals=0.3),
+                              progress=False)
+    assert a.keys() == b.keys()
+    da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
+    assert db == dc                                              # deterministic
+    assert da[f"{PRODUCT_PROPERTIES}.parquet"] == db[f"{PRODUCT_PROPERTIES}.parquet"]   # same catalogue
+    assert da[f"{PRODUCT_BUY}.parquet"] != db[f"{PRODUCT_BUY}.parquet"]
+
+
+def test_new_arrivals_latent_in_truth(arrivals_world):
+    t = DataPaths(arrivals_world).truth
+    clients = pl.read_parquet(t / "clients.parquet")
+    share = clients["arrival_share"].to_numpy()
+    assert np.allclose(share, np.minimum(ARRIVALS * clients["novelty"].to_numpy(), 1.0))
+    assert __import__("json").loads((t / "world.json").read_text())["spec"]["new_arrivals"] == ARRIVALS
+
+
+def test_new_arrivals_sell_new_products_by_content_taste(world, arrivals_world):
+    """More purchases go to new products, chosen across categories by the client's content taste: much closer to
+    its price level than the default world's new-product purchases (same seed), as well matched in style."""
+    stats = {}
+    for name, w in (("default", world), ("arrivals", arrivals_world)):
+        buys, truth = _new_buys(w)
+        new = buys.filter(pl.col("is_new"))
+        level = new.join(truth[0].select(CLIENT_ID, "price_level"), on=CLIENT_ID)
+        stats[name] = {"share": new.height / buys.height, "match": _style_match(new, truth).mean(),
+                       "price_gap": (level[PRICE] - level["price_level"]).abs().mean()}
+    d, a = stats["default"], stats["arrivals"]
+    assert a["share"] > 1.5 * d["share"]
+    assert a["price_gap"] < 0.8 * d["price_gap"]        # measured 17.7 vs 27.7 buckets
+    assert a["match"] > d["match"] - 0.02               # style still decides (0.70 vs 0.68)
+
+
+def test_new_arrivals_targets_depend_on_the_arrival_share(arrivals_world):
+    """Clients with a larger share of new-arrivals sessions buy more of the propensity_new_sku targets."""
+    paths = DataPaths(arrivals_world)
+    targets = np.load(paths.target_list(PROPENSITY_NEW_SKU))
+    bought = pl.concat([pl.read_parquet(p, columns=[CLIENT_ID, SKU]) for p in
+                        (paths.train_target, paths.validation_target)]).filter(pl.col(SKU).is_in(targets))
+    clients = pl.read_parquet(paths.truth / "clients.parquet", columns=[CLIENT_ID, "arrival_share", "relevant"])
+    n = clients.join(bought.group_by(CLIENT_ID).len(), on=CLIENT_ID, how="left").fill_null(0)
+    hi = n.filter(pl.col("arrival_share") > pl.col("arrival_share").median())["len"].mean()
+    lo = n.filter(pl.col("arrival_share") <= pl.col("arrival_share").median())["len"].mean()
+    assert hi > 1.3 * lo

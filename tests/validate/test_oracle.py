@@ -109,3 +109,21 @@ def test_oracle_on_a_client_sample_is_the_full_block_restricted(world):
     assert min(r) > 0.999
     with pytest.raises(oracle.OracleError, match="not relevant"):
         oracle.oracle_block(world, progress=False, client_ids=np.array([-5], dtype=np.int64))
+
+
+def test_choice_model_follows_new_arrivals(world):
+    """With new-arrivals sessions (competition.synth WorldSpec.new_arrivals) the oracle's choice model moves a
+    client's purchases towards recent releases in proportion to its arrival share, and keeps them a distribution."""
+    import polars as pl
+    truth = DataPaths(world).truth
+    clients, products = pl.read_parquet(truth / "clients.parquet"), pl.read_parquet(truth / "products.parquet")
+    spec = json.loads((truth / "world.json").read_text())["spec"]
+    day = spec["days"] - 10.0
+    off = oracle.ChoiceModel(products, {**spec, "new_arrivals": 0.0}, day)
+    on = oracle.ChoiceModel(products, {**spec, "new_arrivals": 0.5}, day)
+    assert on.recent.any()
+    p_off, p_on = off.product_probability(clients), on.product_probability(clients)
+    recent_off, recent_on = p_off[:, off.recent].sum(axis=1), p_on[:, on.recent].sum(axis=1)
+    share = np.minimum(0.5 * clients["novelty"].to_numpy(), 1.0)
+    assert np.allclose(recent_on, (1 - share) * recent_off + share, atol=1e-4)
+    assert np.allclose(p_on.sum(axis=1), (1 - share) * p_off.sum(axis=1) + share, atol=1e-4)

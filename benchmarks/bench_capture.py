@@ -1,0 +1,188 @@
+"""How much of the knowable a one-command submission captures: the headroom table per task.
+
+A script, not a test (the replica is slow on CPU). On a synthetic world the one-command run has already packed
+(``python -m submit.pack --data-dir W --out O --seed S``), it scores on the same report-fold clients:
+
+- ``stats``: the run's count-statistics block alone (the baseline);
+- ``<block>``: every other block the run built, alone;
+- ``default``: the submission the run shipped (``O/local``, the input-period twin of ``O/final``);
+- ``oracle``: the world's true latents (:mod:`validate.oracle`), and ``stats+oracle``,
+
+each in ``--orders`` row orders, the same for every candidate (order 0: the relevant-clients file's, which the
+toolkit's blocks and submissions keep; order k > 0: a seeded permutation of it; the organisers' network trains
+unshuffled, so row order alone moves a score), and prints per task the mean score of each candidate and the share
+of the stats -> stats + oracle gap the shipped submission closes (``closed = (default - stats) / (stats+oracle -
+stats)``; a gap no larger than the order range of stats or stats + oracle is flagged)::
+
+    python benchmarks/bench_capture.py --data-dir W --run O --seed S [--clients 5000] [--orders 2] --out c.json
+    python benchmarks/bench_capture.py --data-dir W --run O --seed S --only stats default --out c.json
+    python benchmarks/bench_capture.py --data-dir W --run O --seed S --only blocks --probe mlp16 --out c.json
+
+Clients: ``--clients`` of the report fold of ``--seed`` (:func:`validate.search.split_folds`, the half a run with
+that ``--seed`` neither searched nor decided on; :func:`bench_headroom.report_sample`). ``--out`` keeps every
+figure (one entry per candidate, probe and order) and is completed by later runs with the same world, clients and
+seed, so a long measurement can run one candidate per command. The table reads ``--probe``'s entries; the replica
+(``mlp``) is the organisers' model, anything else is labelled a proxy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_headroom import build_blocks, report_sample  # noqa: E402
+from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb  # noqa: E402
+from competition.io import write_json  # noqa: E402
+from competition.schema import TASKS  # noqa: E402
+from validate.cli import PROBE_CHOICES, resolve_probe  # noqa: E402
+
+ESSENTIAL = ("stats", "default", "oracle", "stats+oracle")
+DEFAULT_SUBMISSION = "local"
+
+
+def run_blocks(run: Path) -> dict[str, Path]:
+    """The blocks a one-command run built (``O/run/blocks/<name>``), by name, stats first."""
+    root = run / "run" / "blocks"
+    found = {p.name: p for p in sorted(root.iterdir()) if (p / "embeddings.npy").is_file()} if root.is_dir() else {}
+    if "stats" not in found:
+        raise SystemExit(f"{root}: no stats block (is {run} the --out folder of a finished one-command run?)")
+    return {"stats": found.pop("stats"), **found}
+
+
+def candidates(world: Path, run: Path, progress: bool) -> dict[str, list[Path]]:
+    """Every candidate's block folders, in table order."""
+    blocks = run_blocks(run)
+    submission = run / DEFAULT_SUBMISSION
+    if not (submission / "embeddings.npy").is_file():
+        raise SystemExit(f"{submission}: no embeddings.npy (the run's local submission)")
+    _, oracle = build_blocks(world, progress)
+    out = {name: [path] for name, path in blocks.items()}
+    out["default"] = [submission]
+    out["oracle"] = [oracle]
+    out["stats+oracle"] = [blocks["stats"], oracle]
+    return out
+
+
+def score_in_order(world: Path, dirs: list[Path], sample: np.ndarray, order: int, probe: str, seed: int,
+                   progress: bool) -> dict:
+    """:func:`validate.probe.score_blocks` with the rows in order ``order``, the same for every candidate so that
+    their differences are not row-order noise (0: the relevant-clients file's order restricted to ``sample``, the
+    order of the blocks and submissions the toolkit writes; k > 0: a permutation of it seeded by ``(seed, k)``)."""
+    from validate.probe import client_order, concat_blocks, load_blocks, score_matrix
+    blocks = load_blocks(dirs)
+    ids = client_order(world, None, sample)
+    if order:
+        ids = ids[np.random.default_rng([seed, order]).permutation(len(ids))]
+    out = score_matrix(world, ids, concat_blocks(blocks, ids), TASKS, probe, seed, progress=progress)
+    out["order"] = order
+    out["dim"] = int(sum(b.dim for b in blocks))
+    return out
+
+
+def key(name: str, probe: str, order: int) -> str:
+    return f"{name}|{probe}|{order}"
+
+
+def table(entries: dict, names: list[str], probe: str) -> dict:
+    """Mean per task and sum over the orders scored with ``probe``, the order spread of each candidate, and the
+    share of the stats -> stats + oracle gap that ``default`` closes (per task and for the sum)."""
+    means, spread, orders, task_range = {}, {}, {}, {}
+    for name in names:
+        runs = [e for k, e in entries.items() if k.startswith(f"{name}|{probe}|")]
+        if not runs:
+            continue
+        orders[name] = len(runs)
+        means[name] = {t: float(np.mean([r["tasks"][t]["score"] for r in runs])) for t in TASKS}
+        means[name]["sum"] = float(np.mean([r["sum"] for r in runs]))
+        spread[name] = float(np.ptp([r["sum"] for r in runs])) if len(runs) > 1 else None
+        task_range[name] = {t: float(np.ptp([r["tasks"][t]["score"] for r in runs])) for t in TASKS}
+        task_range[name]["sum"] = float(np.ptp([r["sum"] for r in runs]))
+    closed, gap_in_noise = {}, {}
+    if all(n in means for n in ("stats", "default", "stats+oracle")):
+        for t in (*TASKS, "sum"):
+            gap = means["stats+oracle"][t] - means["stats"][t]
+            closed[t] = (means["default"][t] - means["stats"][t]) / gap if abs(gap) > 1e-9 else None
+            # a gap no larger than what row order alone moved stats or stats + oracle: its share means little
+            gap_in_noise[t] = abs(gap) <= max(task_range["stats"][t], task_range["stats+oracle"][t])
+    return {"probe": probe, "means": means, "order_range": spread, "orders": orders, "closed": closed,
+            "gap_in_noise": gap_in_noise}
+
+
+def format_capture(tab: dict) -> str:
+    names = list(tab["means"])
+    rows = [f"{'task':<20}" + "".join(f"{n[:13]:>14}" for n in names) + ("  closed" if tab["closed"] else "")]
+    for t in (*TASKS, "sum"):
+        line = f"{t:<20}" + "".join(f"{tab['means'][n][t]:>14.4f}" for n in names)
+        if tab["closed"]:
+            c = tab["closed"][t]
+            line += f"  {c:>6.0%}" if c is not None else "       -"
+            line += " (gap within row-order noise)" if tab["gap_in_noise"].get(t) else ""
+        rows.append(line)
+    rows.append(f"{'orders':<20}" + "".join(f"{tab['orders'][n]:>14}" for n in names))
+    rows.append(f"{'order range (sum)':<20}" + "".join(
+        f"{tab['order_range'][n]:>14.4f}" if tab["order_range"][n] is not None else f"{'-':>14}" for n in names))
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/bench_capture.py", formatter_class=HelpFormatter,
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, required=True, help="a split synthetic world (with truth/)")
+    p.add_argument("--run", type=Path, required=True, help="the --out folder of `python -m submit.pack --data-dir "
+                   "W --out O --seed S` on that world (its blocks and its local submission)")
+    p.add_argument("--seed", type=int, required=True, help="the run's --seed: its report fold is scored")
+    p.add_argument("--clients", type=int, default=5_000, help="report-fold clients scored")
+    p.add_argument("--orders", type=int, default=2, help="row orders per candidate (order 0: the organisers')")
+    p.add_argument("--probe", choices=PROBE_CHOICES, default="mlp", help="probe (default mlp: the organisers' "
+                   "replica; any other is a proxy)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="candidates to score now (names, 'blocks' for every block but stats, 'essential' for "
+                        f"{', '.join(ESSENTIAL)}); default: all; entries already in --out are kept")
+    p.add_argument("--out", type=Path, required=True, help="JSON of every figure (completed after each score)")
+    add_no_progress(p)
+    args = p.parse_args(argv)
+    progress = not args.no_progress
+    t0 = time.perf_counter()
+    world, probe = args.data_dir, resolve_probe(args.probe)
+    cands = candidates(world, args.run, progress)
+    names = list(cands)
+    todo = names
+    if args.only:
+        todo = []
+        for n in args.only:
+            todo += ([c for c in names if c not in ESSENTIAL and c != "stats"] if n == "blocks" else
+                     list(ESSENTIAL) if n == "essential" else [n])
+        bad = [n for n in todo if n not in cands]
+        if bad:
+            raise SystemExit(f"--only: unknown candidate(s) {bad}; this run has {names}")
+    sample = report_sample(world, args.clients, args.seed)
+    head = {"world": str(world), "run": str(args.run), "seed": args.seed, "n_clients": int(len(sample))}
+    state = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    entries = state.get("entries", {}) if all(state.get(k) == v for k, v in head.items()) else {}
+    for order in range(args.orders):
+        for name in todo:
+            if key(name, probe, order) in entries:
+                continue
+            r = score_in_order(world, cands[name], sample, order, probe, args.seed, progress)
+            entries[key(name, probe, order)] = r
+            print(f"{name} ({probe}, order {order}): {r['sum']:.4f} in {r['seconds']:.0f}s", flush=True)
+            write_json({**head, "entries": entries}, args.out)
+    tab = table(entries, names, probe)
+    write_json({**head, "entries": entries, "table": {probe: tab}}, args.out)
+    label = "the replica (the organisers' model)" if probe == "mlp" else f"{probe}, a proxy"
+    print(f"capture on {world}, {len(sample):,} report-fold clients of seed {args.seed}, {label}:")
+    print(format_capture(tab))
+    print(f"took {time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_mb():,.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,10 @@ A script, not a test (the replica is slow on CPU). On a synthetic world the one-
 - ``default``: the submission the run shipped (``O/local``, the input-period twin of ``O/final``);
 - ``oracle``: the world's true latents (:mod:`validate.oracle`), and ``stats+oracle``,
 
+- with ``--extra DIR ...``: ``<name>`` (the folder's name), ``stats+<name>`` and ``default+<name>`` for each block
+  folder given (a block or a submission the run did not build, alone, beside the baseline and beside the shipped
+  submission),
+
 each in ``--orders`` row orders, the same for every candidate (order 0: the relevant-clients file's, which the
 toolkit's blocks and submissions keep; order k > 0: a seeded permutation of it; the organisers' network trains
 unshuffled, so row order alone moves a score), and prints per task the mean score of each candidate and the share
@@ -17,6 +21,8 @@ stats)``; a gap no larger than the order range of stats or stats + oracle is fla
     python benchmarks/bench_capture.py --data-dir W --run O --seed S [--clients 5000] [--orders 2] --out c.json
     python benchmarks/bench_capture.py --data-dir W --run O --seed S --only stats default --out c.json
     python benchmarks/bench_capture.py --data-dir W --run O --seed S --only blocks --probe mlp16 --out c.json
+    python benchmarks/bench_capture.py --data-dir W --run O --seed S --extra E/content --only stats+content \
+        default+content --orders 1 --out c.json
 
 Clients: ``--clients`` of the report fold of ``--seed`` (:func:`validate.search.split_folds`, the half a run with
 that ``--seed`` neither searched nor decided on; :func:`bench_headroom.report_sample`). ``--out`` keeps every
@@ -57,8 +63,9 @@ def run_blocks(run: Path) -> dict[str, Path]:
     return {"stats": found.pop("stats"), **found}
 
 
-def candidates(world: Path, run: Path, progress: bool) -> dict[str, list[Path]]:
-    """Every candidate's block folders, in table order."""
+def candidates(world: Path, run: Path, progress: bool, extra: list[Path] = ()) -> dict[str, list[Path]]:
+    """Every candidate's block folders, in table order (``extra`` blocks last, each beside stats and beside the
+    shipped submission)."""
     blocks = run_blocks(run)
     submission = run / DEFAULT_SUBMISSION
     if not (submission / "embeddings.npy").is_file():
@@ -68,6 +75,13 @@ def candidates(world: Path, run: Path, progress: bool) -> dict[str, list[Path]]:
     out["default"] = [submission]
     out["oracle"] = [oracle]
     out["stats+oracle"] = [blocks["stats"], oracle]
+    for folder in extra:
+        if not (folder / "embeddings.npy").is_file():
+            raise SystemExit(f"--extra {folder}: no embeddings.npy (a block folder, e.g. python -m embedders.<name>'s "
+                             f"--out)")
+        out[folder.name] = [folder]
+        out[f"stats+{folder.name}"] = [blocks["stats"], folder]
+        out[f"default+{folder.name}"] = [submission, folder]
     return out
 
 
@@ -105,15 +119,17 @@ def table(entries: dict, names: list[str], probe: str) -> dict:
         spread[name] = float(np.ptp([r["sum"] for r in runs])) if len(runs) > 1 else None
         task_range[name] = {t: float(np.ptp([r["tasks"][t]["score"] for r in runs])) for t in TASKS}
         task_range[name]["sum"] = float(np.ptp([r["sum"] for r in runs]))
-    closed, gap_in_noise = {}, {}
-    if all(n in means for n in ("stats", "default", "stats+oracle")):
-        for t in (*TASKS, "sum"):
-            gap = means["stats+oracle"][t] - means["stats"][t]
-            closed[t] = (means["default"][t] - means["stats"][t]) / gap if abs(gap) > 1e-9 else None
-            # a gap no larger than what row order alone moved stats or stats + oracle: its share means little
-            gap_in_noise[t] = abs(gap) <= max(task_range["stats"][t], task_range["stats+oracle"][t])
+    closed, gap_in_noise, closed_by = {}, {}, {}
+    if all(n in means for n in ("stats", "stats+oracle")):
+        gap = {t: means["stats+oracle"][t] - means["stats"][t] for t in (*TASKS, "sum")}
+        for cand in [n for n in means if n == "default" or n.startswith("default+")]:
+            closed_by[cand] = {t: (means[cand][t] - means["stats"][t]) / gap[t] if abs(gap[t]) > 1e-9 else None
+                               for t in gap}
+        closed = closed_by.pop("default", {})
+        # a gap no larger than what row order alone moved stats or stats + oracle: its share means little
+        gap_in_noise = {t: abs(gap[t]) <= max(task_range["stats"][t], task_range["stats+oracle"][t]) for t in gap}
     return {"probe": probe, "means": means, "order_range": spread, "orders": orders, "closed": closed,
-            "gap_in_noise": gap_in_noise}
+            "gap_in_noise": gap_in_noise, "closed_by": closed_by}
 
 
 def format_capture(tab: dict) -> str:
@@ -126,6 +142,9 @@ def format_capture(tab: dict) -> str:
             line += f"  {c:>6.0%}" if c is not None else "       -"
             line += " (gap within row-order noise)" if tab["gap_in_noise"].get(t) else ""
         rows.append(line)
+    for cand, shares in tab.get("closed_by", {}).items():
+        rows.append(f"{cand} closes: " + ", ".join(
+            f"{t} {c:.0%}" if c is not None else f"{t} -" for t, c in shares.items()))
     rows.append(f"{'orders':<20}" + "".join(f"{tab['orders'][n]:>14}" for n in names))
     rows.append(f"{'order range (sum)':<20}" + "".join(
         f"{tab['order_range'][n]:>14.4f}" if tab["order_range"][n] is not None else f"{'-':>14}" for n in names))
@@ -146,19 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="candidates to score now (names, 'blocks' for every block but stats, 'essential' for "
                         f"{', '.join(ESSENTIAL)}); default: all; entries already in --out are kept")
+    p.add_argument("--extra", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="block or submission folders the run did not build: each is scored alone, beside stats and "
+                        "beside the shipped submission (candidates <folder name>, stats+<folder name>, "
+                        "default+<folder name>)")
     p.add_argument("--out", type=Path, required=True, help="JSON of every figure (completed after each score)")
     add_no_progress(p)
     args = p.parse_args(argv)
     progress = not args.no_progress
     t0 = time.perf_counter()
     world, probe = args.data_dir, resolve_probe(args.probe)
-    cands = candidates(world, args.run, progress)
+    cands = candidates(world, args.run, progress, args.extra)
     names = list(cands)
     todo = names
     if args.only:
         todo = []
         for n in args.only:
-            todo += ([c for c in names if c not in ESSENTIAL and c != "stats"] if n == "blocks" else
+            todo += ([c for c in names if c not in ESSENTIAL and c != "stats" and "+" not in c] if n == "blocks" else
                      list(ESSENTIAL) if n == "essential" else [n])
         bad = [n for n in todo if n not in cands]
         if bad:

@@ -167,7 +167,7 @@ def run(parser: argparse.ArgumentParser, make: Callable[[argparse.Namespace], Em
     """Parse flags, build the embedder with ``make(args)``, embed, write the block. Exit code 2 on bad input."""
     args = parser.parse_args(argv)
     try:
-        if args.dim < 1:
+        if args.dim is not None and args.dim < 1:
             parser.error(f"--dim must be >= 1, got {args.dim}")
         embedder = make(args)
         try:

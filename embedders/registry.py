@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "als": "embedders.als:AlsEmbedder",
     "next_event": "embedders.next_event:NextEventEmbedder",
     "contrastive": "embedders.contrastive:ContrastiveEmbedder",
+    "content": "embedders.content:ContentEmbedder",
 }
 
 

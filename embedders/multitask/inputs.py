@@ -7,8 +7,8 @@
 ``{"embedder": ..., "params": {...}, "refit": bool}``. Columns must mean the same at every anchor and at the
 period's end, so:
 
-- ``refit=True`` (the default for ``stats``, whose columns are named statistics relative to the table's end): the
-  embedder is fitted anew on each cut table;
+- ``refit=True`` (the default for ``stats``, whose columns are named statistics relative to the table's end, and
+  for ``content``, whose axes depend on product_properties only): the embedder is fitted anew on each cut table;
 - ``refit=False`` (the default for the rest, whose columns are a learnt basis: SVD components, word2vec axes, a
   GRU's state): the embedder is fitted once, on the events before the earliest anchor, and that one fitted model
   embeds every cut table and the full period. Fitting it again per anchor would give each anchor its own arbitrary
@@ -35,8 +35,10 @@ import numpy as np
 from embedders.base import Block
 from embedders.registry import make_embedder
 
-#: Inputs whose columns keep their meaning when refitted on a later cut (see the module docstring).
-REFIT_BY_DEFAULT = frozenset({"stats"})
+#: Inputs whose columns keep their meaning when refitted on a later cut (see the module docstring): stats (named
+#: statistics) and content (its axes come from product_properties alone, the same at every cut, while its
+#: ``recent`` window must move with the anchor).
+REFIT_BY_DEFAULT = frozenset({"stats", "content"})
 
 
 class InputError(ValueError):

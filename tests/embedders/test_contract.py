@@ -32,6 +32,7 @@ PARAMS = {
                    "threads": 1, "progress": False},
     "contrastive": {"dim": 8, "field_dim": 16, "epochs": 1, "batch_size": 32, "device": "cpu", "threads": 1,
                     "progress": False},
+    "content": {"components": 4, "progress": False},
 }
 NO_EVENTS = 10**12  # a client id no world holds
 
@@ -76,7 +77,8 @@ def test_params_round_trip_and_default_transform(name):
     assert set(first) <= registry.constructor_params(cls), "get_params returns only constructor arguments"
     again = cls(**_norm(first)).get_params()
     assert _norm(again) == _norm(first)
-    assert registry.default_transform(name) == ("quantile" if name == "stats" else "l2")
+    # hand-made statistics are quantile-mapped in an ensemble, learned vectors get unit rows
+    assert registry.default_transform(name) == ("quantile" if name in ("stats", "content") else "l2")
 
 
 def test_default_transform_of_an_unknown_embedder_is_l2():

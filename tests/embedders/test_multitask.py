@@ -255,6 +255,20 @@ def test_stacking_fits_learnt_bases_once_and_refits_stats(events):
     assert inputs.matrix(events, ids).shape == (len(ids), blocks[0].dim + 4)
 
 
+def test_content_input_is_refitted_at_each_anchor(events):
+    """content's axes come from product_properties only: refitting it per anchor keeps its columns' meaning while
+    its recent window and counts move with the cut (no event at or after the anchor is read)."""
+    anchors = sorted(anchor_times(events, 2))
+    assert parse_input("content").refits
+    inputs = BlockInputs([parse_input("content@components=2")], progress=False).fit(events.before(anchors[0]))
+    ids = read_relevant_clients(events.data_dir)
+    early, late = (inputs.blocks(events.before(a), ids)[0] for a in anchors)
+    assert (early.meta["fit_cut_time"], late.meta["fit_cut_time"]) == tuple(anchors)
+    assert early.dim == late.dim == 12
+    counts = early.meta["feature_names"].index("log_count_product")
+    assert (late.vectors[:, counts] >= early.vectors[:, counts]).all()  # later cut: as many product events or more
+
+
 def test_parse_input_and_loss_weights():
     spec = parse_input("tfidf_svd@dim=32,families=\"items\",refit=true")
     assert (spec.embedder, spec.params, spec.refits) == ("tfidf_svd", {"dim": 32, "families": "items"}, True)

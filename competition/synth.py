@@ -668,9 +668,10 @@ def _offer_fresh(rng: np.random.Generator, clients: Clients, cat: Catalog, rows:
     product[hot[ok]] = fresh[ok]
 
 
-def arrival_share(spec: WorldSpec, novelty: np.ndarray) -> np.ndarray:
-    """Share of a client's sessions that are new-arrivals sessions: ``min(1, new_arrivals x novelty)``."""
-    return np.minimum(spec.new_arrivals * novelty, 1.0)
+def arrival_share(new_arrivals: float, novelty: np.ndarray) -> np.ndarray:
+    """Share of a client's sessions that are new-arrivals sessions: ``min(1, new_arrivals x novelty)``
+    (``new_arrivals``: :attr:`WorldSpec.new_arrivals`)."""
+    return np.minimum(new_arrivals * novelty, 1.0)
 
 
 def arrival_weight(cat_rank: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -721,7 +722,7 @@ def draw_events(rng: np.random.Generator, clients: Clients, spec: WorldSpec, cat
     if spec.new_arrivals > 0:   # only then, so default worlds keep their bytes
         # New arrivals: some sessions browse the recent releases of every category; the goal is the one that fits
         # the client's content taste (price, style) best, and the session's focus becomes its category.
-        arrive = np.flatnonzero(rng.random(n_s) < arrival_share(spec, clients.novelty[s_client]))
+        arrive = np.flatnonzero(rng.random(n_s) < arrival_share(spec.new_arrivals, clients.novelty[s_client]))
         new_goal, ok = _choose_arrival(rng, clients, cat, s_client[arrive], s_time[arrive].astype(np.float64))
         goal[arrive[ok]] = new_goal[ok]
         focus[arrive[ok]] = cat.category[new_goal[ok]]
@@ -846,7 +847,7 @@ def clients_truth_table(clients: Clients, cat: Catalog, spec: WorldSpec | None =
         value = getattr(clients, name)
         cols[name] = value if value.dtype == bool else value.astype(np.float64)
     if spec is not None and spec.new_arrivals > 0:
-        cols["arrival_share"] = arrival_share(spec, clients.novelty).astype(np.float64)
+        cols["arrival_share"] = arrival_share(spec.new_arrivals, clients.novelty).astype(np.float64)
     table = pa.table({k: pa.array(v) for k, v in cols.items()})
     table = table.append_column("style", pa.FixedSizeListArray.from_arrays(
         pa.array(clients.style.astype(np.float64).reshape(-1)), STYLE_DIM))

@@ -26,14 +26,16 @@ from embedders import registry
 from embedders.base import Block, BlockError, Embedder, write_block
 
 
-def base_parser(prog: str, description: str, default_dim: int) -> argparse.ArgumentParser:
-    """An ArgumentParser with the common embedder flags."""
+def base_parser(prog: str, description: str, default_dim: int | None,
+                dim_help: str = "width of the block") -> argparse.ArgumentParser:
+    """An ArgumentParser with the common embedder flags (``dim_help``: the --dim help, for a block whose width is
+    derived from other parameters)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path,
                         help="data directory in the organisers' layout (split already run for --layout input)")
     parser.add_argument("--out", required=True, type=Path,
                         help="block folder to write (embeddings.npy, client_ids.npy, meta.json); replaced atomically")
-    parser.add_argument("--dim", type=int, default=default_dim, help="width of the block")
+    parser.add_argument("--dim", type=int, default=default_dim, help=dim_help)
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same block on CPU")
     parser.add_argument("--layout", choices=LAYOUTS, default="input",
                         help="'input': the split's input period (local validation); 'raw': every released event "

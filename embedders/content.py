@@ -29,6 +29,7 @@ A client without such events gets zeros (the mean of every coordinate is 0 by co
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 
 from competition.progress import progress as progress_of
@@ -142,7 +143,7 @@ class ContentEmbedder(Embedder):
     def _pca(self, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(axes float32 (k, 16), per-axis standard deviation float64 (k,), explained share float32 (k,)) of the
         residuals (zero-mean by construction), fitted on up to :data:`PCA_MAX_PRODUCTS` rows sampled by seed."""
-        k, d = self.components, residual.shape[1] if residual.ndim == 2 else 16
+        k, d = self.components, residual.shape[1]
         rows = residual
         if len(rows) > PCA_MAX_PRODUCTS:
             rows = rows[np.sort(np.random.default_rng(self.seed).choice(len(rows), PCA_MAX_PRODUCTS, replace=False))]
@@ -167,10 +168,10 @@ class ContentEmbedder(Embedder):
             feats[lo:hi] = self._features(gather(events, table_rows[lo:hi]))
         out = np.zeros((len(client_ids), self.width), dtype=np.float32)
         out[where >= 0] = feats[where[where >= 0]]
-        meta = {"name": self.name, "feature_names": feature_names(self.components),
+        names = feature_names(self.components)
+        meta = {"name": self.name, "feature_names": names,
                 "explained_variance_share": [round(float(v), 4) for v in self.explained_],
-                "clients_without_product_events": int((out[:, feature_names(self.components).index(
-                    "log_count_product")] == 0).sum())}
+                "clients_without_product_events": int((out[:, names.index("log_count_product")] == 0).sum())}
         return Block(client_ids, out, meta)
 
     def _features(self, c) -> np.ndarray:
@@ -197,10 +198,8 @@ class ContentEmbedder(Embedder):
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from embedders.cli import add_params, base_parser
-    parser = base_parser("python -m embedders.content", __doc__.split("\n\n")[0], default_dim=None)
-    for action in parser._actions:
-        if action.dest == "dim":
-            action.help = "width of the block: omitted (3 x (components + 2)) or exactly that"
+    parser = base_parser("python -m embedders.content", __doc__.split("\n\n")[0], default_dim=None,
+                         dim_help="width of the block: omitted (3 x (components + 2)) or exactly that")
     return add_params(parser, ContentEmbedder)
 
 

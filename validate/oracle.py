@@ -202,7 +202,7 @@ class ChoiceModel:
         p = p_cat[:, self.cat] * (within_all + fresh)
         if self.new_arrivals > 0 and self.recent.any():
             # New-arrivals sessions: the recent releases of every category, weighted by synth.arrival_weight.
-            a = synth.arrival_share(self, clients["novelty"].to_numpy())[:, None]
+            a = synth.arrival_share(self.new_arrivals, clients["novelty"].to_numpy())[:, None]
             recent = np.flatnonzero(self.recent)
             cost = synth.choice_cost(level, tol, strength, match[:, recent], self.price[None, recent])
             w = synth.arrival_weight(self.rank[None, recent], cost.astype(np.float64))

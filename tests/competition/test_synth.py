@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def test_queries_resemble_product_names(world):
 def test_new_products_have_no_input_events_and_are_bought(world):
     paths = DataPaths(world)
     truth = pl.read_parquet(paths.truth / "products.parquet")
-    times = __import__("json").loads(paths.split_times.read_text())
+    times = json.loads(paths.split_times.read_text())
     cut_day = (datetime.fromisoformat(times["train_target_start"]) - datetime(2022, 6, 23)).days
     late = truth.filter(pl.col("is_new") & (pl.col("release_day") >= cut_day))[SKU].to_numpy()
     assert len(late) > 0

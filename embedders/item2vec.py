@@ -39,11 +39,18 @@ when it is already ``<= dim`` wide it is only centred (the block is then ``n_par
 **Fallback**: a client without any embeddable item (no event, or only unknown items) gets the zero row, which is the
 projection of the mean client vector (the global mean).
 
+Corpus cap (``max_corpus_tokens``, 4M by default): above it word2vec trains on a seeded sample of clients (a hash
+of the client's row and the seed) holding about that many tokens, and every client is still embedded. The cap keeps
+training time flat with the number of clients, while the per-token cost grows with the vocabulary (its tables leave
+the CPU caches). Items the sample never shows go through the content fallback below. Below the cap, nothing is
+sampled and the bytes are those of an uncapped run.
+
 Cost: word2vec dominates, about 4.7 CPU-microseconds per corpus token and epoch (skip-gram, 64 dims, window 5,
 5 negatives), so the corpus size decides. Sku tokens are ~5% of events (about 0.9M for a 100k-client world of 18M
-input events: 26 CPU-seconds in all, peak RSS 1.3 GB); page visits are ~88%, hence ``url_rate=0.3`` by default,
-which keeps a 1M-client world with url sequences near 35M tokens (about 10 minutes on 2 cores). Client vectors are
-computed per chunk of ``chunk_events`` events with a sparse (client x item) weight matrix times the item table.
+input events: 26 CPU-seconds in all, peak RSS 1.3 GB); page visits are ~88%, hence ``url_rate=0.3`` by default.
+At 1M relevant clients (284M events, 12.2M sku tokens) the per-token cost rises to ~8.9 microseconds and the
+uncapped block took 376 s; capped at 4M tokens, 124-137 s (docs/scale.md). Client vectors are computed per chunk of
+``chunk_events`` events with a sparse (client x item) weight matrix times the item table.
 """
 from __future__ import annotations
 
@@ -172,6 +179,8 @@ class Corpus:
     counts: np.ndarray
     n_tokens: int
     n_sentences: int
+    tokens_before_cap: int = 0
+    clients_kept: int = 0
 
     def token_values(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(kind index into ``kinds``, original value) of dense tokens."""
@@ -185,25 +194,42 @@ class Corpus:
         return kind, values
 
 
-def _chunk_tokens(events, r0: int, r1: int, kinds, keys, base, max_len: int, url_rate: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense tokens of client rows [r0, r1), ordered by (client, kind, time), and tokens per (client, kind)."""
+def _kind_tokens(events, kind: str, e0: int, event_type: np.ndarray, local_all: np.ndarray, n_rows: int,
+                 max_len: int, url_rate: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(local row, value) of one kind's corpus tokens in the chunk of events starting at ``e0`` (url sampling and
+    the ``max_len`` most recent applied; time-ordered within a row), and every value of that kind in the chunk
+    (for the dictionary, which does not depend on sampling)."""
+    mask, values = _kind_values(events, kind, slice(e0, e0 + len(event_type)), event_type)
+    all_values = values
+    if kind == URL and url_rate < 1.0:
+        pos = np.flatnonzero(mask)
+        keep = hash_uniform(pos + e0, seed) < url_rate
+        mask[pos[~keep]] = False
+        values = values[keep]
+    local = local_all[mask]
+    keep = _keep_recent(local, n_rows, max_len)
+    return local[keep], values[keep], all_values
+
+
+def _chunk_events(events, r0: int, r1: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(first event, event types, local row of each event) of client rows [r0, r1)."""
     e0, e1 = int(events.offsets[r0]), int(events.offsets[r1])
-    sl = slice(e0, e1)
+    local_all = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(np.asarray(events.offsets[r0:r1 + 1])))
+    return e0, np.asarray(events.event_type[e0:e1]), local_all
+
+
+def _chunk_tokens(events, r0: int, r1: int, kinds, keys, base, max_len: int, url_rate: float,
+                  seed: int, keep_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense tokens of client rows [r0, r1) (those of ``keep_rows``, a bool mask over them, when given), ordered
+    by (client, kind, time), and tokens per (client, kind)."""
     n_rows = r1 - r0
-    event_type = np.asarray(events.event_type[sl])
-    local_all = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(np.asarray(events.offsets[r0:r1 + 1])))
+    e0, event_type, local_all = _chunk_events(events, r0, r1)
     toks, locs, kind_ix = [], [], []
     for ki, kind in enumerate(kinds):
-        mask, values = _kind_values(events, kind, sl, event_type)
-        if kind == URL and url_rate < 1.0:
-            pos = np.flatnonzero(mask)
-            keep = hash_uniform(pos + e0, seed) < url_rate
-            mask[pos[~keep]] = False
-            values = values[keep]
-        local = local_all[mask]
-        keep = _keep_recent(local, n_rows, max_len)
-        local, values = local[keep], values[keep]
+        local, values, _ = _kind_tokens(events, kind, e0, event_type, local_all, n_rows, max_len, url_rate, seed)
+        if keep_rows is not None:
+            kept = keep_rows[local]
+            local, values = local[kept], values[kept]
         toks.append(base[kind] + np.searchsorted(keys[kind], values))
         locs.append(local)
         kind_ix.append(np.full(len(local), ki, dtype=np.int64))
@@ -214,25 +240,42 @@ def _chunk_tokens(events, r0: int, r1: int, kinds, keys, base, max_len: int, url
     return tokens[order], counts
 
 
+def sample_rows(row_tokens: np.ndarray, max_tokens: int, seed: int) -> np.ndarray | None:
+    """Client rows kept in a corpus capped at about ``max_tokens`` tokens: each row with probability
+    ``max_tokens / row_tokens.sum()`` (a hash of the row and the seed, so chunk-free), or None (every row) when
+    the corpus is no larger than the cap or ``max_tokens`` is 0 (no cap)."""
+    total = int(row_tokens.sum())
+    if max_tokens <= 0 or total <= max_tokens:
+        return None
+    # seed + 1: the url sampling hashes event positions with ``seed``; rows take another stream
+    return hash_uniform(np.arange(len(row_tokens)), seed + 1) < max_tokens / total
+
+
 def write_corpus(events, path: str | Path, kinds: tuple[str, ...] = (SKU,), max_len: int = 200,
                  url_rate: float = 1.0, seed: int = 0, chunk_events: int = 10_000_000,
-                 progress: bool = True) -> Corpus:
+                 progress: bool = True, max_tokens: int = 0) -> Corpus:
     """Write the training corpus of ``events`` (an EventTable) to ``path`` (see the module docstring).
 
     Two passes over contiguous chunks of client rows (about ``chunk_events`` events each): the sorted distinct
-    values of each kind, then the tokens (counted with ``np.bincount`` for the vocabulary) and their text.
+    values of each kind and the tokens per client, then the tokens (counted with ``np.bincount`` for the
+    vocabulary) and their text. ``max_tokens`` > 0 caps the corpus: above it, a seeded sample of clients
+    (:func:`sample_rows`) keeps about that many tokens; the dictionary still covers every client.
     """
     path = Path(path)
     kinds = tuple(k for k in KINDS if k in kinds)
     chunks = row_chunks(events.offsets, chunk_events)
     keys: dict[str, list[np.ndarray] | np.ndarray] = {k: [] for k in kinds}
+    row_tokens = np.zeros(events.n_clients, dtype=np.int64)
     for r0, r1 in progress_of(chunks, desc="item2vec: vocabulary", enabled=progress, unit="chunk"):
-        sl = slice(int(events.offsets[r0]), int(events.offsets[r1]))
-        event_type = np.asarray(events.event_type[sl])
+        e0, event_type, local_all = _chunk_events(events, r0, r1)
         for kind in kinds:
-            keys[kind].append(np.unique(_kind_values(events, kind, sl, event_type)[1]))
+            local, _, all_values = _kind_tokens(events, kind, e0, event_type, local_all, r1 - r0, max_len,
+                                                url_rate, seed)
+            keys[kind].append(np.unique(all_values))
+            row_tokens[r0:r1] += np.bincount(local, minlength=r1 - r0)
     keys = {k: (np.unique(np.concatenate(v)) if v else np.zeros(0, np.int64)).astype(np.int64)
             for k, v in keys.items()}
+    keep_rows = sample_rows(row_tokens, max_tokens, seed)
     base, total = {}, 0
     for kind in kinds:
         base[kind] = total
@@ -241,12 +284,15 @@ def write_corpus(events, path: str | Path, kinds: tuple[str, ...] = (SKU,), max_
     n_tokens = n_sentences = 0
     with open(path, "wb") as f:
         for r0, r1 in progress_of(chunks, desc="item2vec: corpus", enabled=progress, unit="chunk"):
-            tokens, line_counts = _chunk_tokens(events, r0, r1, kinds, keys, base, max_len, url_rate, seed)
+            tokens, line_counts = _chunk_tokens(events, r0, r1, kinds, keys, base, max_len, url_rate, seed,
+                                                None if keep_rows is None else keep_rows[r0:r1])
             counts += np.bincount(tokens, minlength=total)
             n_tokens += len(tokens)
             n_sentences += int((line_counts > 0).sum())
             f.write(encode_lines(tokens, line_counts))
-    return Corpus(path, kinds, keys, base, counts, n_tokens, n_sentences)
+    return Corpus(path, kinds, keys, base, counts, n_tokens, n_sentences,
+                  tokens_before_cap=int(row_tokens.sum()),
+                  clients_kept=int(len(row_tokens) if keep_rows is None else keep_rows.sum()))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,6 +327,9 @@ class Item2Vec(Embedder):
         most recent tokens per client and kind in the training corpus
     url_rate : float
         fraction of page visits kept in the training corpus (url sequences only)
+    max_corpus_tokens : int
+        cap on the training corpus: above it, word2vec trains on a seeded sample of clients holding about this many
+        tokens (every client is still embedded); 0 = no cap
     half_life_days : float
         recency half-life of the client means, days (0 = plain mean)
     oov : str
@@ -317,7 +366,7 @@ class Item2Vec(Embedder):
     def __init__(self, dim: int = 128, seed: int = 0, sequences: tuple[str, ...] | str = (SKU,),
                  vector_size: int = 64, window: int = 5, negative: int = 5, epochs: int = 5, min_count: int = 3,
                  sample: float = 1e-3, alpha: float = 0.025, max_len: int = 200, url_rate: float = 0.3,
-                 half_life_days: float = 14.0, oov: str = "content", ridge_alpha: float = 1.0,
+                 max_corpus_tokens: int = 4_000_000, half_life_days: float = 14.0, oov: str = "content", ridge_alpha: float = 1.0,
                  normalize: bool = True, deterministic: bool = True, workers: int = 2,
                  pca_sample: int = 200_000, chunk_events: int = 10_000_000, work_dir: str | None = None,
                  progress: bool = True):
@@ -330,6 +379,7 @@ class Item2Vec(Embedder):
         self.vector_size, self.window, self.negative, self.epochs = vector_size, window, negative, epochs
         self.min_count, self.sample, self.alpha = min_count, sample, alpha
         self.max_len, self.url_rate, self.half_life_days = max_len, url_rate, half_life_days
+        self.max_corpus_tokens = max_corpus_tokens
         self.oov, self.ridge_alpha, self.normalize = oov, ridge_alpha, normalize
         self.deterministic, self.workers = deterministic, workers
         self.pca_sample, self.chunk_events = pca_sample, chunk_events
@@ -345,7 +395,8 @@ class Item2Vec(Embedder):
         checks = {"dim": self.dim >= 1, "vector_size": self.vector_size >= 1, "window": self.window >= 1,
                   "negative": self.negative >= 1, "epochs": self.epochs >= 1, "min_count": self.min_count >= 1,
                   "workers": self.workers >= 1, "max_len": 1 <= self.max_len <= _MAX_SENTENCE,
-                  "url_rate": 0.0 < self.url_rate <= 1.0, "half_life_days": self.half_life_days >= 0,
+                  "url_rate": 0.0 < self.url_rate <= 1.0,
+                  "max_corpus_tokens": self.max_corpus_tokens >= 0, "half_life_days": self.half_life_days >= 0,
                   "sample": self.sample >= 0, "ridge_alpha": self.ridge_alpha >= 0, "pca_sample": self.pca_sample >= 1,
                   "chunk_events": self.chunk_events >= 1}
         for name, ok in checks.items():
@@ -379,13 +430,16 @@ class Item2Vec(Embedder):
             remove_leftovers(self.work_dir, CORPUS_PATTERN)
         with tempfile.TemporaryDirectory(dir=self.work_dir, prefix=f"item2vec-{os.getpid()}-") as tmp:
             corpus = write_corpus(events, Path(tmp) / "corpus.txt", self.sequences, self.max_len, self.url_rate,
-                                  self.seed, self.chunk_events, self.progress)
+                                  self.seed, self.chunk_events, self.progress, self.max_corpus_tokens)
             stats.update(corpus_tokens=corpus.n_tokens, corpus_sentences=corpus.n_sentences,
+                         corpus_tokens_before_cap=corpus.tokens_before_cap, corpus_clients=corpus.clients_kept,
                          corpus_mb=round(corpus.path.stat().st_size / 2**20, 1),
                          corpus_seconds=round(time.perf_counter() - t, 2))
             if corpus.n_tokens == 0:
                 raise DataError(self._source(events), f"no events of the kinds {','.join(self.sequences)} to train "
-                                "item2vec on" + (" (after --url-rate subsampling)" if URL in self.sequences else ""),
+                                "item2vec on" + (" (after --url-rate subsampling)" if URL in self.sequences else "")
+                                + (f" (the --max-corpus-tokens sample kept none of {corpus.tokens_before_cap:,})"
+                                   if corpus.tokens_before_cap else ""),
                                 column=self.sequences[0])
             t = time.perf_counter()
             model = self._train(corpus, events)

@@ -137,13 +137,14 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
 #: are the 1M-client run of docs/scale.md (284M events, idle machine); the intercepts were re-fitted on 2026-12-02 to
 #: the one-command runs on two 10,000-client worlds (2.1M events, seeds 7331 and 8447: 80 s and 83 s, where the
 #: old intercepts, calibrated on a 3,000-client run that shared the machine, estimated 9.5 min). split;
-#: fixed_blocks = stats + tfidf_svd + item2vec (the event table included); one gru_ae / multitask epoch over every
+#: fixed_blocks = stats + tfidf_svd + item2vec (the event table included; its slope re-measured on 2026-12-03 with
+#: item2vec's 4M-token corpus cap: 130 s instead of 586 s at 1M); one gru_ae / multitask epoch over every
 #: relevant client (a training sample costs its share of the per-event part); the ``*_infer`` ones, embedding
 #: every client after training on a sample (multitask: with its inputs for them); pack. Then seconds per thousand
 #: search-fold clients and trial (six tasks), and per thousand table clients and candidate by probe; per thousand
 #: decision clients and candidate by decision probe (benchmarks/bench_decision_probe.py, one thread: mlp16 30 s, the
 #: replica 81 s). On a GPU the neural ones and the MLP probes are divided by GPU_SPEEDUP.
-COST = {"startup": 5.0, "split": (1.5, 0.30), "fixed_blocks": (0.0, 3.94), "gru_ae_epoch": (1.0, 2.9),
+COST = {"startup": 5.0, "split": (1.5, 0.30), "fixed_blocks": (0.0, 2.29), "gru_ae_epoch": (1.0, 2.9),
         "multitask_epoch": (1.0, 2.6), "gru_ae_infer": (0.0, 0.73), "multitask_infer": (0.0, 1.0),
         "pack": (1.1, 0.059), "trial_per_kclient": 0.2,
         "table_per_kclient": {"lgbm": 0.4, "linear": 0.3, "narrow": 20.0, "mlp": 300.0},

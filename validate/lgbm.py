@@ -21,6 +21,10 @@ from validate.cpu import free_cores
 from validate.metrics import task_score
 
 
+#: Bound on the proxy's logits (float32 sigmoid(-80) ~ 1.8e-35, a normal number; it underflows to 0 near -88.7).
+LOGIT_LIMIT = 80.0
+
+
 @dataclass
 class LGBMProbe:
     """LightGBM per output. Rows are clients; ``seed`` decides the held-out fold and LightGBM's sampling.
@@ -77,6 +81,10 @@ class LGBMProbe:
         """
         t0 = time.perf_counter()
         cols, logits, rounds = self.fit_predict(task, X, y_train, popularity)
+        # Boosted raw scores can fall below -88, where a float32 sigmoid is 0: a row of such outputs makes the
+        # diversity's row normalisation 0 / 0 and the task's score NaN (seen on a 1M-client world, new-sku). Within
+        # +-LOGIT_LIMIT the sigmoid stays a positive normal float32 and every ranking of the outputs is kept.
+        logits = np.clip(logits, -LOGIT_LIMIT, LOGIT_LIMIT)
         y_va = np.asarray(y_valid, dtype=np.float32).reshape(len(X), -1)
         if cols is not None:
             y_va = y_va[:, cols]

@@ -12,7 +12,7 @@ from competition.events import EventTable
 from competition.load import DataError
 from competition.schema import (ADD_TO_CART, BLOCK_META_FILE, CLIENT_IDS_FILE, EMBEDDINGS_FILE, EVENT_CODE,
                                 PAGE_VISIT, PRODUCT_BUY, REMOVE_FROM_CART, SKU_EVENTS)
-from embedders.item2vec import (Item2Vec, encode_lines, hash_uniform, main, row_chunks, write_corpus)
+from embedders.item2vec import (Item2Vec, encode_lines, hash_uniform, main, row_chunks, sample_rows, write_corpus)
 from tests.worlds import codes, write_world
 
 N_CLIENTS = 120
@@ -87,8 +87,9 @@ def test_row_chunks_cover_every_row_once():
     assert all(offsets[r1] - offsets[r0] <= 5 or r1 - r0 == 1 for r0, r1 in chunks)
 
 
-def _reference_corpus(ev, kinds, max_len, url_rate, seed):
-    """Slow pure-Python corpus: per client, per kind, the time-ordered values, the last max_len of them."""
+def _reference_sentences(ev, kinds, max_len, url_rate, seed):
+    """Slow pure-Python corpus: per client row, per kind, (row, the time-ordered values, the last max_len of them),
+    empty sentences included."""
     sku_codes = {EVENT_CODE[e] for e in SKU_EVENTS}
     seqs = []
     for r in range(ev.n_clients):
@@ -104,8 +105,20 @@ def _reference_corpus(ev, kinds, max_len, url_rate, seed):
                     v = int(ev.sku[p] if kind == "sku" else ev.category[p])
                     if v >= 0:
                         seq.append((kind, v))
-            seqs.append(seq[-max_len:])
-    return [s for s in seqs if s]
+            seqs.append((r, seq[-max_len:]))
+    return seqs
+
+
+def _reference_corpus(ev, kinds, max_len, url_rate, seed):
+    return [s for _, s in _reference_sentences(ev, kinds, max_len, url_rate, seed) if s]
+
+
+def _decode(corpus, path):
+    decoded = []
+    for line in path.read_text().splitlines():
+        kind_ix, values = corpus.token_values(np.array(line.split(), dtype=np.int64))
+        decoded.append([(corpus.kinds[k], int(v)) for k, v in zip(kind_ix, values)])
+    return decoded
 
 
 @pytest.mark.parametrize("kinds,max_len,url_rate,chunk_events", [
@@ -116,14 +129,39 @@ def test_corpus_file_equals_python_reference(events, tmp_path, kinds, max_len, u
     corpus = write_corpus(events, tmp_path / "c.txt", kinds, max_len, url_rate, seed=5, chunk_events=chunk_events,
                           progress=False)
     lines = (tmp_path / "c.txt").read_text().splitlines()
-    decoded = []
-    for line in lines:
-        kind_ix, values = corpus.token_values(np.array(line.split(), dtype=np.int64))
-        decoded.append([(corpus.kinds[k], int(v)) for k, v in zip(kind_ix, values)])
+    decoded = _decode(corpus, tmp_path / "c.txt")
     assert decoded == _reference_corpus(events, kinds, max_len, url_rate, seed=5)
     assert corpus.n_sentences == len(lines) and corpus.n_tokens == sum(len(s) for s in decoded)
     all_tokens = np.array(" ".join(lines).split(), dtype=np.int64)
     assert np.array_equal(corpus.counts, np.bincount(all_tokens, minlength=len(corpus.counts)))
+
+
+def test_sample_rows_keeps_the_capped_share_of_clients_reproducibly():
+    row_tokens = np.full(20_000, 5, dtype=np.int64)
+    assert sample_rows(row_tokens, 0, seed=1) is None                       # 0: no cap
+    assert sample_rows(row_tokens, int(row_tokens.sum()), seed=1) is None   # at the cap: every row
+    keep = sample_rows(row_tokens, 25_000, seed=1)
+    assert keep.dtype == bool and len(keep) == len(row_tokens)
+    assert abs(row_tokens[keep].sum() - 25_000) < 1_500                    # about the cap (binomial spread ~160 rows)
+    assert np.array_equal(keep, sample_rows(row_tokens, 25_000, seed=1))
+    assert not np.array_equal(keep, sample_rows(row_tokens, 25_000, seed=2))
+
+
+@pytest.mark.parametrize("chunk_events", [10_000_000, 40])
+def test_capped_corpus_is_the_reference_of_the_sampled_clients(events, tmp_path, chunk_events):
+    kinds, max_len, url_rate = ("sku", "category", "url"), 4, 0.6
+    full = write_corpus(events, tmp_path / "full.txt", kinds, max_len, url_rate, seed=5, progress=False)
+    cap = full.n_tokens // 3
+    capped = write_corpus(events, tmp_path / "c.txt", kinds, max_len, url_rate, seed=5, chunk_events=chunk_events,
+                          progress=False, max_tokens=cap)
+    sentences = _reference_sentences(events, kinds, max_len, url_rate, seed=5)
+    row_tokens = np.bincount([r for r, s in sentences for _ in s], minlength=events.n_clients)
+    keep = sample_rows(row_tokens, cap, seed=5)
+    assert _decode(capped, tmp_path / "c.txt") == [s for r, s in sentences if s and keep[r]]
+    assert capped.tokens_before_cap == full.n_tokens and capped.clients_kept == int(keep.sum())
+    assert 0 < capped.n_tokens < full.n_tokens
+    for kind in kinds:                                          # the dictionary covers every client, not the sample
+        assert np.array_equal(capped.keys[kind], full.keys[kind])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -137,6 +175,22 @@ def test_deterministic_same_seed_same_block(events, fitted):
     other = Item2Vec(dim=12, seed=4, sequences="sku,url", **FAST).fit(events).transform(events, ids)
     assert not np.allclose(a.vectors, other.vectors)
     assert a.vectors.shape == (len(ids), 12) and np.isfinite(a.vectors).all()
+
+
+def test_corpus_cap_above_the_corpus_keeps_the_bytes_below_it_still_embeds_everyone(events, fitted):
+    ids = np.array([*range(N_CLIENTS), *VISIT_ONLY, 300])
+    a = fitted.transform(events, ids)
+    assert fitted.stats_["corpus_tokens"] == fitted.stats_["corpus_tokens_before_cap"]
+    uncapped = Item2Vec(dim=12, seed=3, sequences="sku,url", max_corpus_tokens=0, **FAST).fit(events)
+    assert np.array_equal(a.vectors, uncapped.transform(events, ids).vectors)
+    cap = fitted.stats_["corpus_tokens"] // 2
+    capped = Item2Vec(dim=12, seed=3, sequences="sku,url", max_corpus_tokens=cap, **FAST).fit(events)
+    assert capped.stats_["corpus_tokens"] < fitted.stats_["corpus_tokens"]
+    assert capped.stats_["corpus_clients"] < events.n_clients
+    b = capped.transform(events, ids)
+    assert b.vectors.shape == a.vectors.shape and np.isfinite(b.vectors).all()
+    # clients sampled out of training are still embedded (from the items the sample kept in the vocabulary)
+    assert b.meta["clients_with_items"] > capped.stats_["corpus_clients"] + 50
 
 
 def test_groups_learn_separate_item_vectors(fitted):

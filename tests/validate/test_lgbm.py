@@ -49,3 +49,17 @@ def test_churn_is_never_pooled():
     X, y_tr, y_va, _ = _propensity_data()
     res = LGBMProbe(n_jobs=1, pooled_min_positives=10**9).score(CHURN, X, y_tr[:, 0], y_va[:, 0])
     assert res["rounds"][0] > 0 and 0.7 < res["auroc"] <= 1.0
+
+
+def test_outputs_far_below_zero_still_give_a_finite_score():
+    """A row whose boosted scores all fall below -88 (float32 sigmoid 0) made the diversity 0 / 0: NaN."""
+    X, y_tr, y_va, pop = _propensity_data(n=400)
+
+    class Extreme(LGBMProbe):
+        def fit_predict(self, task, X, y_train, popularity=None):
+            cols, logits, rounds = super().fit_predict(task, X, y_train, popularity)
+            logits[:50] = -500.0 - np.arange(logits.shape[1], dtype=np.float32)   # rows beyond the float32 sigmoid
+            return cols, logits, rounds
+
+    res = Extreme(n_jobs=1).score(PROPENSITY_NEW_SKU, X, y_tr, y_va, pop)
+    assert np.isfinite(res["score"]) and np.isfinite(res["diversity"])

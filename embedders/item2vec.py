@@ -5,7 +5,8 @@ the recency-weighted mean of its items' vectors, per kind of interaction, concat
 [--oov content|skip] [--no-deterministic --workers N]``
 
 Training corpus (:func:`write_corpus`). One sentence per (client, token kind), for every client of the event table
-(relevant or not), in time order, keeping the ``max_len`` most recent tokens:
+(relevant or not; a seeded sample of them above the corpus cap, below), in time order, keeping the ``max_len`` most
+recent tokens:
 
 - ``sku``: the sku of every product_buy / add_to_cart / remove_from_cart event;
 - ``category`` (option): the category of those same events;

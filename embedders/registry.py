@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "next_event": "embedders.next_event:NextEventEmbedder",
     "contrastive": "embedders.contrastive:ContrastiveEmbedder",
     "content": "embedders.content:ContentEmbedder",
+    "rhythm": "embedders.rhythm:RhythmEmbedder",
 }
 
 

@@ -33,6 +33,7 @@ PARAMS = {
     "contrastive": {"dim": 8, "field_dim": 16, "epochs": 1, "batch_size": 32, "device": "cpu", "threads": 1,
                     "progress": False},
     "content": {"components": 4, "progress": False},
+    "rhythm": {"horizon_days": 7.0, "progress": False},
 }
 NO_EVENTS = 10**12  # a client id no world holds
 
@@ -78,7 +79,7 @@ def test_params_round_trip_and_default_transform(name):
     again = cls(**_norm(first)).get_params()
     assert _norm(again) == _norm(first)
     # hand-made statistics are quantile-mapped in an ensemble, learned vectors get unit rows
-    assert registry.default_transform(name) == ("quantile" if name in ("stats", "content") else "l2")
+    assert registry.default_transform(name) == ("quantile" if name in ("stats", "content", "rhythm") else "l2")
 
 
 def test_default_transform_of_an_unknown_embedder_is_l2():

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from competition.io import json_default
 from embedders.base import Block
 from embedders.registry import make_embedder
 
@@ -112,19 +113,54 @@ def check_anchor(block: Block, anchor: int, where: str = "input block") -> None:
                              f"window into the features")
 
 
+def reusable_block(folder: str | Path, embedder, events, client_ids: np.ndarray) -> Block | None:
+    """The block in ``folder`` when it is exactly what ``embedder`` (configured, not fitted) would make of the
+    table ``events`` for ``client_ids``: the same embedder name, seed and params (runtime ones aside), fitted and
+    embedded on the same events (``events_fingerprint``: a cut table's differs), for the same clients; else None.
+
+    Why: at the period's end a refitted input (stats) is the very block the pipeline built just before the
+    multitask one, and at 1M clients building it again costs about a minute per stage."""
+    from embedders.base import read_block
+    from embedders.registry import name_of, runtime_params
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    runtime = runtime_params(type(embedder))
+    mine = {k: v for k, v in embedder.get_params().items() if k not in runtime}
+    theirs = {k: v for k, v in (meta.get("params") or {}).items() if k not in runtime}
+    norm = (lambda d: json.loads(json.dumps(d, default=json_default)))  # noqa: E731
+    if (meta.get("embedder") != name_of(type(embedder)) or meta.get("seed") != embedder.seed
+            or not getattr(events, "fingerprint", "") or meta.get("events_fingerprint") != events.fingerprint
+            or norm(mine) != norm(theirs)):
+        return None
+    block = read_block(folder)
+    if block.vectors.dtype != np.float32:
+        return None  # a float16 copy is not the block the embedder would make
+    vectors, covered = block.align(client_ids)
+    if not covered.all() or len(block.client_ids) != len(np.unique(client_ids)):
+        return None  # the same clients only: an embedder's rows may depend on the set it embeds
+    return Block(np.asarray(client_ids, dtype=np.int64), vectors, dict(block.meta, reused_from=str(folder)))
+
+
 class BlockInputs:
     """The stacked input blocks of the ``blocks`` mode.
 
     ``fit(events_first)`` fits the non-refitting inputs on the earliest anchor's table; ``matrix(events_t, ids)``
-    builds every input for a cut table and returns float32 ``(len(ids), width_)``.
+    builds every input for a cut table and returns float32 ``(len(ids), width_)``. ``prebuilt``: folders of blocks
+    already built (by ``submit.build``) that a refitted input may reuse when :func:`reusable_block` says it is the
+    same block; ``reused_`` lists the folders used.
     """
 
     def __init__(self, specs: list[InputSpec], seed: int = 0, progress: bool = True,
-                 work_dir: str | Path | None = None):
+                 work_dir: str | Path | None = None, prebuilt: list[str | Path] | None = None):
         self.specs = specs
         self.seed = seed
         self.progress = progress
         self.work_dir = work_dir
+        self.prebuilt = list(prebuilt or [])
+        self.reused_: list[str] = []
 
     def _make(self, i: int, spec: InputSpec, tag: str):
         work = None if self.work_dir is None else Path(self.work_dir) / f"input{i}_{spec.embedder}_{tag}"
@@ -144,11 +180,19 @@ class BlockInputs:
         """Every input block for table ``events_t`` (cut at its ``cut_time``), each checked by :func:`check_anchor`."""
         out = []
         for i, spec in enumerate(self.specs):
+            block = None
             if spec.refits:
-                emb, fit_cut = self._make(i, spec, "refit").fit(events_t), int(events_t.cut_time)
+                emb, fit_cut = self._make(i, spec, "refit"), int(events_t.cut_time)
+                for folder in self.prebuilt:
+                    block = reusable_block(folder, emb, events_t, client_ids)
+                    if block is not None:
+                        self.reused_.append(str(folder))
+                        break
+                if block is None:
+                    block = emb.fit(events_t).transform(events_t, client_ids)
             else:
                 emb, fit_cut = self.fitted_[i], self.fit_cut_time_
-            block = emb.transform(events_t, client_ids)
+                block = emb.transform(events_t, client_ids)
             # what the embedder itself recorded of the events it read wins over what we handed it
             block.meta.setdefault("fit_cut_time", fit_cut)
             block.meta.setdefault("cut_time", int(events_t.cut_time))
@@ -169,4 +213,4 @@ class BlockInputs:
         return np.concatenate([b.vectors for b in blocks], axis=1).astype(np.float32)
 
 
-__all__ = ["InputSpec", "InputError", "parse_input", "check_anchor", "BlockInputs", "REFIT_BY_DEFAULT"]
+__all__ = ["InputSpec", "InputError", "parse_input", "check_anchor", "reusable_block", "BlockInputs", "REFIT_BY_DEFAULT"]

@@ -155,6 +155,9 @@ class MultiTaskEmbedder(TorchEmbedder):
     work_dir_holds = "checkpoints and input models are written there"
     #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).
     resumable = True
+    #: Folders of blocks already built for the same events (``submit.build`` sets them): a refitted input at the
+    #: period's end that is one of them is read, not built again (:func:`.inputs.reusable_block`; same bytes).
+    prebuilt_blocks: tuple = ()
 
     def __init__(self, dim: int = 256, seed: int = 0, input: str = "blocks",
                  inputs: tuple[str, ...] | list | str = DEFAULT_INPUTS, windows: int = 4,
@@ -245,7 +248,7 @@ class MultiTaskEmbedder(TorchEmbedder):
         if self.input == "blocks":
             if fit:
                 self.inputs_ = BlockInputs(self.input_specs(), self.seed, self.progress,
-                                           Path(self.work_dir) / "inputs").fit(table)
+                                           Path(self.work_dir) / "inputs", self.prebuilt_blocks).fit(table)
             X = self.inputs_.matrix(table, client_ids)
             return X if getattr(self, "normaliser_", None) is None else self._normalise(X)
         if fit:
@@ -431,6 +434,7 @@ class MultiTaskEmbedder(TorchEmbedder):
             out[idx] = model.embed(self._batch(feats, idx, self.device_)).float().cpu().numpy()
         meta = {"name": self.name, "input": self.input, "anchors": list(self.anchors_),
                 "inputs": [s.to_dict() for s in self.input_specs()] if self.input == "blocks" else None,
+                "reused_inputs": list(self.inputs_.reused_) if self.input == "blocks" else None,
                 "history": self.history_, "best_epoch": self.best_epoch_, "best_heldout_loss": self.best_loss_,
                 "n_train_clients": self.n_train_, "n_holdout_clients": self.n_holdout_,
                 "inputs_seconds": self.inputs_seconds_, "config": self.config_.to_dict(),

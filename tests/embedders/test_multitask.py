@@ -255,6 +255,33 @@ def test_stacking_fits_learnt_bases_once_and_refits_stats(events):
     assert inputs.matrix(events, ids).shape == (len(ids), blocks[0].dim + 4)
 
 
+def test_a_prebuilt_stats_block_is_reused_at_the_end_only_when_it_is_the_same(world, events, tmp_path):
+    ids = read_relevant_clients(world)
+    write_block(embed(StatsEmbedder(progress=False), world, "input", progress=False), tmp_path / "stats")
+    write_block(embed(StatsEmbedder(quantile_subsample=1000, progress=False), world, "input", progress=False),
+                tmp_path / "other")
+    cut = events.before(sorted(anchor_times(events, 2))[0])
+    plain = BlockInputs([parse_input("stats")], progress=False).fit(cut)
+    reusing = BlockInputs([parse_input("stats")], progress=False, prebuilt=[tmp_path / "other", tmp_path / "stats"])
+    reusing.fit(cut)
+    assert reusing.matrix(cut, ids).tobytes() == plain.matrix(cut, ids).tobytes() and reusing.reused_ == []
+    assert reusing.matrix(events, ids).tobytes() == plain.matrix(events, ids).tobytes()
+    assert reusing.reused_ == [str(tmp_path / "stats")]  # not the block of other params, not at a cut
+    # another set of clients: built, not reused
+    reusing.matrix(events, ids[:50])
+    assert reusing.reused_ == [str(tmp_path / "stats")]
+
+
+def test_the_multitask_block_is_the_same_bytes_with_a_reused_input(world, events, tmp_path):
+    write_block(embed(StatsEmbedder(progress=False), world, "input", progress=False), tmp_path / "stats")
+    plain = fit_block(events, tmp_path / "a", inputs=("stats",))
+    emb = MultiTaskEmbedder(**SMALL, inputs=("stats",), work_dir=str(tmp_path / "b"))
+    emb.prebuilt_blocks = (str(tmp_path / "stats"),)
+    reused = emb.fit(events).transform(events, read_relevant_clients(world))
+    assert reused.vectors.tobytes() == plain.vectors.tobytes()
+    assert reused.meta["reused_inputs"] == [str(tmp_path / "stats")] and plain.meta["reused_inputs"] == []
+
+
 def test_content_input_is_refitted_at_each_anchor(events):
     """content's axes come from product_properties only: refitting it per anchor keeps its columns' meaning while
     its recent window and counts move with the cut (no event at or after the anchor is read)."""

@@ -112,3 +112,19 @@ def test_another_runs_checkpoint_is_not_resumed(split_world, tmp_path, capfd):
     err = capfd.readouterr().err
     assert f"{last}: unreadable checkpoint" in err and "training from scratch" in err
     assert np.isfinite(read_block(tmp_path / "run" / "blocks" / "gru_ae").vectors).all()
+
+
+def test_a_multitask_block_reuses_the_stats_block_its_spec_built_before_it(split_world, tmp_path):
+    """ensure_blocks hands the blocks built so far to multitask, whose stats input at the period's end is the stats
+    block itself (read, not built again; the bytes are those of a standalone build: tests/embedders)."""
+    small = {"dim": 8, "thin": 16, "wide": 16, "residual_blocks": 1, "item_dim": 8, "epochs": 1, "windows": 2,
+             "inputs": ["stats"], "device": "cpu"}
+    spec = {"version": 1, "blocks": [
+        {"name": "stats", "path": "blocks/stats", "transform": "quantile", "weight": 1.0, "dims": None,
+         "embedder": "stats", "params": {}},
+        {"name": "multitask", "path": "blocks/multitask", "transform": "l2", "weight": 1.0, "dims": None,
+         "embedder": "multitask", "params": small}]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    pack(split_world, tmp_path / "spec.json", tmp_path / "out", seed=0, progress=False, log=lambda m: None)
+    meta = json.loads((tmp_path / "blocks" / "multitask" / "meta.json").read_text())
+    assert meta["reused_inputs"] == [str(tmp_path / "blocks" / "stats")]

@@ -138,9 +138,9 @@ def ensure_blocks(spec: EnsembleSpec, data_dir: str | Path, layout: str = "input
                                      work_dir=path.with_name(path.name + ".work"))
             if getattr(embedder, "resumable", False) and "resume" not in params and not rebuild:
                 embedder.resume = "auto"  # a killed pack continues from the block's checkpoint (<path>.work)
-            if hasattr(embedder, "prebuilt_blocks"):
+            if hasattr(embedder, "use_prebuilt"):
                 # blocks of this spec already here for the same events: its stacked inputs may reuse them
-                embedder.prebuilt_blocks = tuple(str(o.path) for o in out if o.weight > 0)
+                embedder.use_prebuilt(o.path for o in out if o.weight > 0)
             block = embed(embedder, Path(data_dir), layout, progress=progress)
             block.meta["name"] = b.name
             write_block(block, path)

@@ -155,9 +155,15 @@ class MultiTaskEmbedder(TorchEmbedder):
     work_dir_holds = "checkpoints and input models are written there"
     #: submit.pack may pass ``resume="auto"`` (continue an interrupted build from its checkpoint).
     resumable = True
-    #: Folders of blocks already built for the same events (``submit.build`` sets them): a refitted input at the
-    #: period's end that is one of them is read, not built again (:func:`.inputs.reusable_block`; same bytes).
-    prebuilt_blocks: tuple = ()
+    #: Folders of blocks already built for the same events (:meth:`use_prebuilt`); private, so not a param.
+    _prebuilt: tuple = ()
+
+    def use_prebuilt(self, folders) -> "MultiTaskEmbedder":
+        """Let a refitted input at the period's end that is one of the blocks in ``folders`` be read, not built again
+        (:func:`.inputs.reusable_block` decides: the same bytes). ``submit.build`` calls it with the blocks of the
+        spec built so far. Not a constructor parameter: it changes the work, never the block."""
+        self._prebuilt = tuple(str(f) for f in folders)
+        return self
 
     def __init__(self, dim: int = 256, seed: int = 0, input: str = "blocks",
                  inputs: tuple[str, ...] | list | str = DEFAULT_INPUTS, windows: int = 4,
@@ -248,7 +254,7 @@ class MultiTaskEmbedder(TorchEmbedder):
         if self.input == "blocks":
             if fit:
                 self.inputs_ = BlockInputs(self.input_specs(), self.seed, self.progress,
-                                           Path(self.work_dir) / "inputs", self.prebuilt_blocks).fit(table)
+                                           Path(self.work_dir) / "inputs", self._prebuilt).fit(table)
             X = self.inputs_.matrix(table, client_ids)
             return X if getattr(self, "normaliser_", None) is None else self._normalise(X)
         if fit:

@@ -276,8 +276,9 @@ def test_the_multitask_block_is_the_same_bytes_with_a_reused_input(world, events
     write_block(embed(StatsEmbedder(progress=False), world, "input", progress=False), tmp_path / "stats")
     plain = fit_block(events, tmp_path / "a", inputs=("stats",))
     emb = MultiTaskEmbedder(**SMALL, inputs=("stats",), work_dir=str(tmp_path / "b"))
-    emb.prebuilt_blocks = (str(tmp_path / "stats"),)
-    reused = emb.fit(events).transform(events, read_relevant_clients(world))
+    params = emb.get_params()
+    reused = emb.use_prebuilt([tmp_path / "stats"]).fit(events).transform(events, read_relevant_clients(world))
+    assert emb.get_params() == params  # not a param: a block with or without it is not stale
     assert reused.vectors.tobytes() == plain.vectors.tobytes()
     assert reused.meta["reused_inputs"] == [str(tmp_path / "stats")] and plain.meta["reused_inputs"] == []
 

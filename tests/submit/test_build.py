@@ -128,3 +128,7 @@ def test_a_multitask_block_reuses_the_stats_block_its_spec_built_before_it(split
     pack(split_world, tmp_path / "spec.json", tmp_path / "out", seed=0, progress=False, log=lambda m: None)
     meta = json.loads((tmp_path / "blocks" / "multitask" / "meta.json").read_text())
     assert meta["reused_inputs"] == [str(tmp_path / "blocks" / "stats")]
+    # and the block is fresh for the next pack: what it reused is not a param that would make it stale
+    lines = []
+    pack(split_world, tmp_path / "spec.json", tmp_path / "again", seed=0, progress=False, log=lines.append)
+    assert any(line.startswith("block multitask: fresh") for line in lines), lines

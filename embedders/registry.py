@@ -7,6 +7,7 @@ pack, search and the stacking embedder build, rebuild and ``--final`` a user's b
 from __future__ import annotations
 
 import importlib
+import json
 import inspect
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,17 @@ def constructor_params(cls: type) -> set[str]:
 def runtime_params(cls: type[Embedder]) -> frozenset[str]:
     """The class's :attr:`~embedders.base.Embedder.runtime_params` (not part of a block's rebuild params)."""
     return frozenset(cls.runtime_params)
+
+
+def params_differ(embedder: Embedder, recorded: dict[str, Any] | None) -> list[str]:
+    """Names of the params (runtime ones aside) where ``embedder`` differs from ``recorded`` (a block's meta.json
+    ``params``), sorted; compared after a JSON round trip, so tuples and lists, numpy and Python numbers are equal.
+    Empty: the block was made with these params."""
+    from competition.io import json_default
+    norm = (lambda d: json.loads(json.dumps(d, default=json_default)))  # noqa: E731
+    wanted, have = norm(embedder.get_params()), norm(recorded or {})
+    runtime = runtime_params(type(embedder))
+    return sorted(k for k in set(wanted) | set(have) if k not in runtime and wanted.get(k) != have.get(k))
 
 
 def rebuild_params(name: str, recorded: dict[str, Any], where: str = "ensemble spec"

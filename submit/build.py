@@ -96,10 +96,9 @@ def staleness(b: BlockSpec, path: Path, fp: str, seed: int, where: str) -> str |
     if meta.get("seed") != want_seed:
         return f"stale (seed {meta.get('seed')} != {want_seed})"
     embedder = make_embedder(b.embedder, b.params, want_seed, False, where)
-    wanted, have = _norm(embedder.get_params()), _norm(meta.get("params") or {})
-    runtime = registry.runtime_params(type(embedder))
-    diff = sorted(k for k in set(wanted) | set(have) if k not in runtime and wanted.get(k) != have.get(k))
+    diff = registry.params_differ(embedder, meta.get("params"))
     if diff:
+        wanted, have = _norm(embedder.get_params()), _norm(meta.get("params") or {})
         return f"stale (params {diff} differ: {[have.get(k) for k in diff]} -> {[wanted.get(k) for k in diff]})"
     return None
 

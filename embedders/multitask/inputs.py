@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from competition.io import json_default
 from embedders.base import Block
 from embedders.registry import make_embedder
 
@@ -120,22 +119,17 @@ def reusable_block(folder: str | Path, embedder, events, client_ids: np.ndarray)
 
     Why: at the period's end a refitted input (stats) is the very block the pipeline built just before the
     multitask one, and at 1M clients building it again costs about a minute per stage."""
-    from embedders.base import read_block
-    from embedders.registry import name_of, runtime_params
-    folder = Path(folder)
+    from embedders.base import BlockError, read_block
+    from embedders.registry import name_of, params_differ
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
+        block = read_block(folder, mmap=True)  # rows are read only if it is the block
+    except (BlockError, OSError, ValueError):
         return None
-    runtime = runtime_params(type(embedder))
-    mine = {k: v for k, v in embedder.get_params().items() if k not in runtime}
-    theirs = {k: v for k, v in (meta.get("params") or {}).items() if k not in runtime}
-    norm = (lambda d: json.loads(json.dumps(d, default=json_default)))  # noqa: E731
+    meta = block.meta
     if (meta.get("embedder") != name_of(type(embedder)) or meta.get("seed") != embedder.seed
             or not getattr(events, "fingerprint", "") or meta.get("events_fingerprint") != events.fingerprint
-            or norm(mine) != norm(theirs)):
+            or params_differ(embedder, meta.get("params"))):
         return None
-    block = read_block(folder)
     if block.vectors.dtype != np.float32:
         return None  # a float16 copy is not the block the embedder would make
     vectors, covered = block.align(client_ids)

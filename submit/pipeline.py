@@ -54,7 +54,7 @@ from validate.spec import BlockSpec, EnsembleSpec
 #: sample); noise_samples: disjoint client samples of the table's size on which a fast probe rescores stats and the
 #: packed submission, the search sample's noise (validate.noise.sample_spread; 0: not measured).
 SIZES: dict[str, dict[str, Any]] = {
-    "cpu": {"clients": 20_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "search_clients": 20_000,
+    "cpu": {"clients": 10_000, "trials": 10, "epochs": 2, "search_timeout": 180.0, "search_clients": 20_000,
             "train_clients": None, "table_clients": 2_000, "confirm_clients": 0, "noise_samples": 3, "tasks": TASKS,
             "decide_clients": (1_000, 2_000), "finalists": 2, "decide_width": None},
     "gpu": {"clients": 20_000, "trials": 20, "epochs": 3, "search_timeout": 600.0, "search_clients": 50_000,

@@ -39,6 +39,7 @@ from competition.load import DataError, read_relevant_clients
 from competition.schema import FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
 from embedders.base import Block, BlockError, cast_notice, read_block
+from embedders.heap import large_blocks_in_heap
 from validate.cli import PROBES, add_probe, resolve_probe
 from validate.lgbm import LGBMProbe
 from validate.linear import LinearProbe
@@ -220,16 +221,17 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
     probe = resolve_probe(probe, device)
     runner = make_probe(probe, seed, progress, mlp_width, device, threads)
     results = {}
-    for task in tasks:
-        td, rows = labels.data[task], labels.rows[task]
-        if len(rows) == 0:
-            raise ValueError(f"task {task}: none of the {len(client_ids)} clients is scored on it")
-        if td.y_train.ndim == 2 and td.y_train.shape[1] == 0:
-            raise ValueError(f"task {task}: its target list {DataPaths(data_dir).target_list(task)} is empty")
-        X_task = X if len(rows) == len(X) else X[rows]  # rows are sorted positions: all rows -> no copy
-        figures = runner.score(task, X_task, td.y_train, td.y_valid, td.popularity)
-        figures["n_clients"] = int(len(rows))
-        results[task] = figures
+    with large_blocks_in_heap():  # one heap for all tasks: the next task's net reuses the last one's blocks
+        for task in tasks:
+            td, rows = labels.data[task], labels.rows[task]
+            if len(rows) == 0:
+                raise ValueError(f"task {task}: none of the {len(client_ids)} clients is scored on it")
+            if td.y_train.ndim == 2 and td.y_train.shape[1] == 0:
+                raise ValueError(f"task {task}: its target list {DataPaths(data_dir).target_list(task)} is empty")
+            X_task = X if len(rows) == len(X) else X[rows]  # rows are sorted positions: all rows -> no copy
+            figures = runner.score(task, X_task, td.y_train, td.y_valid, td.popularity)
+            figures["n_clients"] = int(len(rows))
+            results[task] = figures
     total = float(sum(r["score"] for r in results.values()))
     replica = isinstance(runner, MLPProbe) and runner.is_replica
     return {"probe": probe, "replica": bool(replica), "seed": seed, "n_clients": int(len(client_ids)),

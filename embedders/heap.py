@@ -1,0 +1,84 @@
+"""The one heap policy of the organisers' network's training loop: keep large blocks in the heap while it trains.
+
+glibc's malloc serves every block above its mmap threshold (128 KiB, rising to at most 32 MiB) with a fresh
+``mmap`` and returns it with ``munmap`` when freed. A training step of the organisers' net (51.6M parameters)
+allocates and frees its gradients, its bfloat16 weight copies and its activations every step, tens of blocks of
+16-32 MiB: each comes back from the kernel as new zeroed pages, about 74,000 page faults per step. Inside
+:func:`large_blocks_in_heap` freed blocks stay in the heap and the next step reuses them: no page faults. One
+decision candidate (the net at bfloat16 on the six tasks, 1,000 clients) took 28.8 s instead of 40.6 s on the
+2-core reference machine, 1.41x, with the same scores (``benchmarks/bench_heap.py``, docs/decision.md). The small
+nets of the torch embedders gained nothing measurable (multitask at 20k clients: 82 s against 80 s), so only the
+replica's loop (:mod:`validate.mlp`, :func:`validate.probe.score_matrix`) uses it. Allocation does not touch any
+value, so the results are the same bytes.
+
+On exit the previous behaviour is restored as far as glibc allows (the documented default thresholds) and the
+freed memory is handed back to the kernel (``malloc_trim``), so a long pipeline does not keep a training loop's
+peak in its RSS. Without glibc (macOS, musl), or with the environment variable ``UBP_HEAP_POLICY=0``, it does
+nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from contextlib import contextmanager
+
+# mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Blocks below this size come from the heap inside the context (1 GiB: every block of a training step).
+HEAP_BLOCK_LIMIT = 1 << 30
+#: Environment variable that switches the policy off when set to 0 (read at each use).
+ENV_SWITCH = "UBP_HEAP_POLICY"
+#: glibc's documented defaults, restored on exit.
+DEFAULT_MMAP_THRESHOLD = DEFAULT_TRIM_THRESHOLD = 128 * 1024
+
+_libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, when this process runs on it (mallopt and malloc_trim present), else None."""
+    global _libc
+    if _libc is False:
+        _libc = None
+        name = ctypes.util.find_library("c")
+        try:
+            lib = ctypes.CDLL(name or "libc.so.6")
+            if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim"):
+                _libc = lib
+        except OSError:
+            pass
+    return _libc  # type: ignore[return-value]
+
+
+def available() -> bool:
+    """Whether the policy acts here: glibc, and not switched off by :data:`ENV_SWITCH`."""
+    return os.environ.get(ENV_SWITCH, "1").strip() != "0" and _glibc() is not None
+
+
+_depth = 0  # nesting: only the outermost context sets and restores
+
+
+@contextmanager
+def large_blocks_in_heap(enabled: bool = True):
+    """Inside the block, allocations up to :data:`HEAP_BLOCK_LIMIT` come from (and return to) the heap; on exit,
+    glibc's default thresholds are set again and the heap is trimmed. Nested uses act once; ``enabled=False``, no
+    glibc or :data:`ENV_SWITCH` at 0: nothing changes."""
+    global _depth
+    lib = _glibc() if enabled and available() else None
+    if lib is None:
+        yield
+        return
+    if _depth == 0:
+        lib.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
+        lib.mallopt(_M_TRIM_THRESHOLD, HEAP_BLOCK_LIMIT)
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0:
+            lib.mallopt(_M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD)
+            lib.mallopt(_M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+            lib.malloc_trim(0)
+
+__all__ = ["ENV_SWITCH", "HEAP_BLOCK_LIMIT", "available", "large_blocks_in_heap"]

@@ -579,10 +579,37 @@ def _range_events(frames: list[pl.LazyFrame], props: pl.LazyFrame) -> pl.DataFra
 
 def _range_order(chunk: pl.DataFrame, span: tuple[int, int]) -> np.ndarray:
     """The permutation that puts ``chunk`` in :data:`_ORDER`, int64 ``(len(chunk),)``: by the two packed keys of
-    :func:`_sort_keys` where they fit, else by the six columns."""
+    :func:`_sort_keys` where they fit, else by the six columns.
+
+    With the packed keys, one sort by the first key and a second pass over its ties only (events of one client in
+    the same second and of the same type, a few in a hundred): the same permutation as a sort by both keys (every
+    event's pair of keys is distinct), in about half the time of a two-column sort."""
     keys = _sort_keys(chunk, span)
-    by = pl.arg_sort_by(_ORDER, nulls_last=False) if keys is None else pl.arg_sort_by(keys)
-    return chunk.select(by).to_series().to_numpy().astype(np.int64)
+    if keys is None:
+        return chunk.select(pl.arg_sort_by(_ORDER, nulls_last=False)).to_series().to_numpy().astype(np.int64)
+    packed = chunk.select(keys)
+    first = packed["__k1"].to_numpy()
+    order = packed.select(pl.col("__k1").arg_sort()).to_series().to_numpy().astype(np.int64)
+    return order_ties(order, first, packed["__k2"].to_numpy())
+
+
+def order_ties(order: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``order`` (a permutation sorting ``first``) made to sort ``(first, second)``: the runs of equal ``first``
+    are re-sorted by ``second``, in place; returns ``order``. Exact when every ``(first, second)`` pair is
+    distinct (then the result is the only such permutation)."""
+    if len(order) < 2:
+        return order
+    sorted_first = first[order]
+    tie = sorted_first[1:] == sorted_first[:-1]
+    if not tie.any():
+        return order
+    in_run = np.zeros(len(order), dtype=bool)
+    in_run[1:] |= tie
+    in_run[:-1] |= tie
+    slots = np.flatnonzero(in_run)  # the tied events' places in the order, ascending (runs stay contiguous)
+    tied = order[slots]
+    order[slots] = tied[np.lexsort((second[tied], first[tied]))]
+    return order
 
 
 def _check_range(chunk: pl.DataFrame, data_dir: Path, layout: str) -> None:

@@ -197,6 +197,18 @@ def test_tied_searches_keep_file_order(tmp_path):
         np.testing.assert_array_equal(t.query_codes, want)
 
 
+@pytest.mark.parametrize("n,values", [(0, 3), (1, 3), (2_000, 40), (2_000, 10**9)])
+def test_order_ties_equals_the_two_key_sort(n, values):
+    # many ties (40 values), none (10**9); any first-key order of the ties, here a reversed one, is repaired
+    rng = np.random.default_rng(n + values)
+    first = rng.integers(0, values, n).astype(np.uint64)
+    second = rng.permutation(n).astype(np.uint64)  # distinct: the pairs are distinct
+    rough = np.argsort(first, kind="stable")[::-1].copy()
+    rough = rough[np.argsort(first[rough], kind="stable")]  # sorted by first, ties in reversed order
+    want = np.lexsort((second, first))
+    np.testing.assert_array_equal(events_mod.order_ties(rough, first, second), want)
+
+
 def test_unknown_skus_are_counted_and_kept(tmp_path, capsys):
     events = {PRODUCT_BUY: [(1, "2022-07-01 10:00:00", 999), (1, "2022-07-02 10:00:00", 1)],
               ADD_TO_CART: [(2, "2022-07-01 10:00:00", 998)]}

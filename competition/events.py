@@ -582,8 +582,9 @@ def _range_order(chunk: pl.DataFrame, span: tuple[int, int]) -> np.ndarray:
     :func:`_sort_keys` where they fit, else by the six columns.
 
     With the packed keys, one sort by the first key and a second pass over its ties only (events of one client in
-    the same second and of the same type, a few in a hundred): the same permutation as a sort by both keys (every
-    event's pair of keys is distinct), in about half the time of a two-column sort."""
+    the same second and of the same type: none among the 21.9M events of a 100k-client synthetic world; real logs
+    may have more): the same permutation as a sort by both keys (every event's pair of keys is distinct). At 1M
+    clients (223M events, 12 ranges) the sorts took 17.2 s instead of 27.9 s."""
     keys = _sort_keys(chunk, span)
     if keys is None:
         return chunk.select(pl.arg_sort_by(_ORDER, nulls_last=False)).to_series().to_numpy().astype(np.int64)

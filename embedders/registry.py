@@ -68,13 +68,16 @@ def runtime_params(cls: type[Embedder]) -> frozenset[str]:
     return frozenset(cls.runtime_params)
 
 
+def json_normalised(value: Any) -> Any:
+    """``value`` after a JSON round trip, so tuples and lists, numpy and Python numbers compare equal."""
+    from competition.io import json_default
+    return json.loads(json.dumps(value, default=json_default))
+
+
 def params_differ(embedder: Embedder, recorded: dict[str, Any] | None) -> list[str]:
     """Names of the params (runtime ones aside) where ``embedder`` differs from ``recorded`` (a block's meta.json
-    ``params``), sorted; compared after a JSON round trip, so tuples and lists, numpy and Python numbers are equal.
-    Empty: the block was made with these params."""
-    from competition.io import json_default
-    norm = (lambda d: json.loads(json.dumps(d, default=json_default)))  # noqa: E731
-    wanted, have = norm(embedder.get_params()), norm(recorded or {})
+    ``params``), sorted; compared after :func:`json_normalised`. Empty: the block was made with these params."""
+    wanted, have = json_normalised(embedder.get_params()), json_normalised(recorded or {})
     runtime = runtime_params(type(embedder))
     return sorted(k for k in set(wanted) | set(have) if k not in runtime and wanted.get(k) != have.get(k))
 
@@ -121,4 +124,4 @@ def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool =
 
 
 __all__ = ["BUILTIN", "RegistryError", "embedder_class", "constructor_params", "runtime_params",
-           "rebuild_params", "default_transform", "make_embedder", "name_of"]
+           "json_normalised", "params_differ", "rebuild_params", "default_transform", "make_embedder", "name_of"]

@@ -14,7 +14,6 @@ Embedders are found by name through :mod:`embedders.registry` (ours by short nam
 """
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import replace
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from competition.events import block_fingerprint
-from competition.io import json_default
 from embedders import registry
 from embedders.base import Embedder, write_block
 from embedders.cli import embed
@@ -53,11 +51,6 @@ def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool =
     except ValueError as exc:
         raise SpecError(f"{where}: embedder {name!r} rejects its params {params}: {exc}") from exc
     return embedder
-
-
-def _norm(value: Any) -> Any:
-    """JSON round trip, so tuples and lists, numpy and Python numbers compare equal."""
-    return json.loads(json.dumps(value, default=json_default))
 
 
 def recipe(b: BlockSpec, meta: dict[str, Any], where: str, why: str = "must be (re)built"
@@ -98,7 +91,7 @@ def staleness(b: BlockSpec, path: Path, fp: str, seed: int, where: str) -> str |
     embedder = make_embedder(b.embedder, b.params, want_seed, False, where)
     diff = registry.params_differ(embedder, meta.get("params"))
     if diff:
-        wanted, have = _norm(embedder.get_params()), _norm(meta.get("params") or {})
+        wanted, have = (registry.json_normalised(p) for p in (embedder.get_params(), meta.get("params") or {}))
         return f"stale (params {diff} differ: {[have.get(k) for k in diff]} -> {[wanted.get(k) for k in diff]})"
     return None
 

@@ -221,7 +221,8 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
     probe = resolve_probe(probe, device)
     runner = make_probe(probe, seed, progress, mlp_width, device, threads)
     results = {}
-    with large_blocks_in_heap():  # one heap for all tasks: the next task's net reuses the last one's blocks
+    # the organisers' network only (embedders.heap): one heap for all tasks, the next task's net reuses the last's blocks
+    with large_blocks_in_heap(enabled=isinstance(runner, MLPProbe)):
         for task in tasks:
             td, rows = labels.data[task], labels.rows[task]
             if len(rows) == 0:

@@ -1,4 +1,4 @@
-"""What the heap policy (:mod:`embedders.heap`) saves: one decision candidate (the organisers' network on the six
+"""What the heap policy (:mod:`competition.heap`) saves: one decision candidate (the organisers' network on the six
 tasks, ``mlp16`` by default) scored with the policy off and on, alternated in one process so the ratio holds on a
 noisy machine, and the scores compared (they must be the same bytes).
 
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from embedders.heap import ENV_SWITCH, available
+from competition.heap import ENV_SWITCH, available
 from validate.probe import client_order, concat_blocks, load_blocks, score_matrix
 
 

@@ -48,6 +48,7 @@ import polars as pl
 
 from competition.cli import HelpFormatter, add_no_progress
 from competition.io import DiskFullError, atomic_dir, dir_leftover_pattern, remove_leftovers
+from competition.heap import large_blocks_in_heap
 from competition.load import (DataError, check_table, codes_to_numpy, read_products, read_relevant_clients,
                               scan_table, unknown_skus_by_kind)
 from competition.lock import folder_lock
@@ -198,7 +199,8 @@ class EventTable:
                             shutil.rmtree(old, ignore_errors=True)  # stale tables of the same layout
                     # temporaries of interrupted builds of this layout (any fingerprint); this one's go in atomic_dir
                     remove_leftovers(root, dir_leftover_pattern(rf"events_{layout}_(?!{re.escape(fp)}\.)[0-9a-f]+"))
-                    atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress, chunk_events))
+                    with large_blocks_in_heap():   # each range allocates and frees the same large arrays
+                        atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress, chunk_events))
         return cls.open(cache, data_dir=data_dir)
 
     @classmethod

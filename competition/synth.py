@@ -57,6 +57,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -66,6 +67,7 @@ import pyarrow.parquet as pq
 
 from competition.cli import HelpFormatter, add_no_progress, peak_rss_mb
 from competition.io import atomic_path, save_npy
+from competition.heap import large_blocks_in_heap
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN,
                                 N_PRICE_BUCKETS, NAME, PAGE_VISIT, PRICE, PRODUCT_BUY, PRODUCT_PROPERTIES,
                                 REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, TIMESTAMP_FORMAT, DataPaths)
@@ -200,13 +202,17 @@ def _rng(*key: int) -> np.random.Generator:
 def zipf_rank(u: np.ndarray, n: np.ndarray | int, a: float) -> np.ndarray:
     """Ranks in [0, n) with P(rank = r) ~ (r + 1) ** -a (continuous inverse CDF), from uniforms ``u``."""
     n = np.asarray(n, dtype=np.float64)
-    return zipf_rank_c(u, np.power(n + 1.0, 1.0 - a) - 1.0, n.astype(np.int64), a)
+    return zipf_rank_c(u, np.power(n + 1.0, 1.0 - a) - 1.0, n - 1.0, a)
 
 
-def zipf_rank_c(u: np.ndarray, c: np.ndarray, n: np.ndarray, a: float) -> np.ndarray:
-    """:func:`zipf_rank` with ``c = (n + 1) ** (1 - a) - 1`` precomputed (float32 inputs stay float32)."""
+def zipf_rank_c(u: np.ndarray, c: np.ndarray, top: np.ndarray, a: float) -> np.ndarray:
+    """:func:`zipf_rank` with ``c = (n + 1) ** (1 - a) - 1`` and ``top = n - 1`` precomputed, both of u's float
+    type (float32 inputs stay float32; ``n`` below 2 ** 24 there, so ``top`` is exact). int64.
+
+    Clipped to ``top`` before the cast: the same ranks as ``min(int(x), n - 1)``, without numpy's slow
+    float -> int64 cast and int64 minimum (3x cheaper; the cast goes through int32, ranks are below 2 ** 31)."""
     x = np.exp(np.log1p(u * c) * (1.0 / (1.0 - a))) - 1.0
-    return np.minimum(x.astype(np.int64), np.asarray(n) - 1)
+    return np.minimum(x, top).astype(np.int32).astype(np.int64)
 
 
 def _pick(cum_weights: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -266,6 +272,8 @@ class Catalog:
 
     def __post_init__(self):
         self.zipf_c = (np.power(self.cat_size + 1.0, 1.0 - PRODUCT_ZIPF) - 1.0).astype(np.float32)
+        self.zipf_top = (self.cat_size - 1).astype(np.float32)         # zipf_rank_c's top, exact (sizes < 2 ** 24)
+        self.release_second = self.release_day * SECONDS_PER_DAY     # float64 (-inf: from the start)
         new = np.flatnonzero(np.isfinite(self.release_day))
         key = self.category[new].astype(np.float64) * 1e6 + self.release_day[new]
         order = np.argsort(key, kind="stable")
@@ -465,6 +473,16 @@ class Clients:
     replenish_pace: np.ndarray
     novelty: np.ndarray
 
+    @cached_property
+    def taste_cum(self) -> np.ndarray:
+        """float32 (n, 2, K_TASTE): cumulative taste weights (what :func:`_taste_draw` picks a slot from)."""
+        return np.cumsum(self.taste_w, axis=2)
+
+    @cached_property
+    def taste_slots(self) -> np.ndarray:
+        """int64 (n, 2): used taste slots at the start and end of the period."""
+        return (self.taste_cat >= 0).sum(axis=2)
+
     def browse_mix_cum(self) -> np.ndarray:
         """Cumulative probabilities (n, 5) of the event kinds (EVENT_TYPES order) while browsing: no purchases."""
         mult = np.stack([np.zeros_like(self.cart_mult), self.cart_mult, self.cart_mult,
@@ -576,10 +594,9 @@ def _taste_draw(rng: np.random.Generator, clients: Clients, rows: np.ndarray, en
     """One category index per entry of ``rows`` (client rows): from the client's end-of-period taste with
     probability ``end_prob``, else from its start taste."""
     which = (rng.random(len(rows)) < end_prob).astype(np.int64)
-    cats = clients.taste_cat[rows, which]
-    slot = _pick(np.cumsum(clients.taste_w[rows, which], axis=1), rng.random(len(rows)))
-    slot = np.minimum(slot, (cats >= 0).sum(axis=1) - 1)
-    return cats[np.arange(len(rows)), slot]
+    slot = _pick(clients.taste_cum[rows, which], rng.random(len(rows)))
+    slot = np.minimum(slot, clients.taste_slots[rows, which] - 1)
+    return clients.taste_cat[rows, which, slot]
 
 
 def _last_in_session(mark: np.ndarray, session: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -621,8 +638,17 @@ def _sessions(rng: np.random.Generator, clients: Clients, spec: WorldSpec, rhyth
     s_client = np.concatenate([b_client, p_client])
     s_time = np.concatenate([b_time, p_time])
     s_items = np.concatenate([np.zeros(len(b_client), dtype=np.int64), p_items])
-    order = np.lexsort((s_time, s_client))
-    return s_client[order], s_time[order], s_items[order]
+    return _by_client_time(s_client, s_time, s_items)
+
+
+def _by_client_time(client: np.ndarray, seconds: np.ndarray, *more: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays reordered by (client, seconds), ties in their order: ``np.lexsort((seconds, client))`` as one
+    stable sort of a packed int64 key (1.3x faster on a chunk's sessions; the same permutation)."""
+    if len(client) and seconds.min() >= 0:
+        order = np.argsort(client * (int(seconds.max()) + 1) + seconds, kind="stable")
+    else:
+        order = np.lexsort((seconds, client))
+    return tuple(a[order] for a in (client, seconds, *more))
 
 
 def choice_cost(level, tol, strength, match, price):
@@ -640,16 +666,26 @@ def _choose(rng: np.random.Generator, clients: Clients, cat: Catalog, rows: np.n
     n = len(rows)
     level, tol = clients.price_level[rows].astype(np.float32), clients.price_tol[rows].astype(np.float32)
     strength, style = clients.style_strength[rows].astype(np.float32), clients.style[rows]
-    start, zc, size = cat.cat_start[category], cat.zipf_c[category], cat.cat_size[category]
+    start, zc, top = cat.cat_start[category], cat.zipf_c[category], cat.zipf_top[category]
+    seconds = seconds.astype(np.float64)
     best, best_score = np.zeros(n, dtype=np.int64), np.full(n, np.inf, dtype=np.float32)
     for _ in range(n_candidates):          # a loop over candidates, vectorised over entries (bounded memory)
-        cand = start + zipf_rank_c(rng.random(n, dtype=np.float32), zc, size, PRODUCT_ZIPF)
-        cand = np.where(cat.release_day[cand] * SECONDS_PER_DAY > seconds, cat.fallback[cand], cand)
+        cand = start + zipf_rank_c(rng.random(n, dtype=np.float32), zc, top, PRODUCT_ZIPF)
+        cand = np.where(cat.release_second[cand] > seconds, cat.fallback[cand], cand)
         score = rng.standard_exponential(n, dtype=np.float32) * np.exp(
-            choice_cost(level, tol, strength, (cat.style[cand] * style).sum(axis=1), cat.price[cand].astype(np.float32)))
-        better = score < best_score
-        best[better], best_score[better] = cand[better], score[better]
+            choice_cost(level, tol, strength, style_match(cat.style[cand], style), cat.price[cand].astype(np.float32)))
+        np.copyto(best, cand, where=score < best_score)
+        np.fmin(best_score, score, out=best_score)     # fmin: a NaN score never wins, as with "<"
     return best
+
+
+def style_match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot product of two (n, STYLE_DIM) arrays: the same values as ``(a * b).sum(axis=1)``, summed
+    left to right column by column (numpy's reduction over a short axis costs more than the products)."""
+    out = a[:, 0] * b[:, 0]
+    for j in range(1, a.shape[1]):
+        out += a[:, j] * b[:, j]
+    return out
 
 
 def adoption_probability(strength: np.ndarray, match: np.ndarray) -> np.ndarray:
@@ -663,7 +699,7 @@ def _offer_fresh(rng: np.random.Generator, clients: Clients, cat: Catalog, rows:
     release of the last FRESH_DAYS days, taken when its style matches the client's (:func:`adoption_probability`)."""
     hot = np.flatnonzero(rng.random(len(rows)) < share * clients.novelty[rows])
     fresh, ok = cat.latest_release(category[hot], seconds[hot] / SECONDS_PER_DAY)
-    match = (cat.style[fresh] * clients.style[rows[hot]]).sum(axis=1)
+    match = style_match(cat.style[fresh], clients.style[rows[hot]])
     ok &= rng.random(len(hot)) < adoption_probability(clients.style_strength[rows[hot]], match)
     product[hot[ok]] = fresh[ok]
 
@@ -697,11 +733,11 @@ def _choose_arrival(rng: np.random.Generator, clients: Clients, cat: Catalog, ro
     for _ in range(ARRIVAL_CANDIDATES):
         pos = np.minimum(lo + (rng.random(n) * (hi - lo)).astype(np.int64), len(cat.arrivals) - 1)
         cand = cat.arrivals[pos]
-        cost = choice_cost(level, tol, strength, (cat.style[cand] * style).sum(axis=1),
+        cost = choice_cost(level, tol, strength, style_match(cat.style[cand], style),
                            cat.price[cand].astype(np.float32))
         score = rng.standard_exponential(n) / arrival_weight(cat.rank[cand].astype(np.float64), cost)
-        better = score < best_score
-        best[better], best_score[better] = cand[better], score[better]
+        np.copyto(best, cand, where=score < best_score)
+        np.fmin(best_score, score, out=best_score)     # fmin: a NaN score never wins, as with "<"
     return best, ok
 
 
@@ -883,6 +919,12 @@ def _event_schema(kind: str) -> pa.Schema:
     return pa.schema([(CLIENT_ID, pa.int64()), (TIMESTAMP, pa.string()), (ITEM_COLUMN[kind], item)])
 
 
+def event_parquet_options(kind: str) -> dict:
+    """:data:`PARQUET_OPTIONS` for an event file: no dictionary for the timestamps, nearly all distinct (building
+    one and falling back to plain pages cost a fifth of the writes; the files are also smaller and read faster)."""
+    return {**PARQUET_OPTIONS, "use_dictionary": [c for c in _event_schema(kind).names if c != TIMESTAMP]}
+
+
 def _write_kind(writer: pq.ParquetWriter, kind: str, ev: ChunkEvents, ids: np.ndarray,
                 fmt: TimestampFormatter) -> int:
     rows = np.flatnonzero(ev.kind == EVENT_CODE[kind])
@@ -916,8 +958,10 @@ def write_raw_world(out: str | Path, spec: WorldSpec, progress: bool = True) -> 
     out.mkdir(parents=True, exist_ok=True)
     paths.truth.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        stack.enter_context(large_blocks_in_heap())   # every chunk allocates and frees the same large arrays
         tmp = {kind: stack.enter_context(atomic_path(paths.table(kind))) for kind in EVENT_TYPES}
-        writers = {kind: stack.enter_context(pq.ParquetWriter(tmp[kind], _event_schema(kind), **PARQUET_OPTIONS))
+        writers = {kind: stack.enter_context(pq.ParquetWriter(tmp[kind], _event_schema(kind),
+                                                              **event_parquet_options(kind)))
                    for kind in EVENT_TYPES}
         truth_tmp = stack.enter_context(atomic_path(paths.truth / "clients.parquet"))
         truth_writer = None

@@ -23,7 +23,7 @@ from torch import nn
 from competition.progress import progress as progress_of
 
 from embedders.distributed import resolve_device as _resolve_device
-from embedders.heap import large_blocks_in_heap
+from competition.heap import large_blocks_in_heap
 from validate.cpu import free_cores
 from validate.metrics import task_score
 
@@ -172,7 +172,7 @@ class MLPProbe:
         y_tr = np.asarray(y_train, dtype=np.float32).reshape(len(X), -1)
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
         yt = torch.from_numpy(y_tr).to(device)
-        with large_blocks_in_heap():  # the same bytes, no page faults per step (embedders.heap)
+        with large_blocks_in_heap():  # the same bytes, no page faults per step (competition.heap)
             epochs = self._train(task, xt, yt, y_valid, popularity, device)
         best = int(np.argmax([e["score"] for e in epochs]))  # the first best on ties, like the organisers' max()
         return {**epochs[best], "best_epoch": best, "epochs": epochs, "seconds": time.perf_counter() - t0}

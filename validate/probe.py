@@ -39,7 +39,7 @@ from competition.load import DataError, read_relevant_clients
 from competition.schema import FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
 from embedders.base import Block, BlockError, cast_notice, read_block
-from embedders.heap import large_blocks_in_heap
+from competition.heap import large_blocks_in_heap
 from validate.cli import PROBES, add_probe, resolve_probe
 from validate.lgbm import LGBMProbe
 from validate.linear import LinearProbe
@@ -221,7 +221,7 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
     probe = resolve_probe(probe, device)
     runner = make_probe(probe, seed, progress, mlp_width, device, threads)
     results = {}
-    # the organisers' network only (embedders.heap): one heap for all tasks, the next task's net reuses the last's blocks
+    # the organisers' network only (competition.heap): one heap for all tasks, the next task's net reuses the last's blocks
     with large_blocks_in_heap(enabled=isinstance(runner, MLPProbe)):
         for task in tasks:
             td, rows = labels.data[task], labels.rows[task]

@@ -273,6 +273,45 @@ def test_zipf_rank_bounds_and_skew():
     assert counts[0] > 5 * counts[10] > 0
 
 
+def test_zipf_rank_c_matches_the_truncated_formula():
+    """The clipped fast path gives the ranks of min(int(x), n - 1), float32 and float64, including the top."""
+    rng = np.random.default_rng(1)
+    n = rng.integers(2, 5_000, 200_000)
+    for dtype in (np.float32, np.float64):
+        u = rng.random(len(n), dtype=dtype)
+        u[:50] = np.nextafter(dtype(1), dtype(0))   # the largest uniforms land on the top rank
+        c = (np.power(n + 1.0, 1.0 - 0.9) - 1.0).astype(dtype)
+        x = np.exp(np.log1p(u * c) * (1.0 / (1.0 - 0.9))) - 1.0
+        expected = np.minimum(x.astype(np.int64), n - 1)
+        got = synth.zipf_rank_c(u, c, (n - 1).astype(dtype), 0.9)
+        assert got.dtype == np.int64 and np.array_equal(got, expected)
+        assert (got == n - 1).any()
+
+
+def test_fast_paths_give_the_reference_values():
+    """The packed sort equals np.lexsort (ties kept in order) and style_match equals (a * b).sum(axis=1)."""
+    rng = np.random.default_rng(2)
+    client, seconds = np.sort(rng.integers(0, 300, 50_000)), rng.integers(0, 1_000, 50_000)
+    client = np.concatenate([client, rng.integers(0, 300, 20_000)])   # a second, unsorted part, as in _sessions
+    seconds = np.concatenate([seconds, rng.integers(0, 1_000, 20_000)])
+    tag = np.arange(len(client))
+    order = np.lexsort((seconds, client))
+    for got, want in zip(synth._by_client_time(client, seconds, tag), (client[order], seconds[order], order)):
+        assert np.array_equal(got, want)
+    negative = seconds - 500   # the lexsort fallback
+    assert np.array_equal(synth._by_client_time(client, negative, tag)[2], np.lexsort((negative, client)))
+    a, b = (rng.standard_normal((100_000, synth.STYLE_DIM)).astype(np.float32) for _ in range(2))
+    assert np.array_equal(synth.style_match(a, b), (a * b).sum(axis=1))
+
+
+def test_event_files_keep_dictionaries_except_for_timestamps(world):
+    for ev in EVENT_TYPES:
+        column = {c.path_in_schema: c for c in (pq.ParquetFile(DataPaths(world).table(ev)).metadata
+                                                .row_group(0).column(i) for i in range(3))}
+        assert not any("DICTIONARY" in e for e in column[TIMESTAMP].encodings), ev
+        assert any("DICTIONARY" in e for e in column[CLIENT_ID].encodings), ev
+
+
 def test_report_shows_learnable_tasks(world):
     from competition import synth_report
     report = synth_report.build_report(world, seed=0, n_targets=1, progress=False)

@@ -1,15 +1,18 @@
-"""The one heap policy of the organisers' network's training loop: keep large blocks in the heap while it trains.
+"""The one heap policy of loops that allocate and free the same large arrays: keep those blocks in the heap.
 
 glibc's malloc serves every block above its mmap threshold (128 KiB, rising to at most 32 MiB) with a fresh
-``mmap`` and returns it with ``munmap`` when freed. A training step of the organisers' net (51.6M parameters)
-allocates and frees its gradients, its bfloat16 weight copies and its activations every step, tens of blocks of
-16-32 MiB: each comes back from the kernel as new zeroed pages, about 74,000 page faults per step. Inside
-:func:`large_blocks_in_heap` freed blocks stay in the heap and the next step reuses them: no page faults. One
-decision candidate (the net at bfloat16 on the six tasks, 1,000 clients) took 28.8 s instead of 40.6 s on the
-2-core reference machine, 1.41x, with the same scores (``benchmarks/bench_heap.py``, docs/decision.md). The small
-nets of the torch embedders gained nothing measurable (multitask at 20k clients: 82 s against 80 s), so only the
-replica's loop (:mod:`validate.mlp`, :func:`validate.probe.score_matrix`) uses it. Allocation does not touch any
-value, so the results are the same bytes.
+``mmap`` and returns it with ``munmap`` when freed; each comes back from the kernel as new zeroed pages. Inside
+:func:`large_blocks_in_heap` freed blocks up to 1 GiB stay in the heap and the next allocation reuses them.
+Allocation does not touch any value, so the results are the same bytes. Two loops use it:
+
+- the organisers' network's training (:mod:`validate.mlp`, :func:`validate.probe.score_matrix`): a step of the
+  51.6M-parameter net allocates and frees tens of 16-32 MiB blocks (gradients, bfloat16 weight copies,
+  activations), about 74,000 page faults per step. One decision candidate (bfloat16, six tasks, 1,000 clients)
+  took 28.8 s instead of 40.6 s on the 2-core reference machine, 1.41x, the same scores
+  (``benchmarks/bench_heap.py``, docs/decision.md). The small nets of the torch embedders gained nothing
+  measurable (multitask at 20k clients: 82 s against 80 s), so they do not use it.
+- the generator's chunks (:func:`competition.synth.write_raw_world`): tens of arrays of 10-100 MB per chunk of
+  clients; the system time of a 100k-client world fell from 10.3 to 2.8 s (docs/scale.md).
 
 On exit the previous behaviour is restored as far as glibc allows (the documented default thresholds) and the
 freed memory is handed back to the kernel (``malloc_trim``), so a long pipeline does not keep a training loop's

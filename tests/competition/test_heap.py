@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedders import heap
+from competition import heap
 
 BLOCK = 64 * 1024 * 1024  # bytes: above glibc's largest dynamic mmap threshold (32 MiB), so mmapped by default
 

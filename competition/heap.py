@@ -3,7 +3,7 @@
 glibc's malloc serves every block above its mmap threshold (128 KiB, rising to at most 32 MiB) with a fresh
 ``mmap`` and returns it with ``munmap`` when freed; each comes back from the kernel as new zeroed pages. Inside
 :func:`large_blocks_in_heap` freed blocks up to 1 GiB stay in the heap and the next allocation reuses them.
-Allocation does not touch any value, so the results are the same bytes. Two loops use it:
+Allocation does not touch any value, so the results are the same bytes. Three loops use it:
 
 - the organisers' network's training (:mod:`validate.mlp`, :func:`validate.probe.score_matrix`): a step of the
   51.6M-parameter net allocates and frees tens of 16-32 MiB blocks (gradients, bfloat16 weight copies,
@@ -12,7 +12,9 @@ Allocation does not touch any value, so the results are the same bytes. Two loop
   (``benchmarks/bench_heap.py``, docs/decision.md). The small nets of the torch embedders gained nothing
   measurable (multitask at 20k clients: 82 s against 80 s), so they do not use it.
 - the generator's chunks (:func:`competition.synth.write_raw_world`): tens of arrays of 10-100 MB per chunk of
-  clients; the system time of a 100k-client world fell from 10.3 to 2.8 s (docs/scale.md).
+  clients; the system time of a 100k-client world fell from 9-11 s to 2.8 s, of a 1M world from 112 to 15-19 s
+  (docs/scale.md);
+- the event table's ranges (:meth:`competition.events.EventTable.build`): 1.09-1.12x per build at 1M.
 
 On exit the previous behaviour is restored as far as glibc allows (the documented default thresholds) and the
 freed memory is handed back to the kernel (``malloc_trim``), so a long pipeline does not keep a training loop's

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from competition.heap import large_blocks_in_heap
 from competition.progress import progress as progress_of
 
 from embedders.distributed import resolve_device as _resolve_device
-from competition.heap import large_blocks_in_heap
 from validate.cpu import free_cores
 from validate.metrics import task_score
 

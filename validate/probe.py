@@ -35,11 +35,11 @@ import polars as pl
 
 from competition.cli import HelpFormatter, add_no_progress
 from competition.events import index_of
+from competition.heap import large_blocks_in_heap
 from competition.load import DataError, read_relevant_clients
 from competition.schema import FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
 from embedders.base import Block, BlockError, cast_notice, read_block
-from competition.heap import large_blocks_in_heap
 from validate.cli import PROBES, add_probe, resolve_probe
 from validate.lgbm import LGBMProbe
 from validate.linear import LinearProbe

@@ -479,13 +479,15 @@ def search_history(study_db: Path) -> list[dict[str, Any]]:
 def score_table(data_dir: Path, named_dirs: dict[str, Path], clients: np.ndarray, tasks: tuple[str, ...],
                 probe: str, seed: int, progress: bool, log, mlp_width: Sequence[int] | None = None
                 ) -> dict[str, dict]:
-    """``validate.probe.score_blocks`` of each folder alone on ``clients``, by name (mlp_width: a test net)."""
-    from validate.probe import score_blocks
+    """``validate.probe.score_blocks`` of each folder alone on ``clients``, by name (mlp_width: a test net); the
+    labels are loaded once for all of them."""
+    from validate.probe import TaskLabels, score_blocks
 
+    labels = TaskLabels.load(data_dir, tasks, np.asarray(clients, dtype=np.int64))
     results = {}
     for name, path in named_dirs.items():
         res = score_blocks(data_dir, [path], tasks, probe=probe, seed=seed, clients=clients, progress=progress,
-                           mlp_width=tuple(mlp_width) if mlp_width else None)
+                           mlp_width=tuple(mlp_width) if mlp_width else None, labels=labels)
         log(f"  {name}: sum {res['sum']:.4f} over {len(tasks)} task(s) ({res['seconds']:.1f}s)")
         results[name] = res
     return results

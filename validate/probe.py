@@ -244,18 +244,27 @@ def score_matrix(data_dir: str | Path, client_ids: np.ndarray, X: np.ndarray, ta
 def score_blocks(data_dir: str | Path, block_dirs_or_blocks: Sequence[str | Path | Block], tasks: Sequence[str] = TASKS,
                  probe: str = "mlp", seed: int = 0, clients: np.ndarray | None = None, progress: bool = True,
                  mlp_width: tuple[int, int] | None = None, device: str | None = None,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, labels: TaskLabels | None = None) -> dict:
     """Score one block or the concatenation of several (see the module doc for row order and alignment).
 
     clients: optional subset of client ids to train and score on (e.g. a fold of the search).
+    labels: :class:`TaskLabels` loaded once for (at least) these clients and ``tasks``, restricted here to the
+    scored rows in their order: several blocks scored on the same clients read the target windows once (at 1M
+    clients a load costs seconds).
     Returns :func:`score_matrix`'s dict plus ``"name"`` and ``"blocks"`` (name, path, dim, covered: how many of
     the scored clients it holds a row for; the others got its column means).
     """
     blocks = load_blocks(block_dirs_or_blocks)
     ids = client_order(data_dir, blocks[0].client_ids, clients)
     X = concat_blocks(blocks, ids)
-    out = score_matrix(data_dir, ids, X, tasks, probe, seed, progress=progress, mlp_width=mlp_width, device=device,
-                       threads=threads)
+    if labels is not None:
+        missing = int((~np.isin(ids, labels.client_ids)).sum())
+        if missing or set(tasks) - set(labels.data):
+            raise ValueError(f"the labels given lack {missing:,} of the {len(ids):,} scored clients or the tasks "
+                             f"{sorted(set(tasks) - set(labels.data))}")
+        labels = labels.restrict(ids)
+    out = score_matrix(data_dir, ids, X, tasks, probe, seed, labels=labels, progress=progress, mlp_width=mlp_width,
+                       device=device, threads=threads)
     out["name"] = "+".join(block_name(b, i) for i, b in enumerate(blocks))
     out["blocks"] = [{"name": block_name(b, i), "path": b.meta.get("path"), "dim": b.dim,
                       "covered": b.covers(ids)} for i, b in enumerate(blocks)]

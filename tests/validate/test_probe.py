@@ -63,6 +63,26 @@ def test_clients_subset_and_concatenation(planted):
     assert [b["covered"] for b in res["blocks"]] == [200, 200]
 
 
+def test_shared_labels_give_the_same_scores_and_refuse_too_few_clients(planted):
+    data_dir, ids, _, dirs = planted
+    tasks = ["churn", "conversion", "propensity_category"]
+    subset = ids[:300]
+    labels = TaskLabels.load(data_dir, tasks, ids[::-1])  # more clients, in another order: restricted per call
+    for name in ("signal", "random"):
+        own = score_blocks(data_dir, [dirs[name]], tasks, probe="lgbm", clients=subset, progress=False)
+        shared = score_blocks(data_dir, [dirs[name]], tasks, probe="lgbm", clients=subset, progress=False,
+                              labels=labels)
+        assert shared["sum"] == own["sum"] and shared["n_clients"] == own["n_clients"] == 300
+        assert {t: f["n_clients"] for t, f in shared["tasks"].items()} == \
+               {t: f["n_clients"] for t, f in own["tasks"].items()}
+    with pytest.raises(ValueError, match="lack 200 of the 300"):
+        score_blocks(data_dir, [dirs["signal"]], tasks, probe="lgbm", clients=subset, progress=False,
+                     labels=TaskLabels.load(data_dir, tasks, ids[200:]))
+    with pytest.raises(ValueError, match="propensity_sku"):
+        score_blocks(data_dir, [dirs["signal"]], tasks + ["propensity_sku"], probe="lgbm", clients=subset,
+                     progress=False, labels=labels)
+
+
 def test_missing_clients_get_column_means(planted):
     data_dir, ids, _, _ = planted
     half = Block(ids[:300], np.ones((300, 2), dtype=np.float32) * np.array([1.0, 3.0], dtype=np.float32),

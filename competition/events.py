@@ -23,7 +23,9 @@ The raw layout's period ends within a day of the last purchase (the split's ``en
 the events after the last purchase and those left out, of which kinds and their time range (``after_end``), as it
 records the events whose sku is absent from product_properties (``unknown_sku_events``, ``unknown_sku_by_kind``;
 kept, with category and price -1). ``submit.pack`` says both in one line each. A build takes the cache folder's lock
-(:mod:`competition.lock`): a second process building the same data waits, then reuses the table.
+(:mod:`competition.lock`): a second process building the same data waits, then reuses the table. The input layout
+is cut from a fresh raw table instead of built from ``input/`` when that certainly gives the same files
+(:mod:`competition.events_cut`).
 The cache key is a fingerprint of the input files' content (name, size and a hash of each parquet file's footer:
 schema, row groups, their sizes and statistics; the split times) and of :data:`BUILD_VERSION`, never their
 modification times: a changed input builds a new table, re-running the split with the same result does not. A block
@@ -175,7 +177,9 @@ class EventTable:
     @classmethod
     def build(cls, data_dir: str | Path, layout: str = "input", progress: bool = True, rebuild: bool = False,
               chunk_events: int = 20_000_000) -> "EventTable":
-        """The cached table for ``data_dir``/``layout``, built first if missing or stale."""
+        """The cached table for ``data_dir``/``layout``, built first if missing or stale (the input layout cut from
+        a fresh raw table when :mod:`competition.events_cut` can; ``rebuild`` always builds from the files)."""
+        from competition.events_cut import cut_into, cut_source
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         data_dir = Path(data_dir)
@@ -199,8 +203,14 @@ class EventTable:
                             shutil.rmtree(old, ignore_errors=True)  # stale tables of the same layout
                     # temporaries of interrupted builds of this layout (any fingerprint); this one's go in atomic_dir
                     remove_leftovers(root, dir_leftover_pattern(rf"events_{layout}_(?!{re.escape(fp)}\.)[0-9a-f]+"))
+                    # the input table cut from a fresh raw one when that is certainly the same table (events_cut)
+                    source = None if forced or layout != "input" else cut_source(data_dir, chunk_events)
                     with large_blocks_in_heap():   # each range allocates and frees the same large arrays
-                        atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress, chunk_events))
+                        if source is not None:
+                            atomic_dir(cache, lambda tmp: cut_into(tmp, source, data_dir, fp, progress, chunk_events))
+                        else:
+                            atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress,
+                                                                      chunk_events))
         return cls.open(cache, data_dir=data_dir)
 
     @classmethod

@@ -97,15 +97,19 @@ def kept_counts(folder: Path, n_clients: int, t: int, chunk_events: int
     n_queries = 0
     for lo in range(0, n_events, chunk_events):
         hi = min(lo + chunk_events, n_events)
-        idx = np.flatnonzero(ts_f.read(lo, hi) < t)
-        rows = np.searchsorted(offsets, lo + idx, side="right") - 1
-        per_client += np.bincount(rows, minlength=n_clients)
-        codes, cid = type_f.read(lo, hi)[idx], ids[rows]
+        # the client rows this chunk touches, and how many of its events each holds (no per-event search)
+        r0 = int(np.searchsorted(offsets, lo, side="right")) - 1
+        r1 = int(np.searchsorted(offsets, hi - 1, side="right"))
+        bounds = np.clip(offsets[r0:r1 + 1], lo, hi) - lo
+        keep = ts_f.read(lo, hi) < t
+        per_client[r0:r1] += np.add.reduceat(keep.astype(np.int64), bounds[:-1])  # every row has >= 1 event here
+        cid = np.repeat(ids[r0:r1], np.diff(bounds))[keep]
+        codes = type_f.read(lo, hi)[keep]
         for code, acc in per_code.items():
             mask = codes == code
             acc[0] += int(mask.sum())
             acc[1] += int(cid[mask].sum())
-        n_queries += int((query_f.read(lo, hi)[idx] >= 0).sum())
+        n_queries += int((query_f.read(lo, hi)[keep] >= 0).sum())
     return per_client, {c: (n, s) for c, (n, s) in per_code.items()}, n_queries
 
 

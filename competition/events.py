@@ -88,6 +88,18 @@ def index_sorted(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(keys[pos]) == values, pos, -1).astype(np.int64)
 
 
+def read_range(array: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Rows ``array[lo:hi]`` as an in-memory copy. A memory-mapped array is read with ``np.fromfile`` rather than
+    through the mapping, so the pages do not stay in this process's resident set (peak RSS stays bounded by the
+    chunk, not by the size of the table). The one such reader of the package (re-exported by
+    :mod:`embedders.chunks`)."""
+    if isinstance(array, np.memmap) and getattr(array, "filename", None) and array.flags.c_contiguous and hi > lo:
+        row = int(np.prod(array.shape[1:], dtype=np.int64))
+        return np.fromfile(array.filename, dtype=array.dtype, count=(hi - lo) * row,
+                           offset=int(array.offset) + lo * row * array.itemsize).reshape((hi - lo, *array.shape[1:]))
+    return np.array(array[lo:hi])
+
+
 def index_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """:func:`index_sorted` for ``keys`` in any order: index into ``keys`` of each of ``values``, -1 where absent
     (with repeated keys the first in ``keys`` order counts). int64 ``(len(values),)``."""
@@ -677,7 +689,7 @@ def load_events(data_dir: str | Path, layout: str = "input", progress: bool = Tr
 
 
 __all__ = ["EventTable", "load_events", "fingerprint", "block_fingerprint", "file_fingerprint", "cache_problem",
-           "EVENT_ARRAYS", "index_sorted", "index_of"]
+           "EVENT_ARRAYS", "index_sorted", "index_of", "read_range"]
 
 
 def main(argv: list[str] | None = None) -> int:

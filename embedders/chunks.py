@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from competition.events import EVENT_ARRAYS, index_of, index_sorted
+from competition.events import EVENT_ARRAYS, index_of, index_sorted, read_range
 
 def row_chunks(lengths: np.ndarray, chunk_events: int) -> list[tuple[int, int]]:
     """Split consecutive rows with ``lengths`` events each into ``[start, stop)`` index ranges of about
@@ -46,17 +46,6 @@ CHUNK_COLUMNS: tuple[str, ...] = tuple(EVENT_ARRAYS)
 def empty_chunk(n_rows: int = 1) -> EventChunk:
     """An :class:`EventChunk` of ``n_rows`` rows without events (the table's dtypes)."""
     return EventChunk(n_rows, np.zeros(0, dtype=np.int64), *(np.zeros(0, dtype=EVENT_ARRAYS[c]) for c in CHUNK_COLUMNS))
-
-
-def read_range(array: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``array[lo:hi]`` as an in-memory copy. A memory-mapped array is read with ``np.fromfile`` rather than
-    through the mapping, so the pages do not stay in this process's resident set (peak RSS stays bounded by the
-    chunk, not by the size of the table)."""
-    if isinstance(array, np.memmap) and getattr(array, "filename", None) and array.ndim == 1 and \
-            array.flags.c_contiguous and hi > lo:
-        return np.fromfile(array.filename, dtype=array.dtype, count=hi - lo,
-                           offset=int(array.offset) + lo * array.itemsize)
-    return np.array(array[lo:hi])
 
 
 def gather(events, rows: np.ndarray) -> EventChunk:

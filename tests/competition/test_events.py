@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 import competition.events as events_mod
-from competition.events import EVENT_ARRAYS, EventTable, fingerprint, load_events, main
+from competition.events import EVENT_ARRAYS, EventTable, fingerprint, load_events, main, read_range
 from competition.load import DataError, DataWarning
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, EVENT_CODE, PAGE_VISIT, PRICE, PRODUCT_BUY, QUERY,
                                 REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, DataPaths)
@@ -486,3 +486,15 @@ def test_a_table_that_does_not_fit_the_disk_is_refused_before_writing(raw_world,
     monkeypatch.undo()
     assert list(DataPaths(raw_world).cache.iterdir()) == []
     assert EventTable.build(raw_world, "raw", progress=False).n_events == 20
+
+
+def test_read_range_reads_rows_like_the_memory_map(tmp_path):
+    arrays = {"flat": np.arange(20, dtype=np.int64) * 7, "rows": np.arange(60, dtype=np.uint8).reshape(20, 3)}
+    for name, values in arrays.items():
+        np.save(tmp_path / f"{name}.npy", values)
+        mapped = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+        got = read_range(mapped, 5, 9)
+        assert type(got) is np.ndarray and got.dtype == values.dtype
+        np.testing.assert_array_equal(got, values[5:9])
+        assert read_range(mapped, 4, 4).shape == (0, *values.shape[1:])
+    np.testing.assert_array_equal(read_range(values, 2, 5), values[2:5])  # an in-memory array: a copy of the rows

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from competition.events import EventTable
-from competition.events_cut import NpyRows, cut_source, input_cut_time
+from competition.events_cut import cut_source, input_cut_time
 from competition.schema import CLIENT_ID, PAGE_VISIT, DataPaths
 from competition.synth import generate_world
 
@@ -72,12 +72,3 @@ def test_a_split_instant_inside_a_second_is_not_cut(world):
     times[key] = times[key].replace(" 00:00:00", " 00:00:00.5") if " " in times[key] else times[key] + ".5"
     path.write_text(json.dumps(times))
     assert input_cut_time(world) is None
-
-
-def test_npy_rows_read_like_a_memory_map(tmp_path):
-    values = np.arange(60, dtype=np.uint8).reshape(20, 3)
-    np.save(tmp_path / "a.npy", values)
-    rows = NpyRows(tmp_path / "a.npy")
-    np.testing.assert_array_equal(rows.read(5, 9), values[5:9])
-    np.testing.assert_array_equal(rows.take(np.array([2, 3, 7])), values[[2, 3, 7]])
-    assert rows.take(np.array([], dtype=np.int64)).shape == (0, 3)

@@ -7,6 +7,9 @@ A script, not a test (the replica is slow on CPU). On a synthetic world the one-
 - ``<block>``: every other block the run built, alone;
 - ``default``: the submission the run shipped (``O/local``, the input-period twin of ``O/final``);
 - ``oracle``: the world's true latents (:mod:`validate.oracle`), and ``stats+oracle``,
+- ``knowable``: the knowable oracle (the same latents censored at the input period's end, the target windows'
+  columns averaged over futures drawn from the generator's laws; ``--knowable`` of :mod:`validate.oracle`), and
+  ``stats+knowable``: the ceiling of what could be known when the embeddings are made,
 
 - with ``--extra DIR ...``: ``<name>`` (the folder's name), ``stats+<name>`` and ``default+<name>`` for each block
   folder given (a block or a submission the run did not build, alone, beside the baseline and beside the shipped
@@ -63,7 +66,19 @@ def run_blocks(run: Path) -> dict[str, Path]:
     return {"stats": found.pop("stats"), **found}
 
 
-def candidates(world: Path, run: Path, progress: bool, extra: list[Path] = ()) -> dict[str, list[Path]]:
+def knowable_block(world: Path, seed: int, progress: bool) -> Path:
+    """The world's knowable oracle (:func:`validate.oracle.oracle_block` with ``knowable``: nothing after the input
+    period's end), built once into ``<world>.blocks/knowable_<seed>``."""
+    from embedders.base import write_block
+    from validate.oracle import oracle_block
+    out = world.parent / f"{world.name}.blocks" / f"knowable_{seed}"
+    if not (out / "embeddings.npy").is_file():
+        write_block(oracle_block(world, progress=progress, seed=seed, knowable=True), out)
+    return out
+
+
+def candidates(world: Path, run: Path, progress: bool, extra: list[Path] = (), seed: int = 0
+               ) -> dict[str, list[Path]]:
     """Every candidate's block folders, in table order (``extra`` blocks last, each beside stats and beside the
     shipped submission)."""
     blocks = run_blocks(run)
@@ -75,6 +90,9 @@ def candidates(world: Path, run: Path, progress: bool, extra: list[Path] = ()) -
     out["default"] = [submission]
     out["oracle"] = [oracle]
     out["stats+oracle"] = [blocks["stats"], oracle]
+    knowable = knowable_block(world, seed, progress)
+    out["knowable"] = [knowable]
+    out["stats+knowable"] = [blocks["stats"], knowable]
     for folder in extra:
         if not (folder / "embeddings.npy").is_file():
             raise SystemExit(f"--extra {folder}: no embeddings.npy (a block folder, e.g. python -m embedders.<name>'s "
@@ -119,7 +137,12 @@ def table(entries: dict, names: list[str], probe: str) -> dict:
         spread[name] = float(np.ptp([r["sum"] for r in runs])) if len(runs) > 1 else None
         task_range[name] = {t: float(np.ptp([r["tasks"][t]["score"] for r in runs])) for t in TASKS}
         task_range[name]["sum"] = float(np.ptp([r["sum"] for r in runs]))
-    closed, gap_in_noise, closed_by = {}, {}, {}
+    closed, gap_in_noise, closed_by, closed_knowable = {}, {}, {}, {}
+    if all(n in means for n in ("stats", "stats+knowable")):
+        gap = {t: means["stats+knowable"][t] - means["stats"][t] for t in (*TASKS, "sum")}
+        for cand in [n for n in means if n == "default" or n.startswith("default+")]:
+            closed_knowable[cand] = {t: (means[cand][t] - means["stats"][t]) / gap[t] if abs(gap[t]) > 1e-9
+                                     else None for t in gap}
     if all(n in means for n in ("stats", "stats+oracle")):
         gap = {t: means["stats+oracle"][t] - means["stats"][t] for t in (*TASKS, "sum")}
         for cand in [n for n in means if n == "default" or n.startswith("default+")]:
@@ -129,7 +152,7 @@ def table(entries: dict, names: list[str], probe: str) -> dict:
         # a gap no larger than what row order alone moved stats or stats + oracle: its share means little
         gap_in_noise = {t: abs(gap[t]) <= max(task_range["stats"][t], task_range["stats+oracle"][t]) for t in gap}
     return {"probe": probe, "means": means, "order_range": spread, "orders": orders, "closed": closed,
-            "gap_in_noise": gap_in_noise, "closed_by": closed_by}
+            "gap_in_noise": gap_in_noise, "closed_by": closed_by, "closed_knowable": closed_knowable}
 
 
 def format_capture(tab: dict) -> str:
@@ -144,6 +167,9 @@ def format_capture(tab: dict) -> str:
         rows.append(line)
     for cand, shares in tab.get("closed_by", {}).items():
         rows.append(f"{cand} closes: " + ", ".join(
+            f"{t} {c:.0%}" if c is not None else f"{t} -" for t, c in shares.items()))
+    for cand, shares in tab.get("closed_knowable", {}).items():
+        rows.append(f"{cand} closes of the stats -> stats+knowable gap: " + ", ".join(
             f"{t} {c:.0%}" if c is not None else f"{t} -" for t, c in shares.items()))
     rows.append(f"{'orders':<20}" + "".join(f"{tab['orders'][n]:>14}" for n in names))
     rows.append(f"{'order range (sum)':<20}" + "".join(
@@ -175,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     t0 = time.perf_counter()
     world, probe = args.data_dir, resolve_probe(args.probe)
-    cands = candidates(world, args.run, progress, args.extra)
+    cands = candidates(world, args.run, progress, args.extra, args.seed)
     names = list(cands)
     todo = names
     if args.only:

@@ -80,6 +80,8 @@ TARGET_MIX = np.array([0.010, 0.030, 0.010, 0.880, 0.060])
 BROWSE_MIX = np.array([0.0, 0.026, 0.0094, 0.880, 0.064])
 BUYER_SHARE = 0.30              # share of regular buyers (at average activity)
 BUY_INTERVAL_DAYS = 25.0        # median days between a regular buyer's purchase sessions
+START_DELAY_DAYS = 80.0         # mean delay of a late purchasing start after joining (exponential)
+PHASE_DAYS = 250.0              # mean length of the purchasing phase (exponential)
 ITEMS_PER_BUY = 1.2             # mean products bought per purchase session
 PRODUCTS_PER_CLIENT = 0.30      # catalogue size per client (relevant or not) ...
 MIN_PRODUCTS = 6_000            # ... and at least this many products
@@ -512,8 +514,8 @@ def draw_clients(rng: np.random.Generator, client_id: np.ndarray, relevant: np.n
         buy_interval = np.where(relevant, buy_interval, buy_interval / spec.other_activity)
     buy_shape = rng.uniform(0.5, 1.5, n)
     # Purchasing starts at join for half the clients, later for the others, and stops after months on average.
-    buy_start_day = join_day + np.where(rng.random(n) < 0.5, 0.0, rng.exponential(80.0, n))
-    buy_stop_day = buy_start_day + rng.exponential(250.0, n)
+    buy_start_day = join_day + np.where(rng.random(n) < 0.5, 0.0, rng.exponential(START_DELAY_DAYS, n))
+    buy_stop_day = buy_start_day + rng.exponential(PHASE_DAYS, n)
     items_per_buy = 1.0 + np.exp(math.log(ITEMS_PER_BUY - 1.0) + 0.5 * rng.standard_normal(n) - 0.125)
     cart_mult = np.exp(0.5 * rng.standard_normal(n) - 0.125) * np.where(buyer, 1.5, 0.8)
     search_mult = np.exp(0.8 * rng.standard_normal(n) - 0.32)

@@ -235,6 +235,12 @@ class Embedder:
         self.dim = dim
         self.seed = seed
 
+    @classmethod
+    def transform_for(cls, params: dict[str, Any] | None) -> str:
+        """The ensemble transform of a block this class made with ``params`` (its meta.json ``params``):
+        :attr:`ensemble_transform`, unless a subclass whose params change what its columns are says otherwise."""
+        return cls.ensemble_transform
+
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_")}
 

@@ -92,14 +92,16 @@ def rebuild_params(name: str, recorded: dict[str, Any], where: str = "ensemble s
     return params, sorted(k for k in recorded if k not in accepted)
 
 
-def default_transform(name: str | None) -> str:
-    """The ensemble transform of blocks made by embedder ``name`` (its class's ``ensemble_transform``); "l2" for
-    a name the registry does not know or cannot import."""
+def default_transform(name: str | None, params: dict[str, Any] | None = None) -> str:
+    """The ensemble transform of blocks made by embedder ``name`` with ``params`` (its class's
+    :meth:`~embedders.base.Embedder.transform_for`, by default its ``ensemble_transform``); "l2" for a name the
+    registry does not know or cannot import."""
     try:
         cls = embedder_class(name) if isinstance(name, str) else None
     except RegistryError:
         cls = None
-    return cls.ensemble_transform if cls is not None else Embedder.ensemble_transform
+    return cls.transform_for(params if isinstance(params, dict) else None) if cls is not None \
+        else Embedder.ensemble_transform
 
 
 def make_embedder(name: str, params: dict[str, Any], seed: int, progress: bool = True,

@@ -44,7 +44,8 @@ from embedders.base import BlockError
 from submit.build import ensure_blocks
 from submit.check import SubmissionError, check_arrays
 from submit.default import run_default
-from submit.pipeline import DEFAULT_BLOCKS, FINAL_DIR, LOCAL_DIR, RUN_DIR, SEARCH_CLIENTS_FLOOR, run_own_data
+from submit.pipeline import (DEFAULT_BLOCKS, FINAL_DIR, KNOWN_BLOCKS, LOCAL_DIR, RUN_DIR, SEARCH_CLIENTS_FLOOR,
+                             run_own_data)
 from submit.ensemble import Ensemble, Float16Error, build_ensemble, coverage_line
 from submit.notices import pack_notices
 from validate.cli import add_decision_probe, add_probe
@@ -177,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --data-dir: gru_ae and multitask train on a seeded sample of N relevant clients and "
                         "still embed every client (default: all, or what --budget picks; at 1M clients one epoch "
                         "over all of them takes hours on a CPU)")
-    d.add_argument("--blocks", nargs="+", choices=list(DEFAULT_BLOCKS), default=None, metavar="NAME",
-                   help=f"default blocks to build, among {', '.join(DEFAULT_BLOCKS)} (default: all; stats, the "
-                        "baseline, always)")
+    d.add_argument("--blocks", nargs="+", choices=list(KNOWN_BLOCKS), default=None, metavar="NAME",
+                   help=f"blocks to build, among {', '.join(KNOWN_BLOCKS)} (default: {', '.join(DEFAULT_BLOCKS)}; "
+                        "stats, the baseline, always; mt_heads: the multitask network's heads, read from the "
+                        "multitask block's training when both are named)")
     add_probe(d, "the search and the score table")
     d.add_argument("--confirm-clients", type=int, default=None, metavar="N",
                    help="after the search, the replica (the organisers' network) scores the packed ensemble and "

@@ -7,10 +7,10 @@ Stages (each reuses what is already there and fresh; all outputs in the run fold
    input period and the two target windows into D (as ``python -m competition.split`` does) when they are missing
    or older than the raw files (raw fingerprint recorded in ``WORK/split.json``), and writes the target lists
    that are missing (docs/challenge.md section 3);
-2. blocks: stats, tfidf_svd, item2vec, gru_ae and multitask (:func:`block_recipes`; CPU-sized, GPU presets when
-   CUDA is present) from the input period, in ``WORK/blocks/<name>/`` (:func:`submit.build.ensure_blocks`); with
-   a final stage to come, the raw event table is built first and the input one cut from it
-   (:mod:`competition.events_cut`);
+2. blocks: stats, tfidf_svd, item2vec, gru_ae and multitask (``--blocks`` also takes ``mt_heads``, the multitask
+   network's heads; :func:`block_recipes`; CPU-sized, GPU presets when CUDA is present) from the input period, in
+   ``WORK/blocks/<name>/`` (:func:`submit.build.ensure_blocks`); with a final stage to come, the raw event table
+   is built first and the input one cut from it (:mod:`competition.events_cut`);
 3. search: ``validate.search`` (LightGBM probe) over those blocks on one half of a sample of the clients, writing
    ``WORK/search_spec.json``; reused when ``WORK/search.json`` records the same blocks and settings;
 4. decide: the shipped ensemble chosen by the organisers' network (``validate.decide``: the replica with CUDA,
@@ -76,6 +76,13 @@ BASELINE = "stats"
 #: The default blocks, in :data:`embedders.registry.BUILTIN` order.
 DEFAULT_BLOCKS: tuple[str, ...] = tuple(n for n in registry.BUILTIN
                                         if n in ("stats", "tfidf_svd", "item2vec", "gru_ae", "multitask"))
+#: Blocks that are another export of a block's embedder: name -> (that block, params added). ``mt_heads``: the
+#: multitask network's heads (logits and query vectors); built after ``multitask``, it reads that block's weights and
+#: bottleneck instead of training again (``MultiTaskEmbedder._trained_twin``). Built only when ``--blocks`` names
+#: it: on two worlds it helped on one and not the other (docs/capture.md).
+EXPORT_BLOCKS: dict[str, tuple[str, dict[str, Any]]] = {"mt_heads": ("multitask", {"export": "heads"})}
+#: Every block name ``--blocks`` takes: the defaults, then the opt-in ones.
+KNOWN_BLOCKS: tuple[str, ...] = DEFAULT_BLOCKS + tuple(EXPORT_BLOCKS)
 #: Layout of the user's output folder O: the local-validation submission and the real (final) one.
 LOCAL_DIR, FINAL_DIR, RUN_DIR = "local", "final", "run"
 SEARCH_KEY, DECIDE_KEY = "search.json", "decide.json"
@@ -98,13 +105,15 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
                   train_clients: int | None = None) -> list[dict[str, Any]]:
     """Default blocks: name, embedder, params (constructor kwargs) and the ensemble transform (the embedder's
     ``ensemble_transform``, :func:`embedders.registry.default_transform`), in :data:`embedders.registry.BUILTIN`
-    order; ``names``: a subset of :data:`DEFAULT_BLOCKS` (stats is always kept: it is the baseline).
+    order; ``names``: a subset of :data:`KNOWN_BLOCKS` (default :data:`DEFAULT_BLOCKS`; stats is always kept: it is
+    the baseline).
 
     preset: "quick" (tiny, tests), "cpu" (gru_ae ``day_event`` 64-d: minutes at 20k clients on 2 cores) or "gpu"
     (gru_ae ``week_all`` 128-d, wider blocks). ``multitask`` (supervised, stacking over stats + tfidf_svd built at
     each of its windows' anchors) runs ``2 * epochs + 1`` epochs (its best by held-out loss is kept). Given
     ``train_clients``, gru_ae and multitask train on a seeded sample of that many relevant clients (and still embed
-    every client)."""
+    every client). ``mt_heads`` (opt-in, :data:`EXPORT_BLOCKS`) is multitask's params with ``export="heads"``,
+    transform "quantile": the same training, so after multitask it costs only the heads of its bottleneck."""
     if preset == "quick":
         params = {"stats": {}, "tfidf_svd": {"dim": 16, "n_iter": 2},
                   "item2vec": {"dim": 16, "vector_size": 16, "epochs": 1, "min_count": 1},
@@ -125,11 +134,15 @@ def block_recipes(epochs: int, preset: str = "cpu", names: Sequence[str] | None 
         for name in ("gru_ae", "multitask"):
             params[name] = {**params[name], "max_train_clients": int(train_clients)}
     wanted = set(DEFAULT_BLOCKS if names is None else names) | {BASELINE}
-    unknown = sorted(wanted - set(DEFAULT_BLOCKS))
+    unknown = sorted(wanted - set(KNOWN_BLOCKS))
     if unknown:
-        raise ValueError(f"unknown default block(s) {unknown}; choose among {list(DEFAULT_BLOCKS)}")
-    return [{"name": name, "embedder": name, "params": params[name], "transform": registry.default_transform(name)}
-            for name in DEFAULT_BLOCKS if name in wanted]
+        raise ValueError(f"unknown default block(s) {unknown}; choose among {list(KNOWN_BLOCKS)}")
+    embedder = {name: EXPORT_BLOCKS.get(name, (name, {}))[0] for name in KNOWN_BLOCKS}
+    for name, (source, extra) in EXPORT_BLOCKS.items():
+        params[name] = {**params[source], **extra}
+    return [{"name": name, "embedder": embedder[name], "params": params[name],
+             "transform": registry.default_transform(embedder[name], params[name])}
+            for name in KNOWN_BLOCKS if name in wanted]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,6 +213,9 @@ def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, blocks
     for name, epochs in (("gru_ae", size["epochs"]), ("multitask", 2 * size["epochs"] + 1)):
         if name in blocks:
             neural += line(f"{name}_epoch", share) * epochs + (line(f"{name}_infer") if share < 1 else 0.0)
+    if "mt_heads" in blocks and "multitask" not in blocks:  # beside multitask it reads that block (seconds)
+        neural += line("multitask_epoch", share) * (2 * size["epochs"] + 1) + (line("multitask_infer")
+                                                                              if share < 1 else 0.0)
     blocks_s = fixed + neural / speed
     task_share = len(size["tasks"]) / 6
     k_fold = min(size["search_clients"], n_clients) / 2e3
@@ -810,6 +826,6 @@ def decide_ladder(clients: Sequence[int] | None) -> tuple[int, ...] | None:
     return tuple(sorted({int(n) for n in clients if int(n) > 0}))
 
 
-__all__ = ["SIZES", "DEFAULT_BLOCKS", "SEARCH_CLIENTS_FLOOR",
+__all__ = ["SIZES", "DEFAULT_BLOCKS", "EXPORT_BLOCKS", "KNOWN_BLOCKS", "SEARCH_CLIENTS_FLOOR",
            "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
            "run_pipeline", "run_own_data", "decide_stage", "decide_ladder", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]

@@ -33,10 +33,10 @@ _TINY = 1e-12
 
 
 def default_transform(meta: Mapping) -> str:
-    """The transform of a block by its meta ``embedder``: that class's ``ensemble_transform`` through
-    :func:`embedders.registry.default_transform` ("quantile" for hand-made statistics, "l2" for learned blocks
-    and for an embedder the registry does not know)."""
-    return registry.default_transform(meta.get("embedder"))
+    """The transform of a block by its meta ``embedder`` and ``params``, through
+    :func:`embedders.registry.default_transform` ("quantile" for hand-made statistics and multitask's heads, "l2"
+    for learned vectors and for an embedder the registry does not know)."""
+    return registry.default_transform(meta.get("embedder"), meta.get("params"))
 
 
 def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray | slice:

@@ -48,6 +48,8 @@ from competition.targets import read_target_lists
 from embedders.base import Block, write_block
 
 NAME = "oracle"
+#: The knowable oracle's block name (:func:`oracle_block` with ``knowable``) and its futures per client.
+KNOWABLE, FUTURES = "knowable_oracle", 256
 WINDOW_DAYS = 14.0
 #: Client-chunk budget: clients x products entries per dense matrix.
 CHUNK_ENTRIES = 20_000_000
@@ -124,23 +126,58 @@ def _scalar_columns(clients: pl.DataFrame) -> tuple[list[np.ndarray], list[str]]
     return cols, names
 
 
-def _window_columns(clients: pl.DataFrame, windows: dict[str, float]) -> tuple[list[np.ndarray], list[str]]:
-    """Alive share, purchasing-phase share and expected purchase sessions per target window (start days)."""
-    join, death = clients["join_day"].to_numpy(), clients["death_day"].to_numpy()
-    b0 = clients["buy_start_day"].to_numpy()
-    b1 = np.minimum(death, clients["buy_stop_day"].to_numpy())
+def _window_columns(clients: pl.DataFrame, windows: dict[str, float], futures: int = 0, cut: float = 0.0,
+                    horizon: float = np.inf, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Alive share, purchasing-phase share and expected purchase sessions per target window (start days).
+
+    futures = 0: from the realised alive interval and purchasing phase. futures = K > 0 (the knowable oracle): the
+    mean over K futures drawn from the generator's laws given the state at ``cut`` (:func:`_future_draws`)."""
+    join = clients["join_day"].to_numpy()
     interval = clients["buy_interval"].to_numpy()
+    if futures:
+        death, b0, stop = _future_draws(clients, cut, horizon, futures, seed)
+    else:
+        death, b0, stop = (clients[c].to_numpy()[:, None] for c in ("death_day", "buy_start_day", "buy_stop_day"))
+    b1 = np.minimum(death, stop)
     cols, names = [], []
     for w, a in windows.items():
         b = a + WINDOW_DAYS
 
         def overlap(lo, hi):
-            return np.clip(np.minimum(hi, b) - np.maximum(lo, a), 0.0, None)
+            return np.clip(np.minimum(hi, b) - np.maximum(lo, a), 0.0, None).mean(axis=1)
 
-        cols += [overlap(join, death) / WINDOW_DAYS, overlap(b0, b1) / WINDOW_DAYS,
+        cols += [overlap(join[:, None], death) / WINDOW_DAYS, overlap(b0, b1) / WINDOW_DAYS,
                  np.log(overlap(b0, b1) / interval + 1e-3)]
         names += [f"{w}_alive_share", f"{w}_buying_share", f"{w}_log_purchase_sessions"]
     return cols, names
+
+
+#: The days a knowable oracle censors at the cut: what has happened by then is known, the rest is drawn.
+FUTURE_DAYS = ("death_day", "buy_start_day", "buy_stop_day")
+
+
+def _future_draws(clients: pl.DataFrame, cut: float, horizon: float, k: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``k`` futures per client (float64 ``(n, k)`` each: death, purchasing start, purchasing stop days) drawn from
+    the generator's laws (:func:`competition.synth` clients: death = join + Exp(hazard) capped at the world's end,
+    start = join or join + Exp(mean 80 days), stop = start + Exp(mean 250 days)) given what has happened by ``cut``:
+    a day at or before the cut is kept, a later one is redrawn after the cut (every law is exponential, so its
+    remainder past the cut is the same law again)."""
+    rng = np.random.default_rng([seed, 2718])
+    n = clients.height
+    death, start, stop = (clients[c].to_numpy()[:, None] for c in FUTURE_DAYS)
+    hazard = clients["hazard"].to_numpy()[:, None]
+    d = np.where(death <= cut, death, np.minimum(cut + rng.exponential(1.0, (n, k)) / hazard, horizon))
+    s = np.where(start <= cut, start, cut + rng.exponential(synth.START_DELAY_DAYS, (n, k)))
+    e = np.where(stop <= cut, stop, np.maximum(s, cut) + rng.exponential(synth.PHASE_DAYS, (n, k)))
+    return d, np.broadcast_to(s, (n, k)), e
+
+
+def _censored(clients: pl.DataFrame, cut: float) -> pl.DataFrame:
+    """``clients`` with each :data:`FUTURE_DAYS` latent cut at ``cut`` (``min(day, cut)``) beside a flag column
+    ``<day>_passed`` (1: it happened by the cut): what an observer at the cut could know of it."""
+    return clients.with_columns(*(pl.min_horizontal(pl.col(c), pl.lit(cut)).alias(c) for c in FUTURE_DAYS),
+                                *((pl.col(c) <= cut).cast(pl.Float64).alias(f"{c}_passed") for c in FUTURE_DAYS))
 
 
 class ChoiceModel:
@@ -212,8 +249,13 @@ class ChoiceModel:
 
 
 def oracle_block(data_dir: str | Path, progress: bool = True, seed: int = 0,
-                 client_ids: np.ndarray | None = None) -> Block:
+                 client_ids: np.ndarray | None = None, knowable: bool = False) -> Block:
     """The oracle block for the relevant clients of a split synthetic world (see the module doc).
+
+    knowable: what could be known at the input period's end (``train_target_start``) and no later: the
+    alive-interval and purchasing-phase days after it are censored (:func:`_censored`) and the window columns are
+    means over :data:`FUTURES` futures drawn from the generator's laws given the state at the cut
+    (:func:`_future_draws`); everything else (rates, tastes, the taste drift, the choice model) is the same.
 
     client_ids: only these relevant clients (sorted on output; standardised over them). The expected purchases
     cost clients x products, so a report row scores its sample this way: on all 1M relevant clients of a
@@ -240,8 +282,9 @@ def oracle_block(data_dir: str | Path, progress: bool = True, seed: int = 0,
     start = datetime.fromisoformat(spec["start"])
     days = {w: (t - start).total_seconds() / 86_400 for w, t in
             (("train", times.train_target_start), ("validation", times.validation_target_start))}
-    cols, names = _scalar_columns(clients)
-    c, n = _window_columns(clients, days)
+    cut = (times.train_target_start - start).total_seconds() / 86_400
+    cols, names = _scalar_columns(_censored(clients, cut) if knowable else clients)
+    c, n = _window_columns(clients, days, FUTURES if knowable else 0, cut, float(spec["days"]), seed)
     cols, names = cols + c, names + n
     model = ChoiceModel(products, spec, days["validation"] + WINDOW_DAYS / 2)
     sku_row = {int(s): i for i, s in enumerate(products[SKU].to_numpy())}
@@ -279,7 +322,8 @@ def oracle_block(data_dir: str | Path, progress: bool = True, seed: int = 0,
     X = np.stack(cols, axis=1)
     mean, sd = X.mean(axis=0), X.std(axis=0)
     X = np.where(sd > 0, (X - mean) / np.where(sd > 0, sd, 1.0), 0.0).astype(np.float32)
-    meta: dict[str, Any] = {"name": NAME, "embedder": NAME, "oracle": True, "data_dir": str(data_dir),
+    meta: dict[str, Any] = {"name": KNOWABLE if knowable else NAME, "embedder": NAME, "oracle": True,
+                            "knowable": knowable, "data_dir": str(data_dir),
                             "seed": seed, "columns": names, "seconds": time.perf_counter() - t0,
                             "note": "true latents of a synthetic world (truth/): a ceiling for reports, never a "
                                     "search input"}
@@ -293,16 +337,21 @@ def main(argv: list[str] | None = None) -> int:
                     "standardised, float32) for the relevant clients: a ceiling for reports, never a search input.")
     parser.add_argument("--data-dir", required=True, type=Path, help="a split world written by competition.synth")
     parser.add_argument("--out", required=True, type=Path, help="block folder to write (replaced atomically)")
-    parser.add_argument("--seed", type=int, default=0, help="recorded in meta.json (the block is deterministic)")
+    parser.add_argument("--seed", type=int, default=0, help="the knowable oracle's future draws (the oracle itself is "
+                                                                "deterministic; recorded in meta.json)")
+    parser.add_argument("--knowable", action="store_true",
+                        help="the knowable oracle: what could be known at the input period's end (alive interval and "
+                             "purchasing phase censored there, the target windows' columns averaged over futures "
+                             "drawn from the generator's laws)")
     add_no_progress(parser)
     args = parser.parse_args(argv)
     try:
-        block = oracle_block(args.data_dir, progress=not args.no_progress, seed=args.seed)
+        block = oracle_block(args.data_dir, progress=not args.no_progress, seed=args.seed, knowable=args.knowable)
     except (OracleError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_block(block, args.out)
-    print(f"oracle: wrote {args.out} ({len(block.client_ids):,} clients x {block.dim} columns, "
+    print(f"{block.meta['name']}: wrote {args.out} ({len(block.client_ids):,} clients x {block.dim} columns, "
           f"{block.meta['seconds']:.1f}s)")
     return 0
 

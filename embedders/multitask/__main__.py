@@ -8,7 +8,7 @@ from pathlib import Path
 
 from embedders.cli import add_params, base_parser, from_args, param_help
 from embedders.distributed import DEVICES, neural_main
-from embedders.multitask.model import INPUTS
+from embedders.multitask.model import EXPORTS, INPUTS
 from embedders.multitask.train import DEFAULT_INPUTS, MultiTaskEmbedder
 
 PROG = "python -m embedders.multitask"
@@ -16,8 +16,9 @@ DESCRIPTION = """Supervised multi-task embedder. Anchors are cut back from the e
 --stride-days, the first --horizon-days before the end); for each anchor the network reads the clients as they
 were before it and learns the six tasks' labels of the --horizon-days after it (churn, conversion, category / sku /
 new-sku / price propensity over that window's own top lists). target/ is never read. The block is the network's
-bottleneck for every relevant client, from its whole history. --input blocks stacks other embedders' blocks (each
-built at every anchor); --input sequence reads the last 126 events with a GRU. Data parallel:
+bottleneck for every relevant client, from its whole history (with --export heads: what its heads read: churn,
+conversion and price logits, category / sku / new-sku query vectors). --input blocks stacks other embedders'
+blocks (each built at every anchor); --input sequence reads the last 126 events with a GRU. Data parallel:
 torchrun --nproc_per_node=K -m embedders.multitask ..."""
 
 
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p._option_string_actions["--dim"].help = param_help(MultiTaskEmbedder)["dim"]
     p.add_argument("--hidden", nargs=2, type=int, default=[512, 1024], metavar=("THIN", "WIDE"),
                    help=param_help(MultiTaskEmbedder)["thin"])
-    return add_params(p, MultiTaskEmbedder, choices={"input": INPUTS, "device": DEVICES}, skip=("thin", "wide"),
+    return add_params(p, MultiTaskEmbedder, choices={"input": INPUTS, "device": DEVICES, "export": EXPORTS},
+                      skip=("thin", "wide"),
                       flags={"inputs": {"nargs": "+", "default": list(DEFAULT_INPUTS), "metavar": "EMBEDDER[@K=V,...]"},
                              "loss_weights": {"metavar": "TASK=W,..."}})
 

@@ -4,12 +4,14 @@ Shapes: B clients, D stacked input columns, T tokens, H GRU hidden, Z bottleneck
 wide trunk widths, I item width, k a window's target entries (<= 100).
 
     z      = GELU(Linear(D, Z)(x))                       blocks input                         (B, Z)  <- exported
+                                                                                                (the default)
            | GELU(Linear(H, Z)(GRU(fields(tokens))))     sequence input
     h      = LayerNorm(R_n(...R_1(drop(LayerNorm(Linear(Z, W)(z))))))
              R(x) = x + Linear(V, W)(drop(GELU(Linear(W, V)(LayerNorm(x)))))
     churn, conversion:  Linear(W, 1)(h)                                                          (B,)
     price:              Linear(W, 100)(h)[:, window's buckets]                                   (B, k)
     category / sku / new_sku:  (Linear(W, I)(h) @ item(entries).T) / sqrt(I) + bias(entries)     (B, k)
+    heads export:  [churn, conversion, Linear(W, 100)(h), Linear(W, I)(h) / sqrt(I) x 3]      (B, 102 + 3 I)
 
 The trunk is the organisers' downstream MLP (docs/challenge.md section 5) at configurable width, so the bottleneck
 is trained to feed exactly the kind of model that will read it. A window's target entries change from window to
@@ -41,6 +43,11 @@ from embedders.gru_ae.sku_table import SkuTable, content_units
 from embedders.gru_ae.tokens import PAD
 
 INPUTS = ("blocks", "sequence")
+#: What the block exports: the bottleneck z (:meth:`MultiTaskNet.embed`), or the heads' client side
+#: (:meth:`MultiTaskNet.heads`).
+EXPORTS = ("bottleneck", "heads")
+#: The propensity heads whose client side is a query vector, in the order :meth:`MultiTaskNet.heads` exports them.
+QUERY_TASKS = (PROPENSITY_CATEGORY, PROPENSITY_SKU, PROPENSITY_NEW_SKU)
 
 
 @dataclass
@@ -153,8 +160,7 @@ class MultiTaskNet(nn.Module):
         i = cfg.item_dim
         self.binary = nn.ModuleDict({CHURN: nn.Linear(cfg.thin, 1), CONVERSION: nn.Linear(cfg.thin, 1)})
         self.price = nn.Linear(cfg.thin, N_PRICE_BUCKETS)
-        self.query = nn.ModuleDict({t: nn.Linear(cfg.thin, i) for t in
-                                    (PROPENSITY_CATEGORY, PROPENSITY_SKU, PROPENSITY_NEW_SKU)})
+        self.query = nn.ModuleDict({t: nn.Linear(cfg.thin, i) for t in QUERY_TASKS})
         # item side
         self.register_buffer("content", torch.from_numpy(catalogue.content), persistent=False)
         self.register_buffer("item_category", torch.from_numpy(catalogue.category_rows), persistent=False)
@@ -180,6 +186,24 @@ class MultiTaskNet(nn.Module):
 
     def trunk(self, z: torch.Tensor) -> torch.Tensor:
         return self.norm(self.blocks(F.dropout(self.stem(z), self.cfg.dropout, self.training)))
+
+    def heads(self, inputs) -> torch.Tensor:
+        """The heads' client side (B, 2 + 100 + 3 I): the churn and conversion logits, the 100 price-bucket logits,
+        and the category, sku and new-sku query vectors scaled by 1 / sqrt(I) (an entry's logit is its query . its
+        item vector + its bias: linear in the query, so any fixed target list's logits are a linear map of it)."""
+        return self.heads_of(self.embed(inputs))
+
+    def heads_of(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`heads` of a bottleneck ``z`` (B, Z)."""
+        h = self.trunk(z)
+        scale = 1.0 / math.sqrt(self.cfg.item_dim)
+        return torch.cat([self.binary[CHURN](h), self.binary[CONVERSION](h), self.price(h),
+                          *(self.query[t](h) * scale for t in QUERY_TASKS)], 1)
+
+    @staticmethod
+    def export_width(cfg: "NetConfig", what: str) -> int:
+        """Columns of an export: ``dim`` (bottleneck) or ``2 + 100 + 3 * item_dim`` (heads)."""
+        return cfg.dim if what == "bottleneck" else 2 + N_PRICE_BUCKETS + len(QUERY_TASKS) * cfg.item_dim
 
     # -- heads --------------------------------------------------------------------------------------------------------
     def content_items(self, rows: torch.Tensor) -> torch.Tensor:
@@ -229,4 +253,5 @@ def task_losses(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
     return out
 
 
-__all__ = ["NetConfig", "Catalogue", "MultiTaskNet", "Residual", "SequenceEncoder", "task_losses", "INPUTS"]
+__all__ = ["NetConfig", "Catalogue", "MultiTaskNet", "Residual", "SequenceEncoder", "task_losses", "INPUTS", "EXPORTS",
+           "QUERY_TASKS"]

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -28,8 +29,8 @@ import torch
 from competition.progress import progress as progress_of
 
 from competition.load import read_relevant_clients
-from competition.schema import (CHURN, CONVERSION, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU, PROPENSITY_PRICE,
-                                PROPENSITY_SKU, SKU, TARGET_WINDOW_DAYS, TASKS)
+from competition.schema import (BLOCK_META_FILE, CHURN, CONVERSION, PROPENSITY_CATEGORY, PROPENSITY_NEW_SKU,
+                                PROPENSITY_PRICE, PROPENSITY_SKU, SKU, TARGET_WINDOW_DAYS, TASKS)
 from embedders.base import Block
 from embedders.distributed import dist_info, resolve_device, shard, wrap_ddp
 from embedders.gru_ae.model import batch_tensors
@@ -39,13 +40,14 @@ from embedders.checkpoints import load_best, resume_training, save_epoch
 from embedders.training import (TorchEmbedder, cap_clients, check_positive_ints, holdout_split, length_batches,
                                 progress_bar, seed_of, training_fingerprint)
 from embedders.multitask.inputs import BlockInputs, parse_input
-from embedders.multitask.model import INPUTS, Catalogue, MultiTaskNet, NetConfig, task_losses
+from embedders.multitask.model import EXPORTS, INPUTS, Catalogue, MultiTaskNet, NetConfig, task_losses
 from embedders.multitask.windows import WindowLabels, anchor_times, window_labels
 
 DEFAULT_INPUTS: tuple[str, ...] = ("stats", "tfidf_svd")
 DEFAULT_FIELDS: tuple[str, ...] = ("event_type", "category", "price", "sku", "age")
-#: Parameters that may differ between a run and its resumption (more epochs continue a shorter run).
-_NOT_IN_KEY = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch"})
+#: Parameters that may differ between a run and its resumption (more epochs continue a shorter run; what is
+#: exported does not change training).
+_NOT_IN_KEY = frozenset({"epochs", "resume", "progress", "device", "work_dir", "infer_batch", "export"})
 _SHORT = {CHURN: "churn", CONVERSION: "conv", PROPENSITY_CATEGORY: "cat", PROPENSITY_SKU: "sku",
           PROPENSITY_NEW_SKU: "new", PROPENSITY_PRICE: "price"}
 
@@ -81,7 +83,7 @@ class MultiTaskEmbedder(TorchEmbedder):
     Parameters
     ----------
     dim : int
-        block width = the bottleneck's
+        the bottleneck's width (the block's with export=bottleneck)
     seed : int
         weights, windows' samples, held-out clients and the input embedders
     input : str
@@ -143,6 +145,10 @@ class MultiTaskEmbedder(TorchEmbedder):
         progress bars and one line per epoch on stderr
     infer_batch : int
         clients per batch when embedding
+    export : str
+        the block's columns: bottleneck (dim columns, the layer the trunk reads) or heads (the heads' client side:
+        churn and conversion logits, 100 price-bucket logits, the category / sku / new-sku query vectors; 2 + 100 +
+        3 x item_dim columns). Does not change training
 
     Fitted attributes: ``anchors_`` (s, latest first), ``catalogue_``, ``model_``, ``inputs_`` (blocks) or
     ``vocab_`` (sequence), ``normaliser_`` (blocks), ``history_``, ``best_epoch_``, ``n_train_``, ``n_holdout_``.
@@ -157,6 +163,14 @@ class MultiTaskEmbedder(TorchEmbedder):
     resumable = True
     #: Folders of blocks already built for the same events (:meth:`use_prebuilt`); private, so not a param.
     _prebuilt: tuple = ()
+    #: The prebuilt block whose training this one reads (:meth:`_trained_twin`); private, so not a param.
+    _twin_folder: str | None = None
+
+    @classmethod
+    def transform_for(cls, params) -> str:
+        """"quantile" for the heads export (logits and query coordinates, each column on its own scale, like
+        statistics), "l2" for the bottleneck."""
+        return "quantile" if (params or {}).get("export") == "heads" else cls.ensemble_transform
 
     def use_prebuilt(self, folders) -> "MultiTaskEmbedder":
         """Let a refitted input at the period's end that is one of the blocks in ``folders`` be read, not built again
@@ -174,7 +188,7 @@ class MultiTaskEmbedder(TorchEmbedder):
                  fields: tuple[str, ...] | str = DEFAULT_FIELDS, field_dim: int = 32, gru_hidden: int = 128,
                  gru_layers: int = 1, delta_max: float = 0.5, device: str = "auto", threads: int = 2,
                  work_dir: str | None = None, resume: bool | str = False, progress: bool = True,
-                 infer_batch: int = 2048):
+                 infer_batch: int = 2048, export: str = "bottleneck"):
         self.dim = dim
         self.seed = seed
         self.input = input
@@ -205,6 +219,7 @@ class MultiTaskEmbedder(TorchEmbedder):
         self.resume = resume
         self.progress = progress
         self.infer_batch = infer_batch
+        self.export = export
 
     # -- validation -------------------------------------------------------------------------------------------------
     def input_specs(self):
@@ -218,6 +233,8 @@ class MultiTaskEmbedder(TorchEmbedder):
         """Raise ValueError naming the first bad parameter."""
         if self.input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
+        if self.export not in EXPORTS:
+            raise ValueError(f"export must be one of {EXPORTS}, got {self.export!r}")
         positive = {"dim": self.dim, "windows": self.windows, "horizon_days": self.horizon_days,
                     "stride_days": self.stride_days, "epochs": self.epochs, "batch_size": self.batch_size,
                     "thin": self.thin, "wide": self.wide, "item_dim": self.item_dim, "field_dim": self.field_dim,
@@ -339,8 +356,12 @@ class MultiTaskEmbedder(TorchEmbedder):
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         entries = [self._entries(w, device) for w in labels]
         key = self._run_key(events)
-        start_epoch, best, best_epoch, history = resume_training(work / "last.pt", key, model, opt, device,
-                                                                 self.resume, self.epochs, self._log)
+        # a prebuilt twin (the same training, another export) has the weights already: read them, train nothing
+        self.trained_by_ = self._trained_twin(key, device)
+        source = Path(self.trained_by_) if self.trained_by_ else work
+        start_epoch, best, best_epoch, history = resume_training(source / "last.pt", key, model, opt, device,
+                                                                 True if self.trained_by_ else self.resume,
+                                                                 self.epochs, self._log)
         net = wrap_ddp(model, device)
         for epoch in range(start_epoch, self.epochs):
             e0 = time.perf_counter()
@@ -379,9 +400,57 @@ class MultiTaskEmbedder(TorchEmbedder):
                 save_epoch(work, model, opt, key, epoch, val_loss if improved else None, best, best_epoch, history)
             self._log(f"epoch {epoch + 1}/{self.epochs}: train {history[-1]['train_loss']:.4f}  held-out "
                       f"{val_loss:.4f}{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f}s")
-        load_best(model, work, device, best_epoch)
+        load_best(model, source, device, best_epoch)
         self._keep_fitted(model, device, history, best, best_epoch)
         return self
+
+    def _trained_twin(self, key: dict, device) -> str | None:
+        """The work folder of a prebuilt multitask block (:meth:`use_prebuilt`) that ran this very training to its
+        end: its checkpoint has this run's key (params but ``export``, events, anchors, ranks) and all ``epochs``.
+        Training is deterministic, so its best weights are what training here would give; None when there is none
+        (or under torchrun, where every rank would have to agree)."""
+        if dist_info()[1] > 1:
+            return None
+        for folder in self._prebuilt:
+            try:
+                meta = json.loads((Path(folder) / BLOCK_META_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(meta, dict):
+                continue
+            work = (meta.get("params") or {}).get("work_dir")
+            if meta.get("embedder") != self.name or not work or Path(work) == Path(self.work_dir):
+                continue
+            last = Path(work) / "last.pt"
+            try:
+                ck = torch.load(last, map_location=device, weights_only=False) if last.is_file() else None
+            except Exception:  # a truncated or foreign file: not a twin
+                ck = None
+            if ck is not None and ck.get("key") == key and ck.get("epoch") == self.epochs \
+                    and (ck.get("best_epoch", -1) < 1 or (Path(work) / "best.pt").is_file()):
+                export = meta["params"].get("export", "bottleneck")
+                self._log(f"weights of {folder} (the same training, export {export}): not trained again")
+                self._twin_folder = str(folder)
+                return str(work)
+        return None
+
+    def _twin_bottleneck(self, events, client_ids: np.ndarray) -> np.ndarray | None:
+        """The bottleneck of ``client_ids`` read from the twin block whose weights this embedder uses
+        (:meth:`_trained_twin`), when that block embedded the same events for exactly these clients (float32, as
+        built); else None. The heads are a function of the bottleneck, so their inputs need not be built again."""
+        if not self.trained_by_ or not self._twin_folder:
+            return None
+        from embedders.base import BlockError, read_block
+        try:
+            block = read_block(self._twin_folder, mmap=True)
+        except (BlockError, OSError, ValueError):
+            return None
+        if (block.meta.get("export", "bottleneck") != "bottleneck" or block.vectors.dtype != np.float32
+                or block.meta.get("events_fingerprint") != getattr(events, "fingerprint", None)
+                or len(block.client_ids) != len(np.unique(client_ids))):
+            return None
+        vectors, covered = block.align(client_ids)
+        return vectors if covered.all() else None
 
     def _window_batches(self, feats, train: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """One window's training rows cut into batches: shuffled (blocks), or of similar length (sequence: sorted by
@@ -418,6 +487,11 @@ class MultiTaskEmbedder(TorchEmbedder):
                     sums[t] += float(parts[t]) * len(idx) / len(val)
         return {t: v / len(labels) for t, v in sums.items()}
 
+    @property
+    def width_(self) -> int:
+        """The block's columns (:meth:`MultiTaskNet.export_width` of ``export``)."""
+        return MultiTaskNet.export_width(self.config_, self.export)
+
     # -- inference --------------------------------------------------------------------------------------------------
     def transform(self, events, client_ids: np.ndarray) -> Block:
         """Bottleneck float32 ``(len(client_ids), dim)`` from each client's history up to the table's end (rank 0;
@@ -425,22 +499,34 @@ class MultiTaskEmbedder(TorchEmbedder):
         history."""
         client_ids = np.asarray(client_ids, dtype=np.int64)
         if dist_info()[0] != 0:
-            return Block(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), {"name": self.name})
+            return Block(np.zeros(0, np.int64), np.zeros((0, self.width_), np.float32), {"name": self.name})
         with torch.no_grad(), self.threads_limit():
             return self._transform(events, client_ids)
 
     def _transform(self, events, client_ids: np.ndarray) -> Block:
-        feats = self._features(events, client_ids)
-        order = np.argsort(feats.lengths, kind="stable") if self.input == "sequence" else np.arange(len(client_ids))
-        out = np.zeros((len(client_ids), self.dim), dtype=np.float32)
         model = self.model_.eval()
-        for i in progress_of(range(0, len(order), self.infer_batch), desc="multitask embed", unit="batch",
-                             enabled=self.progress, leave=False):
-            idx = order[i:i + self.infer_batch]
-            out[idx] = model.embed(self._batch(feats, idx, self.device_)).float().cpu().numpy()
-        meta = {"name": self.name, "input": self.input, "anchors": list(self.anchors_),
+        z = self._twin_bottleneck(events, client_ids) if self.export == "heads" else None
+        reused = z is not None
+        if z is None:
+            feats = self._features(events, client_ids)
+            order = np.argsort(feats.lengths, kind="stable") if self.input == "sequence" \
+                else np.arange(len(client_ids))
+            z = np.zeros((len(client_ids), self.dim), dtype=np.float32)
+            for i in progress_of(range(0, len(order), self.infer_batch), desc="multitask embed", unit="batch",
+                                 enabled=self.progress, leave=False):
+                idx = order[i:i + self.infer_batch]
+                z[idx] = model.embed(self._batch(feats, idx, self.device_)).float().cpu().numpy()
+        out = z
+        if self.export == "heads":  # the heads of the bottleneck, in fixed batches: the same bytes however z came
+            out = np.zeros((len(client_ids), self.width_), dtype=np.float32)
+            for lo in range(0, len(client_ids), self.infer_batch):
+                zb = torch.from_numpy(z[lo:lo + self.infer_batch]).to(self.device_)
+                out[lo:lo + self.infer_batch] = model.heads_of(zb).float().cpu().numpy()
+        meta = {"name": self.name, "input": self.input, "export": self.export, "anchors": list(self.anchors_),
                 "inputs": [s.to_dict() for s in self.input_specs()] if self.input == "blocks" else None,
-                "reused_inputs": list(self.inputs_.reused_) if self.input == "blocks" else None,
+                "reused_inputs": list(self.inputs_.reused_) if self.input == "blocks" and not reused else None,
+                "trained_by": self.trained_by_,
+                "bottleneck_from": self._twin_folder if reused else None,
                 "history": self.history_, "best_epoch": self.best_epoch_, "best_heldout_loss": self.best_loss_,
                 "n_train_clients": self.n_train_, "n_holdout_clients": self.n_holdout_,
                 "inputs_seconds": self.inputs_seconds_, "config": self.config_.to_dict(),

@@ -283,6 +283,58 @@ def test_the_multitask_block_is_the_same_bytes_with_a_reused_input(world, events
     assert reused.meta["reused_inputs"] == [str(tmp_path / "stats")] and plain.meta["reused_inputs"] == []
 
 
+def test_heads_export_is_the_heads_of_the_same_network(events, tmp_path):
+    """export=heads: churn and conversion logits, 100 price logits, three query vectors, from the network that
+    gives the bottleneck (training does not depend on the export); its ensemble transform is quantile."""
+    import torch
+    from competition.schema import N_PRICE_BUCKETS
+    from embedders import registry
+    ids = read_relevant_clients(events.data_dir)
+    emb = MultiTaskEmbedder(**SMALL, work_dir=str(tmp_path / "a")).fit(events)
+    bottleneck = emb.transform(events, ids)
+    emb.export = "heads"
+    heads = emb.transform(events, ids)
+    assert heads.vectors.shape == (len(ids), 2 + N_PRICE_BUCKETS + 3 * SMALL["item_dim"])
+    assert heads.meta["export"] == "heads" and bottleneck.meta["export"] == "bottleneck"
+    # the heads are the trunk's linear read-outs of the bottleneck
+    model = emb.model_.eval()
+    with torch.no_grad():
+        h = model.trunk(torch.from_numpy(bottleneck.vectors))
+        churn = model.binary["churn"](h).squeeze(1).numpy()
+        price = model.price(h).numpy()
+    np.testing.assert_allclose(heads.vectors[:, 0], churn, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(heads.vectors[:, 2:2 + N_PRICE_BUCKETS], price, rtol=1e-4, atol=1e-5)
+    assert registry.default_transform("multitask", {"export": "heads"}) == "quantile"
+    assert registry.default_transform("multitask", {"export": "bottleneck"}) == "l2"
+    assert registry.default_transform("multitask") == "l2"
+    with pytest.raises(ValueError, match="export must be one of"):
+        MultiTaskEmbedder(**SMALL, export="logits", work_dir=str(tmp_path / "b")).validate()
+
+
+def test_a_heads_block_reads_the_weights_of_its_prebuilt_twin(world, events, tmp_path):
+    """A heads block beside a built bottleneck block of the same training reads that training's weights (no
+    epoch runs) and gives the bytes a training of its own gives; a twin of other params is not used."""
+    ids = read_relevant_clients(world)
+    twin = MultiTaskEmbedder(**SMALL, work_dir=str(tmp_path / "mt.work"))
+    block = twin.fit(events).transform(events, ids)
+    block.meta.update(embedder="multitask", params=twin.get_params(), events_fingerprint=events.fingerprint)
+    write_block(block, tmp_path / "mt")
+    alone = fit_block(events, tmp_path / "alone", export="heads")
+    emb = MultiTaskEmbedder(**SMALL, export="heads", work_dir=str(tmp_path / "heads.work"))
+    reading = emb.use_prebuilt([tmp_path / "mt"]).fit(events).transform(events, ids)
+    assert reading.meta["trained_by"] == str(tmp_path / "mt.work") and alone.meta["trained_by"] is None
+    assert reading.meta["bottleneck_from"] == str(tmp_path / "mt")  # its inputs were not built again
+    assert reading.vectors.tobytes() == alone.vectors.tobytes()
+    # for other clients than the twin embedded, the bottleneck is computed: the same rows
+    some = ids[::3]
+    part = emb.transform(events, some)
+    assert part.meta["bottleneck_from"] is None
+    assert part.vectors.tobytes() == alone.vectors[::3].tobytes()
+    assert not (tmp_path / "heads.work" / "last.pt").exists()  # nothing trained
+    other = MultiTaskEmbedder(**SMALL, export="heads", lr=0.5, work_dir=str(tmp_path / "other.work"))
+    assert other.use_prebuilt([tmp_path / "mt"]).fit(events).trained_by_ is None
+
+
 def test_content_input_is_refitted_at_each_anchor(events):
     """content's axes come from product_properties only: refitting it per anchor keeps its columns' meaning while
     its recent window and counts move with the cut (no event at or after the anchor is read)."""

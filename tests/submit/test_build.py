@@ -123,12 +123,22 @@ def test_a_multitask_block_reuses_the_stats_block_its_spec_built_before_it(split
         {"name": "stats", "path": "blocks/stats", "transform": "quantile", "weight": 1.0, "dims": None,
          "embedder": "stats", "params": {}},
         {"name": "multitask", "path": "blocks/multitask", "transform": "l2", "weight": 1.0, "dims": None,
-         "embedder": "multitask", "params": small}]}
+         "embedder": "multitask", "params": small},
+        {"name": "mt_heads", "path": "blocks/mt_heads", "transform": "quantile", "weight": 1.0, "dims": None,
+         "embedder": "multitask", "params": {**small, "export": "heads"}}]}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     pack(split_world, tmp_path / "spec.json", tmp_path / "out", seed=0, progress=False, log=lambda m: None)
     meta = json.loads((tmp_path / "blocks" / "multitask" / "meta.json").read_text())
     assert meta["reused_inputs"] == [str(tmp_path / "blocks" / "stats")]
+    # the heads block after it reads its training and its bottleneck: nothing trained or built again
+    heads = json.loads((tmp_path / "blocks" / "mt_heads" / "meta.json").read_text())
+    assert heads["trained_by"] == str(tmp_path / "blocks" / "multitask.work")
+    assert heads["bottleneck_from"] == str(tmp_path / "blocks" / "multitask")
+    assert not (tmp_path / "blocks" / "mt_heads.work" / "last.pt").exists()
+    stats_width = np.load(tmp_path / "blocks" / "stats" / EMBEDDINGS_FILE, mmap_mode="r").shape[1]
+    assert np.load(tmp_path / "out" / EMBEDDINGS_FILE).shape[1] == 8 + stats_width + 2 + 100 + 3 * 8
     # and the block is fresh for the next pack: what it reused is not a param that would make it stale
     lines = []
     pack(split_world, tmp_path / "spec.json", tmp_path / "again", seed=0, progress=False, log=lines.append)
     assert any(line.startswith("block multitask: fresh") for line in lines), lines
+    assert any(line.startswith("block mt_heads: fresh") for line in lines), lines

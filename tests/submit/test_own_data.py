@@ -209,7 +209,12 @@ def test_budget_scales_sizes():
 def test_train_clients_cap_both_neural_blocks_and_price_embedding_everyone():
     recipes = {r["name"]: r["params"] for r in block_recipes(1, "cpu", train_clients=50_000)}
     assert recipes["gru_ae"]["max_train_clients"] == recipes["multitask"]["max_train_clients"] == 50_000
+    assert "mt_heads" not in recipes  # opt-in
     assert all("max_train_clients" not in p for n, p in recipes.items() if n not in ("gru_ae", "multitask"))
+    opt_in = {r["name"]: r for r in block_recipes(1, "cpu", ["multitask", "mt_heads"], train_clients=50_000)}
+    assert list(opt_in) == ["stats", "multitask", "mt_heads"]  # stats always, the heads after their source
+    assert opt_in["mt_heads"]["params"] == {**opt_in["multitask"]["params"], "export": "heads"}  # the same training
+    assert opt_in["mt_heads"]["embedder"] == "multitask" and opt_in["mt_heads"]["transform"] == "quantile"
     assert all("max_train_clients" not in p for p in (r["params"] for r in block_recipes(1, "cpu")))
     size, events, clients = dict(SIZES["cpu"], epochs=1), 280_000_000, 1_000_000
     full = estimate_seconds(size, events, clients, ["gru_ae"], False)["blocks"]

@@ -127,3 +127,45 @@ def test_choice_model_follows_new_arrivals(world):
     share = np.minimum(0.5 * clients["novelty"].to_numpy(), 1.0)
     assert np.allclose(recent_on, (1 - share) * recent_off + share, atol=1e-4)
     assert np.allclose(p_on.sum(axis=1), (1 - share) * p_off.sum(axis=1) + share, atol=1e-4)
+
+
+def test_knowable_oracle_reads_nothing_after_the_cut(world, tmp_path, capsys):
+    """The knowable oracle censors the alive interval and the purchasing phase at the input period's end: moving
+    every death, purchasing start and stop that falls after the cut to another day after it changes the oracle but
+    not the knowable oracle (same seed, same bytes); the realised past is kept (a day before the cut moved does
+    change it)."""
+    import polars as pl
+    from datetime import datetime
+
+    from competition.split import read_split_times
+    truth = DataPaths(world).truth
+    spec = json.loads((truth / "world.json").read_text())["spec"]
+    cut = (read_split_times(world).train_target_start - datetime.fromisoformat(spec["start"])).total_seconds() / 86400
+    moved = tmp_path / "moved"
+    shutil.copytree(world, moved)
+    clients = pl.read_parquet(truth / "clients.parquet")
+    later = {c: pl.when(pl.col(c) > cut).then(pl.col(c) + 7.0).otherwise(pl.col(c)).alias(c)
+             for c in oracle.FUTURE_DAYS}
+    clients.with_columns(*later.values()).write_parquet(DataPaths(moved).truth / "clients.parquet")
+    assert oracle.main(["--data-dir", str(world), "--out", str(tmp_path / "k"), "--knowable", "--seed", "3",
+                        "--no-progress"]) == 0
+    assert "knowable_oracle" in capsys.readouterr().out
+    same = oracle.oracle_block(moved, progress=False, seed=3, knowable=True)
+    knowable = read_block(tmp_path / "k")
+    assert knowable.meta["knowable"] is True and knowable.meta["name"] == "knowable_oracle"
+    assert oracle.is_oracle(knowable)
+    assert same.vectors.tobytes() == knowable.vectors.tobytes()
+    plain, plain_moved = (oracle.oracle_block(w, progress=False) for w in (world, moved))
+    assert not np.array_equal(plain.vectors, plain_moved.vectors)
+    names = knowable.meta["columns"]
+    assert {f"{c}_passed" for c in oracle.FUTURE_DAYS} <= set(names)
+    bare = lambda cols: {c.removeprefix("log_") for c in cols}  # noqa: E731 (a censored day may lose its log form)
+    assert bare(plain.meta["columns"]) <= bare(names)
+    # the past is known: a death before the cut moved earlier changes it
+    died = clients.filter(pl.col("relevant") & (pl.col("death_day") < cut - 2))
+    assert died.height > 0
+    earlier = clients.with_columns(pl.when(pl.col("death_day") < cut - 2).then(pl.col("death_day") - 1.0)
+                                   .otherwise(pl.col("death_day")).alias("death_day"))
+    earlier.write_parquet(DataPaths(moved).truth / "clients.parquet")
+    assert not np.array_equal(oracle.oracle_block(moved, progress=False, seed=3, knowable=True).vectors,
+                              knowable.vectors)

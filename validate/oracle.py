@@ -48,8 +48,11 @@ from competition.targets import read_target_lists
 from embedders.base import Block, write_block
 
 NAME = "oracle"
-#: The knowable oracle's block name (:func:`oracle_block` with ``knowable``) and its futures per client.
-KNOWABLE, FUTURES = "knowable_oracle", 256
+#: The knowable oracle's block name (:func:`oracle_block` with ``knowable``), its futures per client and the clients
+#: drawn at a time (20,000 x 256 x 3 float64: 123 MB).
+KNOWABLE, FUTURES, FUTURE_CHUNK = "knowable_oracle", 256, 20_000
+#: The days a knowable oracle censors at the cut: what has happened by then is known, the rest is drawn.
+FUTURE_DAYS = ("death_day", "buy_start_day", "buy_stop_day")
 WINDOW_DAYS = 14.0
 #: Client-chunk budget: clients x products entries per dense matrix.
 CHUNK_ENTRIES = 20_000_000
@@ -127,17 +130,22 @@ def _scalar_columns(clients: pl.DataFrame) -> tuple[list[np.ndarray], list[str]]
 
 
 def _window_columns(clients: pl.DataFrame, windows: dict[str, float], futures: int = 0, cut: float = 0.0,
-                    horizon: float = np.inf, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+                    horizon: float = np.inf, seed: int = 0, chunk: int | None = None
+                    ) -> tuple[list[np.ndarray], list[str]]:
     """Alive share, purchasing-phase share and expected purchase sessions per target window (start days).
 
     futures = 0: from the realised alive interval and purchasing phase. futures = K > 0 (the knowable oracle): the
     mean over K futures drawn from the generator's laws given the state at ``cut`` (:func:`_future_draws`)."""
+    if futures and chunk is None and clients.height > FUTURE_CHUNK:  # the draws are clients x futures x 3 float64
+        parts = [_window_columns(clients.slice(lo, FUTURE_CHUNK), windows, futures, cut, horizon, seed, i)
+                 for i, lo in enumerate(range(0, clients.height, FUTURE_CHUNK))]
+        return [np.concatenate(c) for c in zip(*(p[0] for p in parts))], parts[0][1]
     join = clients["join_day"].to_numpy()
     interval = clients["buy_interval"].to_numpy()
     if futures:
-        death, b0, stop = _future_draws(clients, cut, horizon, futures, seed)
+        death, b0, stop = _future_draws(clients, cut, horizon, futures, seed, chunk)
     else:
-        death, b0, stop = (clients[c].to_numpy()[:, None] for c in ("death_day", "buy_start_day", "buy_stop_day"))
+        death, b0, stop = (clients[c].to_numpy()[:, None] for c in FUTURE_DAYS)
     b1 = np.minimum(death, stop)
     cols, names = [], []
     for w, a in windows.items():
@@ -152,18 +160,14 @@ def _window_columns(clients: pl.DataFrame, windows: dict[str, float], futures: i
     return cols, names
 
 
-#: The days a knowable oracle censors at the cut: what has happened by then is known, the rest is drawn.
-FUTURE_DAYS = ("death_day", "buy_start_day", "buy_stop_day")
-
-
-def _future_draws(clients: pl.DataFrame, cut: float, horizon: float, k: int, seed: int
+def _future_draws(clients: pl.DataFrame, cut: float, horizon: float, k: int, seed: int, chunk: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``k`` futures per client (float64 ``(n, k)`` each: death, purchasing start, purchasing stop days) drawn from
     the generator's laws (:func:`competition.synth` clients: death = join + Exp(hazard) capped at the world's end,
     start = join or join + Exp(mean 80 days), stop = start + Exp(mean 250 days)) given what has happened by ``cut``:
     a day at or before the cut is kept, a later one is redrawn after the cut (every law is exponential, so its
     remainder past the cut is the same law again)."""
-    rng = np.random.default_rng([seed, 2718])
+    rng = np.random.default_rng([seed, 2718] + ([] if chunk is None else [chunk]))  # chunk: the clients' slice
     n = clients.height
     death, start, stop = (clients[c].to_numpy()[:, None] for c in FUTURE_DAYS)
     hazard = clients["hazard"].to_numpy()[:, None]

@@ -151,7 +151,8 @@ class MultiTaskEmbedder(TorchEmbedder):
         3 x item_dim columns). Does not change training
 
     Fitted attributes: ``anchors_`` (s, latest first), ``catalogue_``, ``model_``, ``inputs_`` (blocks) or
-    ``vocab_`` (sequence), ``normaliser_`` (blocks), ``history_``, ``best_epoch_``, ``n_train_``, ``n_holdout_``.
+    ``vocab_`` (sequence), ``normaliser_`` (blocks), ``history_``, ``best_epoch_``, ``n_train_``, ``n_holdout_``,
+    ``trained_by_`` (the work folder of a prebuilt twin whose weights were read instead of training, or None).
     """
 
     name = "multitask"
@@ -409,6 +410,7 @@ class MultiTaskEmbedder(TorchEmbedder):
         end: its checkpoint has this run's key (params but ``export``, events, anchors, ranks) and all ``epochs``.
         Training is deterministic, so its best weights are what training here would give; None when there is none
         (or under torchrun, where every rank would have to agree)."""
+        self._twin_folder = None
         if dist_info()[1] > 1:
             return None
         for folder in self._prebuilt:
@@ -494,9 +496,9 @@ class MultiTaskEmbedder(TorchEmbedder):
 
     # -- inference --------------------------------------------------------------------------------------------------
     def transform(self, events, client_ids: np.ndarray) -> Block:
-        """Bottleneck float32 ``(len(client_ids), dim)`` from each client's history up to the table's end (rank 0;
-        other ranks of a torchrun job return an empty block). A client without events gets the vector of an empty
-        history."""
+        """The export, float32 ``(len(client_ids), width_)`` (the bottleneck: ``dim`` columns; the heads: 2 + 100 +
+        3 ``item_dim``), from each client's history up to the table's end (rank 0; other ranks of a torchrun job
+        return an empty block). A client without events gets the vector of an empty history."""
         client_ids = np.asarray(client_ids, dtype=np.int64)
         if dist_info()[0] != 0:
             return Block(np.zeros(0, np.int64), np.zeros((0, self.width_), np.float32), {"name": self.name})

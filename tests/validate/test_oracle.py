@@ -169,3 +169,16 @@ def test_knowable_oracle_reads_nothing_after_the_cut(world, tmp_path, capsys):
     earlier.write_parquet(DataPaths(moved).truth / "clients.parquet")
     assert not np.array_equal(oracle.oracle_block(moved, progress=False, seed=3, knowable=True).vectors,
                               knowable.vectors)
+
+
+def test_knowable_oracle_draws_by_chunks_of_clients(world, monkeypatch):
+    """Above FUTURE_CHUNK clients the futures are drawn a chunk at a time (the draws are clients x futures x 3):
+    the same columns, the same bytes twice, and window columns that agree with one draw for all."""
+    whole = oracle.oracle_block(world, progress=False, seed=3, knowable=True)
+    monkeypatch.setattr(oracle, "FUTURE_CHUNK", 100)
+    chunked = oracle.oracle_block(world, progress=False, seed=3, knowable=True)
+    again = oracle.oracle_block(world, progress=False, seed=3, knowable=True)
+    assert chunked.meta["columns"] == whole.meta["columns"] and chunked.vectors.tobytes() == again.vectors.tobytes()
+    j = whole.meta["columns"].index("validation_buying_share")
+    assert not np.array_equal(chunked.vectors[:, j], whole.vectors[:, j])  # other draws ...
+    assert np.corrcoef(chunked.vectors[:, j], whole.vectors[:, j])[0, 1] > 0.99  # ... of the same expectation

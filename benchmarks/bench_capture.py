@@ -123,6 +123,16 @@ def key(name: str, probe: str, order: int) -> str:
     return f"{name}|{probe}|{order}"
 
 
+def closed_shares(means: dict, ceiling: str) -> dict:
+    """Per ``default`` / ``default+...`` candidate, the share of the stats -> ``ceiling`` gap it closes (per task
+    and for the sum; None for a zero gap); {} until stats and the ceiling are scored."""
+    if not all(n in means for n in ("stats", ceiling)):
+        return {}
+    gap = {t: means[ceiling][t] - means["stats"][t] for t in (*TASKS, "sum")}
+    return {cand: {t: (means[cand][t] - means["stats"][t]) / gap[t] if abs(gap[t]) > 1e-9 else None for t in gap}
+            for cand in means if cand == "default" or cand.startswith("default+")}
+
+
 def table(entries: dict, names: list[str], probe: str) -> dict:
     """Mean per task and sum over the orders scored with ``probe``, the order spread of each candidate, and the
     share of the stats -> stats + oracle gap that ``default`` closes (per task and for the sum)."""
@@ -137,17 +147,11 @@ def table(entries: dict, names: list[str], probe: str) -> dict:
         spread[name] = float(np.ptp([r["sum"] for r in runs])) if len(runs) > 1 else None
         task_range[name] = {t: float(np.ptp([r["tasks"][t]["score"] for r in runs])) for t in TASKS}
         task_range[name]["sum"] = float(np.ptp([r["sum"] for r in runs]))
-    closed, gap_in_noise, closed_by, closed_knowable = {}, {}, {}, {}
-    if all(n in means for n in ("stats", "stats+knowable")):
-        gap = {t: means["stats+knowable"][t] - means["stats"][t] for t in (*TASKS, "sum")}
-        for cand in [n for n in means if n == "default" or n.startswith("default+")]:
-            closed_knowable[cand] = {t: (means[cand][t] - means["stats"][t]) / gap[t] if abs(gap[t]) > 1e-9
-                                     else None for t in gap}
-    if all(n in means for n in ("stats", "stats+oracle")):
+    closed, gap_in_noise = {}, {}
+    closed_knowable = closed_shares(means, "stats+knowable")
+    closed_by = closed_shares(means, "stats+oracle")
+    if closed_by:
         gap = {t: means["stats+oracle"][t] - means["stats"][t] for t in (*TASKS, "sum")}
-        for cand in [n for n in means if n == "default" or n.startswith("default+")]:
-            closed_by[cand] = {t: (means[cand][t] - means["stats"][t]) / gap[t] if abs(gap[t]) > 1e-9 else None
-                               for t in gap}
         closed = closed_by.pop("default", {})
         # a gap no larger than what row order alone moved stats or stats + oracle: its share means little
         gap_in_noise = {t: abs(gap[t]) <= max(task_range["stats"][t], task_range["stats+oracle"][t]) for t in gap}

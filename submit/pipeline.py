@@ -210,12 +210,11 @@ def estimate_seconds(size: dict[str, Any], n_events: int, n_clients: int, blocks
     # trained on a sample: epochs cost its share of the events, and embedding everyone is priced apart (at share 1
     # the measured epoch costs include it)
     share = 1.0 if size.get("train_clients") is None else min(1.0, size["train_clients"] / max(n_clients, 1))
+    trained = {"gru_ae": "gru_ae" in blocks,  # mt_heads trains multitask's network when multitask is not built
+               "multitask": "multitask" in blocks or "mt_heads" in blocks}  # (beside it, it reads it: seconds)
     for name, epochs in (("gru_ae", size["epochs"]), ("multitask", 2 * size["epochs"] + 1)):
-        if name in blocks:
+        if trained[name]:
             neural += line(f"{name}_epoch", share) * epochs + (line(f"{name}_infer") if share < 1 else 0.0)
-    if "mt_heads" in blocks and "multitask" not in blocks:  # beside multitask it reads that block (seconds)
-        neural += line("multitask_epoch", share) * (2 * size["epochs"] + 1) + (line("multitask_infer")
-                                                                              if share < 1 else 0.0)
     blocks_s = fixed + neural / speed
     task_share = len(size["tasks"]) / 6
     k_fold = min(size["search_clients"], n_clients) / 2e3

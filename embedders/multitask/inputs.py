@@ -127,15 +127,26 @@ def reusable_block(folder: str | Path, embedder, events, client_ids: np.ndarray)
         return None
     meta = block.meta
     if (meta.get("embedder") != name_of(type(embedder)) or meta.get("seed") != embedder.seed
-            or not getattr(events, "fingerprint", "") or meta.get("events_fingerprint") != events.fingerprint
             or params_differ(embedder, meta.get("params"))):
         return None
+    vectors = same_rows(block, events, client_ids)
+    return None if vectors is None else \
+        Block(np.asarray(client_ids, dtype=np.int64), vectors, dict(block.meta, reused_from=str(folder)))
+
+
+def same_rows(block: Block, events, client_ids: np.ndarray) -> np.ndarray | None:
+    """``block``'s float32 rows for ``client_ids`` (in that order) when it embedded the very table ``events``
+    (``events_fingerprint``: a cut table's differs) for exactly those clients, as its embedder wrote it (float32:
+    a float16 copy is not); else None. An embedder's rows may depend on the set it embeds, so other clients do not
+    count."""
+    if not getattr(events, "fingerprint", "") or block.meta.get("events_fingerprint") != events.fingerprint:
+        return None
     if block.vectors.dtype != np.float32:
-        return None  # a float16 copy is not the block the embedder would make
+        return None
     vectors, covered = block.align(client_ids)
     if not covered.all() or len(block.client_ids) != len(np.unique(client_ids)):
-        return None  # the same clients only: an embedder's rows may depend on the set it embeds
-    return Block(np.asarray(client_ids, dtype=np.int64), vectors, dict(block.meta, reused_from=str(folder)))
+        return None
+    return vectors
 
 
 class BlockInputs:
@@ -207,4 +218,5 @@ class BlockInputs:
         return np.concatenate([b.vectors for b in blocks], axis=1).astype(np.float32)
 
 
-__all__ = ["InputSpec", "InputError", "parse_input", "check_anchor", "reusable_block", "BlockInputs", "REFIT_BY_DEFAULT"]
+__all__ = ["InputSpec", "InputError", "parse_input", "check_anchor", "reusable_block", "same_rows", "BlockInputs",
+           "REFIT_BY_DEFAULT"]

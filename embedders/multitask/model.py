@@ -187,14 +187,11 @@ class MultiTaskNet(nn.Module):
     def trunk(self, z: torch.Tensor) -> torch.Tensor:
         return self.norm(self.blocks(F.dropout(self.stem(z), self.cfg.dropout, self.training)))
 
-    def heads(self, inputs) -> torch.Tensor:
-        """The heads' client side (B, 2 + 100 + 3 I): the churn and conversion logits, the 100 price-bucket logits,
-        and the category, sku and new-sku query vectors scaled by 1 / sqrt(I) (an entry's logit is its query . its
-        item vector + its bias: linear in the query, so any fixed target list's logits are a linear map of it)."""
-        return self.heads_of(self.embed(inputs))
-
-    def heads_of(self, z: torch.Tensor) -> torch.Tensor:
-        """:meth:`heads` of a bottleneck ``z`` (B, Z)."""
+    def heads(self, z: torch.Tensor) -> torch.Tensor:
+        """The heads' client side of a bottleneck ``z`` (B, Z) -> (B, 2 + 100 + 3 I): the churn and conversion
+        logits, the 100 price-bucket logits, and the category, sku and new-sku query vectors scaled by 1 / sqrt(I)
+        (an entry's logit is its query . its item vector + its bias: linear in the query, so any fixed target list's
+        logits are a linear map of it)."""
         h = self.trunk(z)
         scale = 1.0 / math.sqrt(self.cfg.item_dim)
         return torch.cat([self.binary[CHURN](h), self.binary[CONVERSION](h), self.price(h),

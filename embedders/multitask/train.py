@@ -39,7 +39,7 @@ from embedders.gru_ae.tokens import Vocab, tokenize
 from embedders.checkpoints import load_best, resume_training, save_epoch
 from embedders.training import (TorchEmbedder, cap_clients, check_positive_ints, holdout_split, length_batches,
                                 progress_bar, seed_of, training_fingerprint)
-from embedders.multitask.inputs import BlockInputs, parse_input
+from embedders.multitask.inputs import BlockInputs, parse_input, same_rows
 from embedders.multitask.model import EXPORTS, INPUTS, Catalogue, MultiTaskNet, NetConfig, task_losses
 from embedders.multitask.windows import WindowLabels, anchor_times, window_labels
 
@@ -447,12 +447,9 @@ class MultiTaskEmbedder(TorchEmbedder):
             block = read_block(self._twin_folder, mmap=True)
         except (BlockError, OSError, ValueError):
             return None
-        if (block.meta.get("export", "bottleneck") != "bottleneck" or block.vectors.dtype != np.float32
-                or block.meta.get("events_fingerprint") != getattr(events, "fingerprint", None)
-                or len(block.client_ids) != len(np.unique(client_ids))):
+        if block.meta.get("export", "bottleneck") != "bottleneck":
             return None
-        vectors, covered = block.align(client_ids)
-        return vectors if covered.all() else None
+        return same_rows(block, events, client_ids)
 
     def _window_batches(self, feats, train: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """One window's training rows cut into batches: shuffled (blocks), or of similar length (sequence: sorted by
@@ -523,7 +520,7 @@ class MultiTaskEmbedder(TorchEmbedder):
             out = np.zeros((len(client_ids), self.width_), dtype=np.float32)
             for lo in range(0, len(client_ids), self.infer_batch):
                 zb = torch.from_numpy(z[lo:lo + self.infer_batch]).to(self.device_)
-                out[lo:lo + self.infer_batch] = model.heads_of(zb).float().cpu().numpy()
+                out[lo:lo + self.infer_batch] = model.heads(zb).float().cpu().numpy()
         meta = {"name": self.name, "input": self.input, "export": self.export, "anchors": list(self.anchors_),
                 "inputs": [s.to_dict() for s in self.input_specs()] if self.input == "blocks" else None,
                 "reused_inputs": list(self.inputs_.reused_) if self.input == "blocks" and not reused else None,

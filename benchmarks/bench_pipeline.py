@@ -99,7 +99,8 @@ def run_size(args: argparse.Namespace, n: int, before: dict | None = None) -> di
     stage("pipeline", pipeline)
     report = json.loads((out / "run" / "report.json").read_text())
     rec["pipeline"] = {s["stage"]: {"seconds": s["seconds"], "peak_rss_mb": s["peak_rss_mb"],
-                                    "peak_anon_mb": s.get("peak_anon_mb")} for s in report["stages"]}
+                                    "peak_anon_mb": s.get("peak_anon_mb"), "start_anon_mb": s.get("start_anon_mb")}
+                       for s in report["stages"]}
     rec["blocks"] = {}
     for meta_path in sorted((out / "run" / "blocks").glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
@@ -117,16 +118,17 @@ def run_size(args: argparse.Namespace, n: int, before: dict | None = None) -> di
     return rec
 
 
-def flat(rec: dict) -> dict[str, tuple[float, float, float | None]]:
-    """stage name -> (seconds, peak RSS MiB, peak anonymous MiB or None) of one size's record, in display order."""
-    rows = {k: (v["seconds"], v["peak_rss_mb"], None) for k, v in rec["stages"].items() if k != "pipeline"}
-    rows.update({f"pipeline/{k}": (v["seconds"], v["peak_rss_mb"], v.get("peak_anon_mb"))
+def flat(rec: dict) -> dict[str, tuple[float, float, float | None, float | None]]:
+    """stage name -> (seconds, peak RSS MiB, peak anonymous MiB or None, anonymous MiB at the stage's start or None)
+    of one size's record, in display order."""
+    rows = {k: (v["seconds"], v["peak_rss_mb"], None, None) for k, v in rec["stages"].items() if k != "pipeline"}
+    rows.update({f"pipeline/{k}": (v["seconds"], v["peak_rss_mb"], v.get("peak_anon_mb"), v.get("start_anon_mb"))
                  for k, v in rec.get("pipeline", {}).items()})
-    rows.update({f"  block {k}": (v["seconds"] or 0.0, v["peak_rss_mb"] or 0.0, None)
+    rows.update({f"  block {k}": (v["seconds"] or 0.0, v["peak_rss_mb"] or 0.0, None, None)
                  for k, v in rec.get("blocks", {}).items()})
     if "pipeline" in rec["stages"]:
         rows["pipeline (whole)"] = (rec["stages"]["pipeline"]["seconds"], rec["stages"]["pipeline"]["peak_rss_mb"],
-                                    None)
+                                    None, None)
     return rows
 
 
@@ -139,9 +141,10 @@ def format_results(results: dict[str, dict]) -> str:
                      f"{rec['products']:,} products, {rec['events']:,} events; event table / bare scan "
                      f"= {rec.get('event_table_vs_scan', float('nan')):.2f} (the floor of any build / bare scan "
                      f"= {rec.get('event_floor_vs_scan', float('nan')):.2f})")
-        lines.append(f"  {'stage':<26} {'seconds':>10} {'peak RSS MiB':>13} {'anonymous':>10}")
-        lines += [f"  {name:<26} {s:>10,.1f} {r:>13,.0f} " + (f"{a:>10,.0f}" if a is not None else f"{'':>10}")
-                  for name, (s, r, a) in flat(rec).items()]
+        lines.append(f"  {'stage':<26} {'seconds':>10} {'peak RSS MiB':>13} {'anonymous':>10} {'at start':>9}")
+        num = lambda v, w: f"{v:>{w},.0f}" if v is not None else " " * w  # noqa: E731
+        lines += [f"  {name:<26} {s:>10,.1f} {r:>13,.0f} {num(a, 10)} {num(a0, 9)}"
+                  for name, (s, r, a, a0) in flat(rec).items()]
     for a, b in zip(sizes, sizes[1:]):
         fa, fb = flat(a), flat(b)
         ratio = math.log(b["clients"] / a["clients"])

@@ -100,6 +100,73 @@ def read_range(array: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.array(array[lo:hi])
 
 
+#: Positions :func:`gather` reads through a mapping before it drops that span's pages from the resident set.
+GATHER_SPAN = 4_000_000
+
+
+def _libc_madvise():
+    import ctypes
+    import ctypes.util
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or None).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
+
+
+_MADVISE = _libc_madvise()
+_MADV_DONTNEED, _PAGE, _FAULT_AROUND = 4, 4096, 1 << 22
+try:
+    import mmap as _mmap
+    _PAGE = _mmap.PAGESIZE
+except ImportError:  # pragma: no cover
+    pass
+
+
+def release(array: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
+    """Drop the pages of rows ``array[lo:hi]`` from this process's resident set, with up to 4 MiB either side (a
+    fault maps its neighbours too: the kernel's fault-around, and a page-cache folio is mapped whole, up to 2 MiB
+    seen), when ``array`` is a read-only memory map of a file (``np.load(..., mmap_mode="r")``): the kernel keeps
+    them in its page cache and the next read faults them back in, so nothing read changes. Anything else (an
+    in-memory array, a writable map, no libc) is left alone: on anonymous memory the same call would zero the
+    values."""
+    if (_MADVISE is None or not isinstance(array, np.memmap) or getattr(array, "mode", None) != "r"
+            or not array.flags.c_contiguous or array.size == 0):
+        return
+    row = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    slack = -(-_FAULT_AROUND // row)
+    lo, hi = max(int(lo) - slack, 0), min((len(array) if hi is None else int(hi)) + slack, len(array))
+    if hi <= lo:
+        return
+    start, stop = array.ctypes.data + lo * row, array.ctypes.data + hi * row
+    start -= start % _PAGE  # the mapping starts on a page, and its last page is mapped whole
+    _MADVISE(start, stop - start, _MADV_DONTNEED)
+
+
+def gather(array: np.ndarray, pos: np.ndarray, span: int = GATHER_SPAN) -> np.ndarray:
+    """``array[pos]`` as an in-memory copy. A memory-mapped array is read :data:`GATHER_SPAN` rows of the table at
+    a time, in ascending position, and each span's pages are then dropped from the resident set (:func:`release`):
+    a sparse gather reads only the pages it needs, and peak RSS stays bounded by a span, not by the table (at 1M
+    clients a whole table's pages are ~11 GB)."""
+    pos = np.asarray(pos, dtype=np.int64)
+    if not isinstance(array, np.memmap) or len(pos) == 0:
+        return np.asarray(array)[pos]
+    if np.any(pos[1:] < pos[:-1]):
+        order = np.argsort(pos, kind="stable")
+        out = np.empty((len(pos), *array.shape[1:]), dtype=array.dtype)
+        out[order] = gather(array, pos[order], span)
+        return out
+    out = np.empty((len(pos), *array.shape[1:]), dtype=array.dtype)
+    starts = np.arange(int(pos[0]) - int(pos[0]) % span, int(pos[-1]) + span + 1, span)
+    bounds = np.searchsorted(pos, starts)
+    for lo, a, b in zip(starts, bounds[:-1], bounds[1:]):
+        if b > a:
+            out[a:b] = array[pos[a:b]]
+            release(array, int(lo), int(lo) + span)
+    return out
+
+
 def index_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """:func:`index_sorted` for ``keys`` in any order: index into ``keys`` of each of ``values``, -1 where absent
     (with repeated keys the first in ``keys`` order counts). int64 ``(len(values),)``."""
@@ -294,6 +361,8 @@ class EventTable:
             rows.append(np.searchsorted(offsets, lo + idx, side="right") - 1)
             for c in columns:
                 cols[c].append(np.asarray(getattr(self, c)[lo:hi])[idx])
+            for c in {TIMESTAMP, "event_type", *columns}:  # read through the map, then out of the resident set
+                release(getattr(self, c), lo, hi)
         join = (lambda p, dt: np.concatenate(p) if p else np.zeros(0, dtype=dt))  # noqa: E731
         return join(rows, np.int64), {c: join(v, EVENT_ARRAYS[c]) for c, v in cols.items()}
 
@@ -337,10 +406,10 @@ class EventTable:
         starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
         # every event position of those rows, in table order: each row's start plus 0..length-1
         pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-        keep = np.asarray(self.timestamp)[pos] < hi_time
+        keep = gather(self.timestamp, pos) < hi_time
         pos = pos[keep]
         return (np.repeat(rows, lengths)[keep],
-                {c: np.asarray(getattr(self, c))[pos] for c in EVENT_ARRAYS})
+                {c: gather(getattr(self, c), pos) for c in EVENT_ARRAYS})
 
     def last_events(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Event positions of the last ``n`` events of each client row (``-1`` rows have none).
@@ -689,7 +758,7 @@ def load_events(data_dir: str | Path, layout: str = "input", progress: bool = Tr
 
 
 __all__ = ["EventTable", "load_events", "fingerprint", "block_fingerprint", "file_fingerprint", "cache_problem",
-           "EVENT_ARRAYS", "index_sorted", "index_of", "read_range"]
+           "EVENT_ARRAYS", "index_sorted", "index_of", "read_range", "gather", "release"]
 
 
 def main(argv: list[str] | None = None) -> int:

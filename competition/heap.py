@@ -86,4 +86,18 @@ def large_blocks_in_heap(enabled: bool = True):
             lib.mallopt(_M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
             lib.malloc_trim(0)
 
-__all__ = ["ENV_SWITCH", "HEAP_BLOCK_LIMIT", "available", "large_blocks_in_heap"]
+
+
+def release_freed() -> None:
+    """Collect unreachable objects now (a reference cycle can keep a stage's arrays alive until the next full
+    collection) and hand the heap's free memory back to the kernel (``malloc_trim``; glibc only, whatever
+    :data:`ENV_SWITCH` says, as it changes no allocation policy). Called between the pipeline's stages, so that a
+    stage starts with what its predecessors left alive, not their garbage. No value changes."""
+    import gc
+    gc.collect()
+    lib = _glibc()
+    if lib is not None:
+        lib.malloc_trim(0)
+
+
+__all__ = ["ENV_SWITCH", "HEAP_BLOCK_LIMIT", "available", "large_blocks_in_heap", "release_freed"]

@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from competition.events import gather, read_range
 from competition.io import remove_leftovers
 from competition.load import DataError, codes_to_numpy
 from competition.progress import progress as progress_of
@@ -149,10 +150,10 @@ def row_chunks(offsets: np.ndarray, chunk_events: int) -> list[tuple[int, int]]:
 def _kind_values(events, kind: str, sl: slice, event_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mask over the slice's events, values of the masked events) for one token kind."""
     if kind == URL:
-        values = np.asarray(events.url[sl])
+        values = read_range(events.url, sl.start, sl.stop)
         mask = (event_type == EVENT_CODE[PAGE_VISIT]) & (values >= 0)
     else:
-        values = np.asarray(events.sku[sl] if kind == SKU else events.category[sl])
+        values = read_range(events.sku if kind == SKU else events.category, sl.start, sl.stop)
         mask = np.isin(event_type, _SKU_CODES) & (values >= 0)
     return mask, values[mask]
 
@@ -216,7 +217,7 @@ def _chunk_events(events, r0: int, r1: int) -> tuple[int, np.ndarray, np.ndarray
     """(first event, event types, local row of each event) of client rows [r0, r1)."""
     e0, e1 = int(events.offsets[r0]), int(events.offsets[r1])
     local_all = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(np.asarray(events.offsets[r0:r1 + 1])))
-    return e0, np.asarray(events.event_type[e0:e1]), local_all
+    return e0, read_range(events.event_type, e0, e1), local_all
 
 
 def _chunk_tokens(events, r0: int, r1: int, kinds, keys, base, max_len: int, url_rate: float,
@@ -579,13 +580,13 @@ class Item2Vec(Embedder):
         pos, counts = events.last_events(rows, int(max(lengths.max(), 1)))
         nc = len(rows)
         local = np.repeat(np.arange(nc, dtype=np.int64), counts)
-        event_type = np.asarray(events.event_type[pos])
-        ts = np.asarray(events.timestamp[pos])
+        event_type = gather(events.event_type, pos)
+        ts = gather(events.timestamp, pos)
         arrays: dict[str, np.ndarray] = {}
         for j, (part, kind, codes) in enumerate(specs):
             if kind not in arrays:
-                arrays[kind] = np.asarray((events.url if kind == URL else
-                                           events.sku if kind == SKU else events.category)[pos])
+                arrays[kind] = gather(events.url if kind == URL else events.sku if kind == SKU else events.category,
+                                      pos)
             keys, table = self.item_keys_[kind], self.item_vectors_[kind]
             item = index_sorted(keys, arrays[kind])
             m = np.isin(event_type, codes) & (item >= 0)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from competition.cli import peak_rss_mb
+from competition.heap import release_freed
 from competition.load import read_relevant_clients
 from competition.schema import (BLOCK_META_FILE, CONVERSION, EVENT_TYPES, PRODUCT_PROPERTIES, PROPENSITY_CATEGORY,
                                 TASKS, DataPaths)
@@ -355,7 +356,10 @@ class Stages:
     def start(self, name: str, what: str) -> None:
         self.finish()
         self.k = self.names.index(name) + 1
+        release_freed()  # the last stage's garbage (cycles, freed heap) is not this one's memory
         self.rss.reset()
+        # what the process holds when the stage starts: a stage's peak less this is its own; the rest it inherited
+        self._start_anon = (self.rss._sample() or (0.0, None))[1] if self.rss.ok else None
         self._current = (name, time.perf_counter())
         self.log(f"[{self.k}/{len(self.names)}] {name}: {what}")
 
@@ -367,7 +371,8 @@ class Stages:
         anon = self.rss.read_anon()
         self.records.append({"stage": name, "seconds": round(time.perf_counter() - t, 2),
                              "peak_rss_mb": round(self.rss.read(), 1),
-                             "peak_anon_mb": None if anon is None else round(anon, 1)})
+                             "peak_anon_mb": None if anon is None else round(anon, 1),
+                             "start_anon_mb": None if self._start_anon is None else round(self._start_anon, 1)})
         self._current = None
 
     def log(self, msg: str) -> None:

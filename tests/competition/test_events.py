@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 
 import competition.events as events_mod
-from competition.events import EVENT_ARRAYS, EventTable, fingerprint, load_events, main, read_range
+from competition.events import (EVENT_ARRAYS, EventTable, fingerprint, gather, load_events, main, read_range,
+                               release)
 from competition.load import DataError, DataWarning
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, EVENT_CODE, PAGE_VISIT, PRICE, PRODUCT_BUY, QUERY,
                                 REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, DataPaths)
@@ -498,3 +499,45 @@ def test_read_range_reads_rows_like_the_memory_map(tmp_path):
         np.testing.assert_array_equal(got, values[5:9])
         assert read_range(mapped, 4, 4).shape == (0, *values.shape[1:])
     np.testing.assert_array_equal(read_range(values, 2, 5), values[2:5])  # an in-memory array: a copy of the rows
+
+
+def _resident_pages(array: np.ndarray) -> int:
+    """Pages of ``array``'s mapping resident in this process (/proc/self/smaps' Rss of its mapping, in kB / 4)."""
+    name, total, inside = os.path.realpath(array.filename), 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split()[0] and not line.split()[0].endswith(":"):
+            inside = line.rstrip().endswith(name)
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total // 4
+
+
+def test_gather_reads_positions_like_the_memory_map_and_leaves_its_pages_out_of_the_resident_set(tmp_path):
+    values = np.arange(3_000_000, dtype=np.int64) * 3  # 24 MB: thousands of pages
+    np.save(tmp_path / "v.npy", values)
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    rng = np.random.default_rng(0)
+    pos = np.sort(rng.choice(len(values), 200_000, replace=False))
+    got = gather(mapped, pos, span=250_000)
+    assert type(got) is np.ndarray and got.dtype == values.dtype
+    np.testing.assert_array_equal(got, values[pos])
+    np.testing.assert_array_equal(gather(values, pos), values[pos])  # in memory: plain indexing
+    assert gather(mapped, np.zeros(0, np.int64)).shape == (0,)
+    if os.path.isfile("/proc/self/smaps"):
+        assert _resident_pages(mapped) < 100  # read through the mapping, then dropped span by span
+        np.asarray(mapped).sum()  # a plain read leaves the whole mapping resident ...
+        assert _resident_pages(mapped) > 5_000
+        release(mapped)  # ... until released; the values are the file's still
+        assert _resident_pages(mapped) < 100
+        np.testing.assert_array_equal(np.asarray(mapped), values)
+
+
+def test_release_leaves_memory_that_is_not_a_read_only_map_alone(tmp_path):
+    values = np.arange(100_000, dtype=np.int64)
+    kept = values.copy()
+    release(values)  # anonymous memory: the same call would zero it
+    np.testing.assert_array_equal(values, kept)
+    writable = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.int64, shape=(100_000,))
+    writable[:] = kept
+    release(writable)
+    np.testing.assert_array_equal(writable, kept)

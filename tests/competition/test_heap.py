@@ -78,3 +78,33 @@ def test_same_values_with_and_without(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(without, inside)
+
+
+def _anonymous_mb() -> float:
+    with open("/proc/self/statm") as f:
+        fields = f.read().split()
+    return (int(fields[1]) - int(fields[2])) * 4096 / 2**20
+
+
+def test_release_freed_collects_a_cycle_that_holds_an_array_and_returns_its_memory():
+    import gc
+    import os
+    import weakref
+
+    class Node:
+        pass
+
+    gc.disable()  # the cycle stays until someone collects it, as it may between two stages
+    try:
+        before = _anonymous_mb() if os.path.exists("/proc/self/statm") else None
+        a, b = Node(), Node()
+        a.other, b.other, a.values = b, a, np.ones(50_000_000)  # 400 MB
+        alive = weakref.ref(a)
+        del a, b
+        assert alive() is not None
+        heap.release_freed()
+        assert alive() is None
+        if before is not None:
+            assert _anonymous_mb() < before + 100
+    finally:
+        gc.enable()

@@ -117,6 +117,8 @@ def _libc_madvise():
 
 _MADVISE = _libc_madvise()
 _MADV_DONTNEED, _PAGE, _FAULT_AROUND = 4, 4096, 1 << 22
+#: np.memmap modes that map the file shared (MAP_SHARED): dropping their pages loses nothing.
+_SHARED_MODES = frozenset({"r", "r+", "w+"})
 try:
     import mmap as _mmap
     _PAGE = _mmap.PAGESIZE
@@ -127,11 +129,11 @@ except ImportError:  # pragma: no cover
 def release(array: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
     """Drop the pages of rows ``array[lo:hi]`` from this process's resident set, with up to 4 MiB either side (a
     fault maps its neighbours too: the kernel's fault-around, and a page-cache folio is mapped whole, up to 2 MiB
-    seen), when ``array`` is a read-only memory map of a file (``np.load(..., mmap_mode="r")``): the kernel keeps
-    them in its page cache and the next read faults them back in, so nothing read changes. Anything else (an
-    in-memory array, a writable map, no libc) is left alone: on anonymous memory the same call would zero the
-    values."""
-    if (_MADVISE is None or not isinstance(array, np.memmap) or getattr(array, "mode", None) != "r"
+    seen), when ``array`` is a shared memory map of a file (``np.load(..., mmap_mode="r")``, or modes ``r+`` /
+    ``w+`` of ``np.memmap``): the kernel keeps them in its page cache (a written page stays dirty there and is
+    written back) and the next access faults them back in, so no value changes. Anything else (an in-memory array,
+    a private ``c`` map, no libc) is left alone: on anonymous or private memory the same call would zero values."""
+    if (_MADVISE is None or not isinstance(array, np.memmap) or getattr(array, "mode", None) not in _SHARED_MODES
             or not array.flags.c_contiguous or array.size == 0):
         return
     row = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
@@ -545,6 +547,9 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
             continue
         _check_range(chunk, data_dir, layout)
         n_q = _write_range(chunk, _range_order(chunk, span), arrays, query_codes, pos, q_pos)
+        for arr in arrays.values():  # written: out of the resident set (the page cache writes them back)
+            release(arr, pos, pos + len(chunk))
+        release(query_codes, q_pos, q_pos + n_q)
         ts = chunk[TIMESTAMP]
         start_time = ts.min() if start_time is None else min(start_time, ts.min())
         last_time = ts.max() if last_time is None else max(last_time, ts.max())

@@ -532,12 +532,27 @@ def test_gather_reads_positions_like_the_memory_map_and_leaves_its_pages_out_of_
         np.testing.assert_array_equal(np.asarray(mapped), values)
 
 
-def test_release_leaves_memory_that_is_not_a_read_only_map_alone(tmp_path):
-    values = np.arange(100_000, dtype=np.int64)
+def test_release_keeps_every_value_written_and_leaves_private_memory_alone(tmp_path):
+    values = np.arange(1_000_000, dtype=np.int64)
     kept = values.copy()
     release(values)  # anonymous memory: the same call would zero it
     np.testing.assert_array_equal(values, kept)
-    writable = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.int64, shape=(100_000,))
+    private = np.memmap(tmp_path / "c.bin", mode="w+", dtype=np.int64, shape=(1_000_000,))
+    private[:] = 0
+    private.flush()
+    copy = np.memmap(tmp_path / "c.bin", mode="c", dtype=np.int64, shape=(1_000_000,))
+    copy[:] = kept  # a private copy: its pages are the only place these values are
+    release(copy)
+    np.testing.assert_array_equal(copy, kept)
+    # a shared writable map (how the event table is built): written pages leave the resident set, their values
+    # stay (dirty in the page cache, written back), read through the map and from the file
+    writable = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.int64, shape=(1_000_000,))
     writable[:] = kept
+    if os.path.isfile("/proc/self/smaps"):
+        assert _resident_pages(writable) > 1_000
     release(writable)
+    if os.path.isfile("/proc/self/smaps"):
+        assert _resident_pages(writable) < 100
     np.testing.assert_array_equal(writable, kept)
+    del writable
+    np.testing.assert_array_equal(np.load(tmp_path / "w.npy"), kept)

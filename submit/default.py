@@ -58,14 +58,15 @@ def run_default(work_dir: str | Path = "runs/default", clients: int | None = Non
                 epochs: int | None = None, seed: int = 0, quick: bool = False, probe: str = "auto",
                 out: str | Path | None = None, progress: bool = True, tasks: tuple[str, ...] | None = None,
                 blocks: tuple[str, ...] | None = None, confirm_clients: int | None = None,
-                decide_clients: tuple[int, ...] | None = None, decision_probe: str = "auto", *,
-                pack: Callable) -> dict:
+                decide_clients: tuple[int, ...] | None = None, decision_probe: str = "auto", heads: bool = False,
+                *, pack: Callable) -> dict:
     """Run the six stages (module docstring); returns the report dict (also written to WORK_DIR/report.json).
 
     quick: tiny sizes (:data:`submit.pipeline.SIZES`) and two tasks, for tests; explicit arguments win. blocks: a
     subset of the default blocks (stats always). confirm_clients: report-fold clients on which the replica scores
     the packed ensemble beside stats (0: skip; default: the preset's). decide_clients / decision_probe: the
-    decision's ladder of search-fold clients ((0,): none) and probe (:func:`submit.pipeline.decide_stage`). pack: the packing step,
+    decision's ladder of search-fold clients ((0,): none) and probe (:func:`submit.pipeline.decide_stage`). heads:
+    ship ``mt_heads`` beside a shipped multitask (:func:`submit.pipeline.ship_heads_beside`). pack: the packing step,
     :func:`submit.pack.pack` (given by its caller, so that this module does not import the command that runs it).
     """
     preset = preset_name(quick)
@@ -88,7 +89,7 @@ def run_default(work_dir: str | Path = "runs/default", clients: int | None = Non
     return run_pipeline(world, work, st, recipes, size, seed, probe, progress, pack, out,
                         title="the embedded default run (synthetic world)",
                         extra={"kind": "synthetic world", "preset": preset}, oracle=True,
-                        decision_probe=decision_probe)
+                        decision_probe=decision_probe, heads=heads)
 
 
 __all__ = ["run_default", "ensure_world", "STAGES"]

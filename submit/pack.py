@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "shipped (default: 1000 2000 on a CPU, 10000 20000 50000 with CUDA, or what --budget "
                         "picks; 0: no decision, ship the LightGBM search's choice)")
     add_decision_probe(d)
+    d.add_argument("--heads", action="store_true",
+                   help="when the decision ships multitask, ship multitask's heads beside it (mt_heads: the same "
+                        "training, seconds more; replica: +0.018 at 5,000 clients on three worlds, +0.009 at 10,000 "
+                        "on one, within its row-order spread: docs/capture.md)")
     d.add_argument("--wait", action="store_true", help="when another run holds the run folder (or splits the data "
                                                        "folder), wait for it to end instead of refusing")
     d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                         epochs=args.epochs, seed=args.seed, quick=args.quick, probe=args.probe, out=args.out,
                         progress=not args.no_progress, tasks=args.tasks, blocks=args.blocks,
                         confirm_clients=args.confirm_clients, decide_clients=args.decide_clients,
-                        decision_probe=args.decision_probe, pack=pack)
+                        decision_probe=args.decision_probe, heads=args.heads, pack=pack)
             return 0
         if args.out is None:
             parser.error("--data-dir needs --out")
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                              tasks=args.tasks, budget_minutes=args.budget, blocks=args.blocks,
                              confirm_clients=args.confirm_clients, search_clients=args.search_clients,
                              train_clients=args.train_clients, decide_clients=args.decide_clients,
-                             decision_probe=args.decision_probe, pack=pack, wait=args.wait)
+                             decision_probe=args.decision_probe, heads=args.heads, pack=pack,
+                             wait=args.wait)
             except PermissionError as exc:  # e.g. a read-only data folder: the split writes input/ and target/
                 print(f"error: {exc} (the one-command run writes the split and the event cache into --data-dir; "
                       "copy the data to a writable folder)", file=sys.stderr)

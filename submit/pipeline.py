@@ -16,7 +16,8 @@ Stages (each reuses what is already there and fresh; all outputs in the run fold
 4. decide: the shipped ensemble chosen by the organisers' network (``validate.decide``: the replica with CUDA,
    its bfloat16 twin ``mlp16`` on a CPU) among a short list (the search's best, strong and supervised blocks
    alone, all blocks, the strongest together) scored at growing numbers of search-fold clients, written to
-   ``WORK/spec.json``; reused when ``WORK/decide.json`` records the same search and settings;
+   ``WORK/spec.json``; reused when ``WORK/decide.json`` records the same search and settings; with ``--heads``,
+   multitask's heads are added beside a shipped multitask (:func:`ship_heads_beside`, built in ``WORK/beside/``);
 5. pack: the local submission (blocks of the input period; for local scoring);
 6. final (own data only): the real submission, the same spec packed from every raw event (blocks in
    ``WORK/blocks-final/``);
@@ -34,6 +35,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,8 @@ import numpy as np
 from competition.cli import peak_rss_mb
 from competition.heap import release_freed
 from competition.load import read_relevant_clients
-from competition.schema import (BLOCK_META_FILE, CONVERSION, EVENT_TYPES, PRODUCT_PROPERTIES, PROPENSITY_CATEGORY,
-                                TASKS, DataPaths)
+from competition.schema import (BLOCK_META_FILE, CONVERSION, EVENT_TYPES, MAX_EMBEDDING_COLUMNS, PRODUCT_PROPERTIES,
+                                PROPENSITY_CATEGORY, TASKS, DataPaths)
 from embedders import registry
 from submit.build import ensure_blocks
 from validate.cli import resolve_probe
@@ -484,6 +486,62 @@ def decide_stage(data_dir: Path, work: Path, st: Stages, blocks_dir: Path, searc
     return spec.to_dict()
 
 
+#: ``submit.pack --heads`` (docs/capture.md): when the decision ships multitask's bottleneck, its heads ship beside
+#: it.
+HEADS_BLOCK, HEADS_SOURCE = "mt_heads", "multitask"
+#: Where the pipeline builds that block (``WORK/<this>/mt_heads``; the final stage's in ``WORK/<this>-final/``):
+#: outside ``WORK/blocks``, so that the search and the decision never see it as a candidate of their own.
+HEADS_DIR = "beside"
+
+
+def ship_heads_beside(spec: dict[str, Any], work: Path, data_dir: Path, seed: int, enabled: bool, progress: bool,
+                      log) -> dict[str, Any]:
+    """The decided spec (a dict) with ``mt_heads`` added beside a shipped multitask bottleneck block (the same
+    training's heads, transform quantile; built now from that block's checkpoint and bottleneck, seconds), saved
+    as ``WORK/spec.json``; unchanged when no multitask ships, when it would pass the column limit, or when it is
+    there already. ``enabled`` (``submit.pack --heads``; off by default) False ships the decision's choice as it is
+    (and takes out heads an earlier run added). Why a rule beside the decision rather than a candidate of it: the
+    decision's small CPU samples cut the three-block candidate; why opt-in: the heads' gain beside the shipped
+    submission, +0.018 on three worlds at 5,000 clients, was +0.009 at 10,000 on the one world measured there,
+    within its row-order spread (docs/capture.md)."""
+    from submit.build import recipe
+    from validate.spec import block_meta, block_width
+
+    parsed = EnsembleSpec.from_dict(spec, source=str(work / SPEC))
+    added = parsed.search.get("heads_beside")
+    if not enabled:
+        if added:
+            parsed = replace(parsed, blocks=[b for b in parsed.blocks if b.name != added["block"]],
+                             search={k: v for k, v in parsed.search.items() if k != "heads_beside"})
+            parsed.save(work / SPEC)
+            log(f"{added['block']} taken out of the shipped spec (no --heads this time)")
+        return parsed.to_dict()
+    names = {b.name for b in parsed.blocks}
+    source = next((b for b in parsed.active if block_meta(b).get("embedder") == HEADS_SOURCE
+                   and (block_meta(b).get("params") or {}).get("export", "bottleneck") == "bottleneck"), None)
+    if source is None or HEADS_BLOCK in names:
+        return spec
+    _, params = recipe(source, block_meta(source), str(work / SPEC))
+    params = {**params, **EXPORT_BLOCKS[HEADS_BLOCK][1]}
+    heads = BlockSpec(HEADS_BLOCK, work / HEADS_DIR / HEADS_BLOCK, registry.default_transform(HEADS_SOURCE, params),
+                      1.0, None, HEADS_SOURCE, params)
+    # built after the bottleneck block it reads (ensure_blocks hands it the blocks before it as prebuilt twins)
+    ensure_blocks(EnsembleSpec([replace(source, weight=1.0), heads], source="heads beside multitask"), data_dir,
+                  "input", seed=seed, progress=progress, log=log)
+    width = block_width(heads)
+    used = sum(b.columns(block_width(b)) for b in parsed.active)
+    if used + width > MAX_EMBEDDING_COLUMNS:
+        log(f"{HEADS_BLOCK} not shipped beside {source.name}: {used} + {width} columns would pass the limit of "
+            f"{MAX_EMBEDDING_COLUMNS}")
+        return spec
+    out = replace(parsed, blocks=[*parsed.blocks, heads],
+                  search={**parsed.search, "heads_beside": {"block": HEADS_BLOCK, "beside": source.name,
+                                                            "columns": width, "rule": "docs/capture.md"}})
+    out.save(work / SPEC)
+    log(f"shipping {HEADS_BLOCK} beside {source.name} ({width} columns, quantile; --heads: docs/capture.md)")
+    return out.to_dict()
+
+
 def search_history(study_db: Path) -> list[dict[str, Any]]:
     """Every trial of the stored study: number, state, objective (None when pruned), columns."""
     import optuna
@@ -528,12 +586,13 @@ def probe_words(probe: str) -> str:
 def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str, Any]], size: dict[str, Any],
                  seed: int, probe: str, progress: bool, pack: Callable, out_local: Path,
                  out_final: Path | None = None, title: str = "pipeline run", extra: dict | None = None,
-                 oracle: bool = False, decision_probe: str = "auto") -> dict:
+                 oracle: bool = False, decision_probe: str = "auto", heads: bool = False) -> dict:
     """Stages 2-6 (module docstring) on a prepared (split) ``data_dir``; the caller ran stage 1 on ``st``.
 
     pack: :func:`submit.pack.pack` (given by its caller, so that this module does not import the command that runs
     it). out_final: where the final submission goes (None: no final stage). decision_probe: the decide stage's
-    probe (auto: the replica with CUDA, else mlp16; :func:`validate.cli.resolve_decision_probe`). oracle: add the oracle row
+    probe (auto: the replica with CUDA, else mlp16; :func:`validate.cli.resolve_decision_probe`). heads: ship
+    ``mt_heads`` beside a shipped multitask (:func:`ship_heads_beside`; opt-in). oracle: add the oracle row
     (synthetic worlds with ``truth/``, when :mod:`validate.oracle` is available). Returns the report dict (also
     written to ``WORK/report.json``; ``WORK/report.md`` and its PNGs beside it)."""
     from competition.io import write_json
@@ -594,6 +653,7 @@ def run_pipeline(data_dir: Path, work: Path, st: Stages, recipes: list[dict[str,
         blog(f"search chose {b['name']}: {b['transform']}, weight {b['weight']:.3f}, dims {b['dims'] or 'full'}")
     spec = decide_stage(data_dir, work, st, blocks_dir, searched, key, size, tasks, seed, decision_probe,
                         progress)
+    spec = ship_heads_beside(spec, work, data_dir, seed, heads, progress, blog)
     decision = spec.get("search", {}).get("decision")
 
     st.start("pack", f"local submission (input-period blocks): {spec_path} -> {out_local}")
@@ -768,7 +828,7 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
                  budget_minutes: float | None = None, blocks: Sequence[str] | None = None,
                  confirm_clients: int | None = None, search_clients: int | None = None,
                  train_clients: int | None = None, decide_clients: Sequence[int] | None = None,
-                 decision_probe: str = "auto", *, pack: Callable, wait: bool = False) -> dict:
+                 decision_probe: str = "auto", heads: bool = False, *, pack: Callable, wait: bool = False) -> dict:
     """The whole pipeline on the user's data (module docstring): ``out/local`` (local-validation submission),
     ``out/final`` (the real submission, from every event) and the run folder ``work_dir`` (default ``out/run``:
     blocks, study, report.md). Explicit trials/epochs/tasks/search_clients/train_clients win over the preset and the
@@ -817,7 +877,7 @@ def run_own_data(data_dir: str | Path, out: str | Path, work_dir: str | Path | N
              "n_relevant": relevant, "estimated_seconds": round(estimate, 1), "split": split_how, "out": str(out)}
     return run_pipeline(data_dir, work, st, recipes, size, seed, probe, progress, pack, local, final,
                         title=f"submit.pack on {data_dir.name}", extra=extra, oracle=True,
-                        decision_probe=decision_probe)
+                        decision_probe=decision_probe, heads=heads)
 
 
 def decide_ladder(clients: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -832,4 +892,4 @@ def decide_ladder(clients: Sequence[int] | None) -> tuple[int, ...] | None:
 
 __all__ = ["SIZES", "DEFAULT_BLOCKS", "EXPORT_BLOCKS", "KNOWN_BLOCKS", "SEARCH_CLIENTS_FLOOR",
            "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
-           "run_pipeline", "run_own_data", "decide_stage", "decide_ladder", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]
+           "run_pipeline", "run_own_data", "decide_stage", "decide_ladder", "ship_heads_beside", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]

@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_decision_probe(d)
     d.add_argument("--heads", action="store_true",
                    help="when the decision ships multitask, ship multitask's heads beside it (mt_heads: the same "
-                        "training, seconds more; replica: +0.018 at 5,000 clients on three worlds, +0.009 at 10,000 "
-                        "on one, within its row-order spread: docs/capture.md)")
+                        "training, seconds more; replica, 10,000 clients: +0.009 and +0.016 on two worlds, within "
+                        "the row-order spread: docs/capture.md)")
     d.add_argument("--wait", action="store_true", help="when another run holds the run folder (or splits the data "
                                                        "folder), wait for it to end instead of refusing")
     d.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None, metavar="TASK",

@@ -502,8 +502,8 @@ def ship_heads_beside(spec: dict[str, Any], work: Path, data_dir: Path, seed: in
     there already. ``enabled`` (``submit.pack --heads``; off by default) False ships the decision's choice as it is
     (and takes out heads an earlier run added). Why a rule beside the decision rather than a candidate of it: the
     decision's small CPU samples cut the three-block candidate; why opt-in: the heads' gain beside the shipped
-    submission, +0.018 on three worlds at 5,000 clients, was +0.009 at 10,000 on the one world measured there,
-    within its row-order spread (docs/capture.md)."""
+    submission, +0.018 on three worlds at 5,000 clients, was +0.009 and +0.016 at 10,000 on two, within the
+    row-order spread (docs/capture.md)."""
     from submit.build import recipe
     from validate.spec import block_meta, block_width
 

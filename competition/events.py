@@ -100,8 +100,8 @@ def read_range(array: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.array(array[lo:hi])
 
 
-#: Positions :func:`gather` reads through a mapping before it drops that span's pages from the resident set.
-GATHER_SPAN = 4_000_000
+#: Positions :func:`read_positions` reads through a mapping before it drops that span's pages from the resident set.
+POSITIONS_SPAN = 4_000_000
 
 
 def _libc_madvise():
@@ -146,8 +146,8 @@ def release(array: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
     _MADVISE(start, stop - start, _MADV_DONTNEED)
 
 
-def gather(array: np.ndarray, pos: np.ndarray, span: int = GATHER_SPAN) -> np.ndarray:
-    """``array[pos]`` as an in-memory copy. A memory-mapped array is read :data:`GATHER_SPAN` rows of the table at
+def read_positions(array: np.ndarray, pos: np.ndarray, span: int = POSITIONS_SPAN) -> np.ndarray:
+    """``array[pos]`` as an in-memory copy. A memory-mapped array is read :data:`POSITIONS_SPAN` rows of the table at
     a time, in ascending position, and each span's pages are then dropped from the resident set (:func:`release`):
     a sparse gather reads only the pages it needs, and peak RSS stays bounded by a span, not by the table (at 1M
     clients a whole table's pages are ~11 GB)."""
@@ -157,7 +157,7 @@ def gather(array: np.ndarray, pos: np.ndarray, span: int = GATHER_SPAN) -> np.nd
     if np.any(pos[1:] < pos[:-1]):
         order = np.argsort(pos, kind="stable")
         out = np.empty((len(pos), *array.shape[1:]), dtype=array.dtype)
-        out[order] = gather(array, pos[order], span)
+        out[order] = read_positions(array, pos[order], span)
         return out
     out = np.empty((len(pos), *array.shape[1:]), dtype=array.dtype)
     starts = np.arange(int(pos[0]) - int(pos[0]) % span, int(pos[-1]) + span + 1, span)
@@ -408,10 +408,10 @@ class EventTable:
         starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
         # every event position of those rows, in table order: each row's start plus 0..length-1
         pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-        keep = gather(self.timestamp, pos) < hi_time
+        keep = read_positions(self.timestamp, pos) < hi_time
         pos = pos[keep]
         return (np.repeat(rows, lengths)[keep],
-                {c: gather(getattr(self, c), pos) for c in EVENT_ARRAYS})
+                {c: read_positions(getattr(self, c), pos) for c in EVENT_ARRAYS})
 
     def last_events(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Event positions of the last ``n`` events of each client row (``-1`` rows have none).
@@ -763,7 +763,7 @@ def load_events(data_dir: str | Path, layout: str = "input", progress: bool = Tr
 
 
 __all__ = ["EventTable", "load_events", "fingerprint", "block_fingerprint", "file_fingerprint", "cache_problem",
-           "EVENT_ARRAYS", "index_sorted", "index_of", "read_range", "gather", "release"]
+           "EVENT_ARRAYS", "index_sorted", "index_of", "read_range", "read_positions", "release"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from competition.events import EVENT_ARRAYS, index_of, index_sorted, read_range
+from competition.events import EVENT_ARRAYS, index_of, index_sorted, read_positions, read_range
 
 def row_chunks(lengths: np.ndarray, chunk_events: int) -> list[tuple[int, int]]:
     """Split consecutive rows with ``lengths`` events each into ``[start, stop)`` index ranges of about
@@ -52,7 +52,8 @@ def gather(events, rows: np.ndarray) -> EventChunk:
     """The events of table rows ``rows`` (sorted, unique, all >= 0) as an :class:`EventChunk`.
 
     The span of events from the first to the last row is read in one piece when it is at most 4x the events
-    needed (always for contiguous rows), else the needed events are gathered through the memory map."""
+    needed (always for contiguous rows), else the needed events are read through the memory map
+    (:func:`competition.events.read_positions`: its pages do not stay in the resident set)."""
     rows = np.asarray(rows, dtype=np.int64)
     starts = np.asarray(events.offsets[rows], dtype=np.int64)
     stops = np.asarray(events.offsets[rows + 1], dtype=np.int64)
@@ -68,7 +69,7 @@ def gather(events, rows: np.ndarray) -> EventChunk:
     elif hi - lo <= 4 * n:
         cols = [read_range(getattr(events, c), lo, hi)[pos - lo] for c in CHUNK_COLUMNS]
     else:
-        cols = [np.asarray(getattr(events, c)[pos]) for c in CHUNK_COLUMNS]
+        cols = [read_positions(getattr(events, c), pos) for c in CHUNK_COLUMNS]  # not left resident
     return EventChunk(len(rows), row, *cols)
 
 

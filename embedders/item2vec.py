@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from competition.events import gather, read_range
+from competition.events import read_positions, read_range
 from competition.io import remove_leftovers
 from competition.load import DataError, codes_to_numpy
 from competition.progress import progress as progress_of
@@ -580,12 +580,12 @@ class Item2Vec(Embedder):
         pos, counts = events.last_events(rows, int(max(lengths.max(), 1)))
         nc = len(rows)
         local = np.repeat(np.arange(nc, dtype=np.int64), counts)
-        event_type = gather(events.event_type, pos)
-        ts = gather(events.timestamp, pos)
+        event_type = read_positions(events.event_type, pos)
+        ts = read_positions(events.timestamp, pos)
         arrays: dict[str, np.ndarray] = {}
         for j, (part, kind, codes) in enumerate(specs):
             if kind not in arrays:
-                arrays[kind] = gather(events.url if kind == URL else events.sku if kind == SKU else events.category,
+                arrays[kind] = read_positions(events.url if kind == URL else events.sku if kind == SKU else events.category,
                                       pos)
             keys, table = self.item_keys_[kind], self.item_vectors_[kind]
             item = index_sorted(keys, arrays[kind])

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from competition.events import gather
+from competition.events import read_positions
 from competition.load import codes_to_numpy
 from competition.schema import CATEGORY, EVENT_TYPES, N_PRICE_BUCKETS, NAME, PRICE, QUERY, SKU, URL
 from embedders.chunks import index_sorted
@@ -121,12 +121,12 @@ class Vocab:
         order = np.argsort(products[SKU].to_numpy(), kind="stable")
         catalogue = products[SKU].to_numpy()[order].astype(np.int64)
         names = codes_to_numpy(products[NAME])[order]
-        sku = gather(events.sku, pos)
+        sku = read_positions(events.sku, pos)
         sku = sku[sku >= 0]
         tok = _lookup(catalogue, sku)
         counts = np.bincount(tok[tok >= N_RESERVED] - N_RESERVED, minlength=len(catalogue)).astype(np.int64)
         skus = catalogue if sku_mode == "catalogue" else _top_k(sku, vocab_cap if sku_cap is None else sku_cap)
-        url = gather(events.url, pos)
+        url = read_positions(events.url, pos)
         urls = _top_k(url[url >= 0], vocab_cap) if URL in fields else np.zeros(0, np.int64)
         start, last = int(events.start_time), max(int(events.cut_time) - 1, int(events.start_time))
         return cls(fields=tuple(fields), query=query, sku_mode=sku_mode, start_time=start,
@@ -143,18 +143,18 @@ class Vocab:
     def field_values(self, events, pos: np.ndarray, name: str) -> np.ndarray:
         """Tokens (int64) of field ``name`` for the events at ``pos``."""
         if name == EVENT_TYPE:
-            return N_RESERVED + gather(events.event_type, pos).astype(np.int64)
+            return N_RESERVED + read_positions(events.event_type, pos).astype(np.int64)
         if name == AGE:
-            days = (int(events.cut_time) - 1 - gather(events.timestamp, pos)) // SECONDS_PER_DAY
+            days = (int(events.cut_time) - 1 - read_positions(events.timestamp, pos)) // SECONDS_PER_DAY
             return N_RESERVED + age_bucket(days)
         if name in (DAY, WEEK):
-            ts = gather(events.timestamp, pos)
+            ts = read_positions(events.timestamp, pos)
             if name == DAY:
                 idx = ts // SECONDS_PER_DAY - self.start_time // SECONDS_PER_DAY
             else:
                 idx = iso_week(ts) - iso_week(self.start_time)
             return N_RESERVED + np.clip(idx, 0, self.sizes[name] - N_RESERVED - 1)
-        raw = gather({CATEGORY: events.category, PRICE: events.price, SKU: events.sku, URL: events.url}[name], pos)
+        raw = read_positions({CATEGORY: events.category, PRICE: events.price, SKU: events.sku, URL: events.url}[name], pos)
         raw = raw.astype(np.int64)
         if name == PRICE:
             tok = np.where((raw >= 0) & (raw < N_PRICE_BUCKETS), N_RESERVED + raw, OTHER)
@@ -214,11 +214,11 @@ def tokenize(events, vocab: Vocab, rows: np.ndarray, with_sku_ids: bool = False)
         grids[name] = g
     if vocab.query:
         q = np.full((n, SEQ_LEN), -1, dtype=np.int32)
-        q[r, c] = gather(events.query, pos)
+        q[r, c] = read_positions(events.query, pos)
         grids[QUERY] = q
     if with_sku_ids:
         s = np.full((n, SEQ_LEN), -1, dtype=np.int64)
-        s[r, c] = gather(events.sku, pos)
+        s[r, c] = read_positions(events.sku, pos)
         grids[SKU_ID] = s
     return Tokens(grids, (counts + 2).astype(np.int64))
 

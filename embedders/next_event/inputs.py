@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from competition.events import gather
+from competition.events import read_positions
 from embedders.gru_ae.tokens import (END, MISSING, N_RESERVED, PAD, SEQ_LEN, START, TOKEN_FIELDS, Tokens, Vocab,
                                      tokenize)
 
@@ -39,8 +39,8 @@ def gap_grid(events, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     g = np.zeros((n, SEQ_LEN), dtype=np.uint8)
     g[:, 0] = START
     if len(pos):
-        ts = gather(events.timestamp, pos).astype(np.int64)
-        prev = gather(events.timestamp, np.maximum(pos - 1, 0)).astype(np.int64)
+        ts = read_positions(events.timestamp, pos).astype(np.int64)
+        prev = read_positions(events.timestamp, np.maximum(pos - 1, 0)).astype(np.int64)
         r = np.repeat(np.arange(n, dtype=np.int64), counts)
         first_of_client = pos == np.asarray(events.offsets)[np.asarray(rows)[r]]
         gap = np.maximum(ts - prev, 0)

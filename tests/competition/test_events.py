@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 import competition.events as events_mod
-from competition.events import (EVENT_ARRAYS, EventTable, fingerprint, gather, load_events, main, read_range,
-                               release)
+from competition.events import (EVENT_ARRAYS, EventTable, fingerprint, load_events, main, read_positions,
+                               read_range, release)
 from competition.load import DataError, DataWarning
 from competition.schema import (ADD_TO_CART, CATEGORY, CLIENT_ID, EVENT_CODE, PAGE_VISIT, PRICE, PRODUCT_BUY, QUERY,
                                 REMOVE_FROM_CART, SEARCH_QUERY, SKU, TIMESTAMP, DataPaths)
@@ -512,17 +512,17 @@ def _resident_pages(array: np.ndarray) -> int:
     return total // 4
 
 
-def test_gather_reads_positions_like_the_memory_map_and_leaves_its_pages_out_of_the_resident_set(tmp_path):
+def test_read_positions_reads_them_like_the_memory_map_and_leaves_its_pages_out_of_the_resident_set(tmp_path):
     values = np.arange(3_000_000, dtype=np.int64) * 3  # 24 MB: thousands of pages
     np.save(tmp_path / "v.npy", values)
     mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
     rng = np.random.default_rng(0)
     pos = np.sort(rng.choice(len(values), 200_000, replace=False))
-    got = gather(mapped, pos, span=250_000)
+    got = read_positions(mapped, pos, span=250_000)
     assert type(got) is np.ndarray and got.dtype == values.dtype
     np.testing.assert_array_equal(got, values[pos])
-    np.testing.assert_array_equal(gather(values, pos), values[pos])  # in memory: plain indexing
-    assert gather(mapped, np.zeros(0, np.int64)).shape == (0,)
+    np.testing.assert_array_equal(read_positions(values, pos), values[pos])  # in memory: plain indexing
+    assert read_positions(mapped, np.zeros(0, np.int64)).shape == (0,)
     if os.path.isfile("/proc/self/smaps"):
         assert _resident_pages(mapped) < 100  # read through the mapping, then dropped span by span
         np.asarray(mapped).sum()  # a plain read leaves the whole mapping resident ...

@@ -10,13 +10,15 @@ Layout (numpy arrays, memory-mapped from ``DATA_DIR/.cache/events_<layout>_<fing
 - ``query_codes`` uint8 ``(n_queries, 16)``, in event order.
 
 Ties in time are broken by event type, then item, then row order in the source file (searches have no sortable
-item), so the order is deterministic. The build is chunked by client-id range (one pass over the client ids to
-count, one to partition the parsed events into uncompressed Arrow files by range, skipped when one range holds every
-event; then one range at a time), so peak memory stays bounded by the chunk size whatever the number of events.
-Each string is parsed once (timestamps; query codes by :func:`competition.load.parse_code_strings`) and the values
-are checked on the parsed ranges, a range is sorted by two packed 64-bit keys instead of six columns, and each
-column is gathered straight into its memory map: 2x faster than the previous build, byte for byte the same table
-(docs/scale.md).
+item), so the order is deterministic. The build is chunked by client-id range: one pass over the client ids to
+count, one that parses every file once in batches and appends each batch's events to binary column files by range
+(:mod:`competition.partition`), then one range at a time: read back, sorted by one packed 64-bit key (client,
+time, type; its ties by item and file row), each column gathered straight into its memory map while the next
+range is read and sorted. Peak memory stays bounded by two ranges whatever the number of events. Each string is
+parsed once (timestamps; query codes by :func:`competition.load.parse_code_strings`), every value is checked on
+the parsed batches, and category and price come from a table indexed by sku. At 1M clients the build takes
+1.4-1.5x the time of its floor (``benchmarks/event_table_floor.py``), byte for byte the same table as the builds
+before it (docs/scale.md).
 The raw layout's period ends within a day of the last purchase (the split's ``end``;
 :data:`competition.split.AFTER_END_GRACE`): later events (a clock gone wrong, dates in 2100) are left out, so its
 ``cut_time`` is one second after the last event kept and recency features count from there; the manifest records
@@ -41,6 +43,7 @@ import re
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -54,10 +57,12 @@ from competition.heap import large_blocks_in_heap
 from competition.load import (DataError, check_table, codes_to_numpy, read_products, read_relevant_clients,
                               scan_table, unknown_skus_by_kind)
 from competition.lock import folder_lock
+from competition.partition import PART_COLUMNS, RangeEvents, RangePartition
 from competition.progress import progress as progress_of
 from competition.split import AFTER_END_GRACE, after_end_words, events_after_end, read_split_times
-from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS, PRICE,
-                                PRODUCT_BUY, PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU, TIMESTAMP, URL, DataPaths)
+from competition.schema import (CATEGORY, CLIENT_ID, CODE_LEN, EVENT_CODE, EVENT_TYPES, ITEM_COLUMN, LAYOUTS,
+                                PAGE_VISIT, PRICE, PRODUCT_BUY, PRODUCT_PROPERTIES, QUERY, SEARCH_QUERY, SKU,
+                                SKU_EVENTS, TIMESTAMP, URL, DataPaths)
 
 BUILD_VERSION = 2
 #: The raw table's period ends within a day of the last purchase (later events left out; docstring): part of the raw
@@ -69,8 +74,6 @@ EVENT_ARRAYS: dict[str, np.dtype] = {
     CATEGORY: np.dtype(np.int64), PRICE: np.dtype(np.int16), URL: np.dtype(np.int64), QUERY: np.dtype(np.int32),
 }
 _MANIFEST = "manifest.json"
-_BUCKET = "__bucket"
-_ROW = "__row"
 
 
 #: Bytes of a file hashed whole when it is not a readable parquet file (its first and last this many otherwise).
@@ -485,27 +488,22 @@ def _raw_end(data_dir: Path) -> datetime | None:
 
 
 def _kind_frame(data_dir: Path, event: str, layout: str, until: datetime | None = None) -> pl.LazyFrame:
-    """Normalised events of one kind (up to ``until``): client_id, timestamp (s), event_type, the kind's item
-    column and the row in the source file (the last tie-breaker of the sort)."""
+    """Normalised events of one kind (up to ``until``), in file order: client_id, timestamp (s) and the kind's
+    item column (a search's query as Array(UInt8, 16))."""
     item = ITEM_COLUMN[event]
-    return _until(scan_table(data_dir, event, layout).with_row_index(_ROW), until).select(
-        pl.col(CLIENT_ID), pl.col(TIMESTAMP).dt.epoch("s").alias(TIMESTAMP),
-        pl.lit(EVENT_CODE[event], dtype=pl.UInt8).alias("event_type"), pl.col(item), pl.col(_ROW))
+    return _until(scan_table(data_dir, event, layout), until).select(
+        pl.col(CLIENT_ID), pl.col(TIMESTAMP).dt.epoch("s").alias(TIMESTAMP), pl.col(item))
 
 
-def _bucket_expr(bounds: np.ndarray) -> pl.Expr:
-    """Chunk index of each client: number of chunk boundaries <= client_id."""
-    expr = pl.lit(0, dtype=pl.UInt32)
-    for b in bounds:
-        expr = expr + (pl.col(CLIENT_ID) >= int(b)).cast(pl.UInt32)
-    return expr.alias(_BUCKET)
+#: Rows of an input file parsed at a time by pass 2 (about 100 MB of parsed columns).
+PARTITION_BATCH = 4_000_000
 
 
 def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool, chunk_events: int) -> None:
-    """Build the table into folder ``out``: cut balanced client-id ranges (pass 1: client ids only), partition
-    every kind by range, its timestamps and codes parsed once (pass 2; skipped when there is one range), then sort
-    and write one range at a time into the memory-mapped arrays. The values are checked on the parsed ranges
-    (:func:`_check_range`): a problem stops the build with :func:`competition.load.check_table`'s message."""
+    """Build the table into folder ``out``: cut balanced client-id ranges (pass 1: client ids only), split every
+    kind's parsed events by range into binary column files (pass 2, :mod:`competition.partition`: timestamps and
+    codes parsed once, every value checked there), then sort and write one range at a time into the memory-mapped
+    arrays. A missing or unparsable value stops the build with :func:`competition.load.check_table`'s message."""
     t0 = time.perf_counter()
     log = (lambda m: print(f"events: {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
     for event in EVENT_TYPES:
@@ -526,38 +524,40 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
     clients, cum, bounds = _client_ranges(data_dir, layout, chunk_events, until)
     n_events = int(cum[-1]) if len(cum) else 0
     log(f"{n_events:,} events of {len(clients):,} clients in {len(bounds) + 1} chunk(s)")
-    parts = out / "_parts" if len(bounds) else None
-    if parts is not None:
-        _partition(parts, data_dir, layout, bounds, until)
-
     n_queries = (_until(scan_table(data_dir, SEARCH_QUERY, layout), until).select(pl.len())
                  .collect(engine="streaming").item())
     _check_space(out, n_events, n_queries, len(clients), layout, fp)
+    span = (int(clients[0]), int(clients[-1])) if len(clients) else (0, 0)
+    parts = RangePartition(out / "_parts", bounds, span)
+    _partition(parts, data_dir, layout, until, progress)
     arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dt, shape=(n_events,))
               for name, dt in EVENT_ARRAYS.items()}
     query_codes = np.lib.format.open_memmap(out / "query_codes.npy", mode="w+", dtype=np.uint8,
                                             shape=(n_queries, CODE_LEN))
-    props = products.lazy().select(pl.col(SKU), pl.col(CATEGORY), pl.col(PRICE))
-    span = (int(clients[0]), int(clients[-1])) if len(clients) else (0, 0)
+    catalogue = _Catalogue(products)
     pos = q_pos = 0
     start_time, last_time = None, None
-    for b in progress_of(range(len(bounds) + 1), desc="events: chunks", enabled=progress, unit="chunk"):
-        chunk = _range_events(_range_frames(parts, data_dir, layout, b, until), props)
-        if chunk is None:
-            continue
-        _check_range(chunk, data_dir, layout)
-        n_q = _write_range(chunk, _range_order(chunk, span), arrays, query_codes, pos, q_pos)
-        for arr in arrays.values():  # written: out of the resident set (the page cache writes them back)
-            release(arr, pos, pos + len(chunk))
-        release(query_codes, q_pos, q_pos + n_q)
-        ts = chunk[TIMESTAMP]
-        start_time = ts.min() if start_time is None else min(start_time, ts.min())
-        last_time = ts.max() if last_time is None else max(last_time, ts.max())
-        pos += len(chunk)
-        q_pos += n_q
-        del chunk
-    if parts is not None:
-        shutil.rmtree(parts, ignore_errors=True)  # absent when there are no events at all
+    # range b is written (numpy's gathers, which leave the GIL) while range b + 1 is read and sorted: two ranges
+    # in memory at most; every range's rows are fixed before it is written, so the bytes do not depend on timing
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-write") as writer:
+        writing = None
+        for b in progress_of(range(parts.n_ranges), desc="events: chunks", enabled=progress, unit="chunk"):
+            chunk = parts.read(b)
+            if chunk is None:
+                continue
+            order = _range_order(chunk, span)
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write_range, chunk, order, arrays, query_codes, pos, q_pos, catalogue)
+            lo, hi = int(chunk.timestamp.min()), int(chunk.timestamp.max())
+            start_time = lo if start_time is None else min(start_time, lo)
+            last_time = hi if last_time is None else max(last_time, hi)
+            pos += len(chunk)
+            q_pos += len(chunk.codes)
+            del chunk, order
+        if writing is not None:
+            writing.result()
+    parts.remove()
     assert pos == n_events and q_pos == n_queries, (pos, n_events, q_pos, n_queries)
     for arr in (*arrays.values(), query_codes):
         arr.flush()
@@ -574,14 +574,15 @@ def _build_into(out: Path, data_dir: Path, layout: str, fp: str, progress: bool,
 
 
 def _check_space(out: Path, n_events: int, n_queries: int, n_clients: int, layout: str, fp: str) -> None:
-    """Refuse a build whose arrays do not fit the free space (:class:`competition.io.DiskFullError`, naming the
-    table and the bytes it needs): they are memory maps, and a write into a map on a full disk is a crash (SIGBUS),
-    not an error."""
-    need = (n_events * sum(dt.itemsize for dt in EVENT_ARRAYS.values()) + n_queries * CODE_LEN
-            + (2 * n_clients + 1) * 8 + 8 * 4096)
+    """Refuse a build whose arrays and pass 2's temporary files do not fit the free space
+    (:class:`competition.io.DiskFullError`, naming the table and the bytes it needs): the arrays are memory maps,
+    and a write into a map on a full disk is a crash (SIGBUS), not an error."""
+    arrays = (n_events * sum(dt.itemsize for dt in EVENT_ARRAYS.values()) + n_queries * CODE_LEN
+              + (2 * n_clients + 1) * 8 + 8 * 4096)
+    parts = (n_events - n_queries) * 8 * len(PART_COLUMNS) + n_queries * (16 + CODE_LEN)
     free = shutil.disk_usage(out).free
-    if free < need:
-        raise DiskFullError(out.parent / f"events_{layout}_{fp}", need, 0, free)
+    if free < arrays + parts:
+        raise DiskFullError(out.parent / f"events_{layout}_{fp}", arrays + parts, 0, free)
 
 
 def _client_ranges(data_dir: Path, layout: str, chunk_events: int, until: datetime | None = None
@@ -605,97 +606,90 @@ def _client_ranges(data_dir: Path, layout: str, chunk_events: int, until: dateti
     return clients, cum, bounds
 
 
-def _partition(parts: Path, data_dir: Path, layout: str, bounds: np.ndarray, until: datetime | None = None) -> None:
-    """Pass 2: each kind's normalised events (timestamps and codes parsed once, here) written to
-    ``parts/<kind>/__bucket=<range>/`` by client-id range, as uncompressed Arrow IPC files (a temporary that is
-    read once: compression cost more than it saved)."""
-    for ev in EVENT_TYPES:
-        _kind_frame(data_dir, ev, layout, until).with_columns(_bucket_expr(bounds)).sink_ipc(
-            pl.PartitionBy(parts / ev, key=_BUCKET, include_key=False), mkdir=True)
+def _partition(parts: RangePartition, data_dir: Path, layout: str, until: datetime | None, progress: bool) -> None:
+    """Pass 2: each kind's normalised events, parsed once here in batches of :data:`PARTITION_BATCH` rows, checked
+    and appended to ``parts`` by client-id range. A batch with a missing value (a null in the file, an
+    unparsable timestamp and a malformed code string all parse to null) stops the build: :func:`check_table` then
+    names the file, the column and a sample."""
+    for ev in progress_of(EVENT_TYPES, desc="events: parse and partition", enabled=progress, unit="kind"):
+        item = ITEM_COLUMN[ev]
+        for batch in _kind_frame(data_dir, ev, layout, until).collect_batches(chunk_size=PARTITION_BATCH):
+            if any(batch.null_count().row(0)):
+                check_table(data_dir, ev, layout)  # raises with the details
+                raise DataError(DataPaths(data_dir).table(ev, layout), "missing or unparsable values")
+            values = codes_to_numpy(batch[item]) if ev == SEARCH_QUERY else batch[item].to_numpy()
+            parts.add(ev, batch[CLIENT_ID].to_numpy(), batch[TIMESTAMP].to_numpy(), values.astype(
+                np.uint8 if ev == SEARCH_QUERY else np.int64, copy=False))
 
 
-def _range_frames(parts: Path | None, data_dir: Path, layout: str, b: int, until: datetime | None = None
-                  ) -> list[pl.LazyFrame]:
-    """The normalised events of client-id range ``b``, one lazy frame per kind that has some: from the
-    partition of pass 2, or straight from the input files when there is one range (``parts`` None)."""
-    if parts is None:
-        return [_kind_frame(data_dir, ev, layout, until) for ev in EVENT_TYPES]
-    frames = []
-    for ev in EVENT_TYPES:
-        files = sorted(p for p in (parts / ev / f"{_BUCKET}={b}").glob("*") if p.is_file())
-        if files:
-            frames.append(pl.scan_ipc(files))
-    return frames
+class _Catalogue:
+    """Category and price of each sku (product_properties), looked up by sku: through a dense table indexed by
+    the sku when the skus are small non-negative integers (one gather), else by binary search. Row -1 (no sku, or
+    one absent from the catalogue) reads category and price -1: both arrays end with that sentinel."""
+
+    def __init__(self, products: pl.DataFrame):
+        skus = products[SKU].to_numpy().astype(np.int64)
+        order = np.argsort(skus, kind="stable")
+        self.skus = skus[order]
+        self.category = np.append(products[CATEGORY].to_numpy().astype(np.int64)[order], -1)
+        self.price = np.append(products[PRICE].cast(pl.Int16).to_numpy()[order], np.int16(-1))
+        self.dense = None
+        if len(skus) and self.skus[0] >= 0 and self.skus[-1] < max(4 * len(skus), 1 << 22):
+            # sku -> row; the last slot (-1) answers every sku past the largest, and -1 itself (as uint64)
+            self.dense = np.full(int(self.skus[-1]) + 2, -1, dtype=np.int32)
+            self.dense[self.skus] = np.arange(len(skus), dtype=np.int32)
+
+    def rows(self, sku: np.ndarray) -> np.ndarray:
+        """Row of each of ``sku`` (int64 ``(n,)``, -1 for none) in the sorted catalogue, -1 where absent."""
+        if self.dense is None:
+            return index_sorted(self.skus, sku)
+        return self.dense[np.minimum(sku.view(np.uint64), np.uint64(len(self.dense) - 1))]
 
 
-#: Columns a range lacks when one of its kinds has no event there (filled with nulls before the sort).
-_RANGE_COLUMNS = {CLIENT_ID: pl.Int64, TIMESTAMP: pl.Int64, "event_type": pl.UInt8, SKU: pl.Int64, URL: pl.Int64,
-                  QUERY: pl.Array(pl.UInt8, CODE_LEN)}
-#: The event order: ties in time broken by event type, then item (sku or url; searches have none), then the row
-#: in the source file. Every event has a distinct key, so the order is total and the sort algorithm immaterial.
-_ORDER = [CLIENT_ID, TIMESTAMP, "event_type", SKU, URL, _ROW]
 _TYPE_BITS = 3
+#: Event codes whose item is a sku (the others: a url for page visits, none for searches).
+_SKU_CODES = np.isin(np.arange(256), [EVENT_CODE[e] for e in SKU_EVENTS])
 
 
-def _sort_keys(chunk: pl.DataFrame, span: tuple[int, int]) -> list[pl.Expr] | None:
-    """Two packed uint64 keys that sort like :data:`_ORDER` (one two-column sort instead of six): ``(client,
-    time, type)`` in the first, ``(item, row)`` in the second, each field offset to start at 0 (a missing item
-    at 0, first as in ``_ORDER``'s nulls-first). None when the fields' ranges need more than 64 bits per key
-    (then the six columns are sorted as they are). ``span``: the smallest and largest client id of the table."""
-    item = pl.coalesce(SKU, URL)
-    lo = chunk.select(pl.col(TIMESTAMP).min().alias("t0"), pl.col(TIMESTAMP).max().alias("t1"),
-                      item.min().alias("i0"), item.max().alias("i1"), pl.col(_ROW).max().alias("r1")).row(0)
-    t0, t1, i0, i1, r1 = (0 if v is None else int(v) for v in lo)
-    bits = [max(span[1] - span[0], 0).bit_length(), (t1 - t0).bit_length(), (i1 - i0 + 1).bit_length(),
-            r1.bit_length()]
-    if bits[0] + bits[1] + _TYPE_BITS > 64 or bits[2] + bits[3] > 64:
+def _sort_keys(chunk: RangeEvents, span: tuple[int, int]) -> np.ndarray | None:
+    """One packed uint64 key per event that sorts like ``(client_id, timestamp, event_type)``, each field offset
+    to start at 0; None when the fields' ranges need more than 64 bits (then the columns are sorted as they
+    are). ``span``: the smallest and largest client id of the table."""
+    t0, t1 = int(chunk.timestamp.min()), int(chunk.timestamp.max())
+    client_bits, time_bits = max(span[1] - span[0], 0).bit_length(), (t1 - t0).bit_length()
+    if client_bits + time_bits + _TYPE_BITS > 64:
         return None
-
-    def u64(expr: pl.Expr, offset: int) -> pl.Expr:
-        return (expr - offset).cast(pl.UInt64)
-
-    def shifted(expr: pl.Expr, n_bits: int) -> pl.Expr:
-        return expr * pl.lit(1 << n_bits, dtype=pl.UInt64)
-    time_type = shifted(u64(pl.col(TIMESTAMP), t0), _TYPE_BITS) | pl.col("event_type").cast(pl.UInt64)
-    first = shifted(u64(pl.col(CLIENT_ID), span[0]), bits[1] + _TYPE_BITS) | time_type
-    second = shifted(u64(item, i0 - 1).fill_null(0), bits[3]) | pl.col(_ROW).cast(pl.UInt64)
-    return [first.alias("__k1"), second.alias("__k2")]
+    key = (chunk.client - span[0]).view(np.uint64)  # non-negative, below 2^client_bits
+    key <<= np.uint64(time_bits + _TYPE_BITS)
+    part = (chunk.timestamp - t0).view(np.uint64)
+    part <<= np.uint64(_TYPE_BITS)
+    key |= part
+    key |= chunk.event_type
+    return key
 
 
-def _range_events(frames: list[pl.LazyFrame], props: pl.LazyFrame) -> pl.DataFrame | None:
-    """The events of one client-id range (``frames``: its kinds), every kind together, joined to the products'
-    category and price, in no particular order; None when the range has none."""
-    if not frames:
-        return None
-    combined = pl.concat(frames, how="diagonal_relaxed")
-    present = combined.collect_schema()
-    chunk = (combined.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in _RANGE_COLUMNS.items()
-                                   if c not in present)
-             .join(props, on=SKU, how="left").collect())
-    return None if chunk.is_empty() else chunk
+def _range_order(chunk: RangeEvents, span: tuple[int, int]) -> np.ndarray:
+    """The permutation that puts ``chunk`` in the table's order, int64 ``(len(chunk),)``: by client, time, event
+    type, item (sku or url), then the row in the source file (its place among its kind in ``chunk``). Every event
+    has a distinct such key, so the order is total.
 
-
-def _range_order(chunk: pl.DataFrame, span: tuple[int, int]) -> np.ndarray:
-    """The permutation that puts ``chunk`` in :data:`_ORDER`, int64 ``(len(chunk),)``: by the two packed keys of
-    :func:`_sort_keys` where they fit, else by the six columns.
-
-    With the packed keys, one sort by the first key and a second pass over its ties only (events of one client in
-    the same second and of the same type: none among the 21.9M events of a 100k-client synthetic world; real logs
-    may have more): the same permutation as a sort by both keys (every event's pair of keys is distinct). At 1M
-    clients (223M events, 12 ranges) the sorts took 17.2 s instead of 27.9 s."""
-    keys = _sort_keys(chunk, span)
-    if keys is None:
-        return chunk.select(pl.arg_sort_by(_ORDER, nulls_last=False)).to_series().to_numpy().astype(np.int64)
-    packed = chunk.select(keys)
-    first = packed["__k1"].to_numpy()
-    order = packed.select(pl.col("__k1").arg_sort()).to_series().to_numpy().astype(np.int64)
-    return order_ties(order, first, packed["__k2"].to_numpy())
+    Where :func:`_sort_keys` fits, one sort by the packed key and a second pass over its ties only (events of one
+    client in the same second and of the same type: none among the 21.9M events of a 100k-client synthetic world;
+    real logs may have more). At 1M clients (223M events, 12 ranges) that took 17.2 s instead of 27.9 s for a
+    sort by two keys."""
+    key = _sort_keys(chunk, span)
+    if key is None:
+        frame = pl.DataFrame({"c": chunk.client, "t": chunk.timestamp, "e": chunk.event_type, "i": chunk.item,
+                              "p": np.arange(len(chunk), dtype=np.int64)})
+        return frame.select(pl.arg_sort_by(["c", "t", "e", "i", "p"])).to_series().to_numpy().astype(np.int64)
+    order = pl.Series(key).arg_sort().to_numpy().astype(np.int64)
+    return order_ties(order, key, chunk.item)
 
 
 def order_ties(order: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """``order`` (a permutation sorting ``first``) made to sort ``(first, second)``: the runs of equal ``first``
-    are re-sorted by ``second``, in place; returns ``order``. Exact when every ``(first, second)`` pair is
-    distinct (then the result is the only such permutation)."""
+    """``order`` (a permutation sorting ``first``) made to sort ``(first, second, position)``: the runs of equal
+    ``first`` are re-sorted by ``second``, then by position in ``first``, in place; returns ``order`` (the only
+    permutation sorting by that triple)."""
     if len(order) < 2:
         return order
     sorted_first = first[order]
@@ -707,44 +701,40 @@ def order_ties(order: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.n
     in_run[:-1] |= tie
     slots = np.flatnonzero(in_run)  # the tied events' places in the order, ascending (runs stay contiguous)
     tied = order[slots]
-    order[slots] = tied[np.lexsort((second[tied], first[tied]))]
+    order[slots] = tied[np.lexsort((tied, second[tied], first[tied]))]
     return order
 
 
-def _check_range(chunk: pl.DataFrame, data_dir: Path, layout: str) -> None:
-    """Stop at the first kind with a missing value in a parsed range (a null in the file, an unparsable timestamp
-    and a malformed code string all parse to null): :func:`competition.load.check_table` then names the file, the
-    column and a sample."""
-    missing = chunk.select(
-        ((pl.col("event_type") == EVENT_CODE[event])
-         & pl.any_horizontal(pl.col(c).is_null() for c in (CLIENT_ID, TIMESTAMP, ITEM_COLUMN[event]))).any()
-        .alias(event) for event in EVENT_TYPES).row(0, named=True)
-    for event in EVENT_TYPES:
-        if missing[event]:
-            check_table(data_dir, event, layout)  # raises with the details
-            raise DataError(DataPaths(data_dir).table(event, layout), "missing or unparsable values")
-
-
-def _write_range(chunk: pl.DataFrame, order: np.ndarray, arrays: dict[str, np.ndarray], query_codes: np.ndarray,
-                 pos: int, q_pos: int) -> int:
+def _write_range(chunk: RangeEvents, order: np.ndarray, arrays: dict[str, np.ndarray], query_codes: np.ndarray,
+                 pos: int, q_pos: int, catalogue: _Catalogue) -> int:
     """Write range ``chunk`` permuted by ``order`` (:func:`_range_order`) at event row ``pos`` of ``arrays``
-    (missing values -1) and its searches' codes at row ``q_pos`` of ``query_codes`` (``query`` holds that row).
-    Each column is gathered straight into its memory map; the 16-wide codes are gathered for the searches only.
-    Returns the number of searches written."""
+    (missing values -1; category and price from ``catalogue``) and its searches' codes at row ``q_pos`` of
+    ``query_codes`` (``query`` holds that row), then drop those rows from the resident set. Returns the number
+    of searches written."""
     n = len(chunk)
     sl = slice(pos, pos + n)
-    for col in (TIMESTAMP, "event_type", SKU, CATEGORY, URL, PRICE):
-        values = chunk[col] if col in (TIMESTAMP, "event_type") else chunk[col].fill_null(-1)  # never null there
-        np.take((values.cast(pl.Int16) if col == PRICE else values).to_numpy(), order, out=arrays[col][sl])
-    searches = chunk[QUERY].is_not_null()
-    source = (np.cumsum(searches.to_numpy()) - 1)[order]  # row of each event's codes among the chunk's searches
-    is_q = searches.to_numpy()[order]
+    np.take(chunk.timestamp, order, out=arrays[TIMESTAMP][sl])
+    kind = chunk.event_type[order]
+    arrays["event_type"][sl] = kind
+    item = chunk.item[order]
+    is_sku = _SKU_CODES[kind]
+    sku = np.where(is_sku, item, -1)
+    arrays[SKU][sl] = sku
+    arrays[URL][sl] = np.where(kind == EVENT_CODE[PAGE_VISIT], item, -1)
+    del item
+    row = catalogue.rows(sku)
+    np.take(catalogue.category, row, out=arrays[CATEGORY][sl])  # row -1: the sentinel -1
+    np.take(catalogue.price, row, out=arrays[PRICE][sl])
+    is_q = kind == EVENT_CODE[SEARCH_QUERY]
     n_q = int(is_q.sum())
     qidx = np.full(n, -1, dtype=np.int32)
     qidx[is_q] = np.arange(q_pos, q_pos + n_q, dtype=np.int32)
     arrays[QUERY][sl] = qidx
     if n_q:
-        query_codes[q_pos:q_pos + n_q] = codes_to_numpy(chunk[QUERY].filter(searches))[source[is_q]]
+        query_codes[q_pos:q_pos + n_q] = chunk.codes[order[is_q] - chunk.search_start]
+    for arr in arrays.values():  # written: out of the resident set (the page cache writes them back)
+        release(arr, pos, pos + n)
+    release(query_codes, q_pos, q_pos + n_q)
     return n_q
 
 

@@ -17,7 +17,7 @@ time, type; its ties by item and file row), each column gathered straight into i
 range is read and sorted. Peak memory stays bounded by two ranges whatever the number of events. Each string is
 parsed once (timestamps; query codes by :func:`competition.load.parse_code_strings`), every value is checked on
 the parsed batches, and category and price come from a table indexed by sku. At 1M clients the build takes
-1.4-1.5x the time of its floor (``benchmarks/event_table_floor.py``), byte for byte the same table as the builds
+1.2-1.3x the time of its floor (``benchmarks/event_table_floor.py``), byte for byte the same table as the builds
 before it (docs/scale.md).
 The raw layout's period ends within a day of the last purchase (the split's ``end``;
 :data:`competition.split.AFTER_END_GRACE`): later events (a clock gone wrong, dates in 2100) are left out, so its

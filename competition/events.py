@@ -617,9 +617,9 @@ def _partition(parts: RangePartition, data_dir: Path, layout: str, until: dateti
             if any(batch.null_count().row(0)):
                 check_table(data_dir, ev, layout)  # raises with the details
                 raise DataError(DataPaths(data_dir).table(ev, layout), "missing or unparsable values")
+            # int64 columns (scan_table's Int64), a search's codes uint8 (n, 16): the partition's file formats
             values = codes_to_numpy(batch[item]) if ev == SEARCH_QUERY else batch[item].to_numpy()
-            parts.add(ev, batch[CLIENT_ID].to_numpy(), batch[TIMESTAMP].to_numpy(), values.astype(
-                np.uint8 if ev == SEARCH_QUERY else np.int64, copy=False))
+            parts.add(ev, batch[CLIENT_ID].to_numpy(), batch[TIMESTAMP].to_numpy(), values)
 
 
 class _Catalogue:

@@ -74,7 +74,7 @@ class RangePartition:
         ``(n,)``, or uint8 ``(n, 16)`` for searches."""
         if len(client) == 0:
             return
-        columns = {"client": client, "timestamp": timestamp, "item": item}
+        columns = dict(zip(PART_COLUMNS, (client, timestamp, item)))
         if self.n_ranges == 1:
             pieces = [(0, None)]
         else:

@@ -585,8 +585,8 @@ class Item2Vec(Embedder):
         arrays: dict[str, np.ndarray] = {}
         for j, (part, kind, codes) in enumerate(specs):
             if kind not in arrays:
-                arrays[kind] = read_positions(events.url if kind == URL else events.sku if kind == SKU else events.category,
-                                      pos)
+                column = events.url if kind == URL else events.sku if kind == SKU else events.category
+                arrays[kind] = read_positions(column, pos)
             keys, table = self.item_keys_[kind], self.item_vectors_[kind]
             item = index_sorted(keys, arrays[kind])
             m = np.isin(event_type, codes) & (item >= 0)

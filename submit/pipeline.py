@@ -892,4 +892,5 @@ def decide_ladder(clients: Sequence[int] | None) -> tuple[int, ...] | None:
 
 __all__ = ["SIZES", "DEFAULT_BLOCKS", "EXPORT_BLOCKS", "KNOWN_BLOCKS", "SEARCH_CLIENTS_FLOOR",
            "block_recipes", "fit_budget", "estimate_seconds", "Stages", "ensure_split",
-           "run_pipeline", "run_own_data", "decide_stage", "decide_ladder", "ship_heads_beside", "LOCAL_DIR", "FINAL_DIR", "RUN_DIR"]
+           "run_pipeline", "run_own_data", "decide_stage", "decide_ladder", "ship_heads_beside", "LOCAL_DIR",
+           "FINAL_DIR", "RUN_DIR"]

@@ -4,9 +4,9 @@
 
 What the multitask embedder reads of the whole table before it trains (``embedders.multitask.train``): for each of
 its 4 anchors, the cut of a 50,000-client training sample (``EventTable.before(anchor, client_ids=...)``) and the
-window's labels (``window_labels``, one pass over every product event before the window's end). At 1M clients the
-table's memory maps are ~11 GB; the point is how much of them stays in the process's resident set
-(``competition.events.read_positions`` / ``release``). Builds the raw table first when it is not cached (not
+window's labels (``windows_labels``: one pass over the product events for every window; window by window in
+checkouts before it). At 1M clients the table's memory maps are ~11 GB; the point is how much of them stays in
+the process's resident set (``competition.events.read_positions`` / ``release``). Builds the raw table first when it is not cached (not
 timed). Each run is a fresh process sampling its own RSS every 50 ms; with ``--against``, that checkout's code
 runs the same script, alternating with this one's, and the labels' checksums must agree.
 """
@@ -28,6 +28,10 @@ import numpy as np
 from competition.events import EventTable
 from competition.load import read_relevant_clients
 from embedders.multitask.windows import anchor_times, window_labels
+try:  # one pass for every window's labels (since issue 29); older checkouts cut them window by window
+    from embedders.multitask.windows import windows_labels
+except ImportError:
+    windows_labels = None
 from embedders.training import cap_clients
 page, peak = os.sysconf("SC_PAGE_SIZE") / 2**20, [0.0]
 def sample():
@@ -40,9 +44,11 @@ events = EventTable.build(sys.argv[1], "raw", progress=False)
 relevant = read_relevant_clients(sys.argv[1])
 ids = cap_clients(np.sort(relevant[events.rows_of(relevant) >= 0]), 50_000, 0, "the window benchmark")
 t0, check = time.perf_counter(), 0
-for anchor in sorted(anchor_times(events, 4)):
+anchors = sorted(anchor_times(events, 4))
+labels = windows_labels(events, anchors, ids) if windows_labels else [window_labels(events, a, ids) for a in anchors]
+for anchor, w in zip(anchors, labels):
     check += events.before(anchor, client_ids=ids).n_events
-    check += int(window_labels(events, anchor, ids).no_buy.sum())
+    check += int(w.no_buy.sum()) + int(sum(int(w.labels[t].sum()) + len(w.entries[t]) for t in w.labels))
 print(f"{time.perf_counter() - t0:.1f} {peak[0]:.0f} {check}")
 """
 

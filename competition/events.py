@@ -55,7 +55,7 @@ from competition.cli import HelpFormatter, add_no_progress
 from competition.io import DiskFullError, atomic_dir, dir_leftover_pattern, remove_leftovers
 from competition.heap import large_blocks_in_heap
 from competition.load import (DataError, check_table, codes_to_numpy, read_products, read_relevant_clients,
-                              scan_table, unknown_skus_by_kind)
+                              scan_table, unique_ints, unknown_skus_by_kind)
 from competition.lock import folder_lock
 from competition.partition import PART_COLUMNS, RangeEvents, RangePartition
 from competition.progress import progress as progress_of
@@ -231,7 +231,7 @@ def block_fingerprint(data_dir: str | Path, layout: str = "input", client_ids: n
     fp = events_fingerprint if events_fingerprint is not None else fingerprint(data_dir, layout)
     ids = read_relevant_clients(data_dir) if client_ids is None else np.asarray(client_ids, dtype=np.int64)
     h = hashlib.sha256(f"{fp}:clients:{len(ids)}:".encode())
-    h.update(np.unique(ids).astype("<i8").tobytes())
+    h.update(unique_ints(ids).astype("<i8").tobytes())
     return h.hexdigest()[:16]
 
 
@@ -389,7 +389,7 @@ class EventTable:
             rows, arrays = self.select(hi_time=t, chunk_events=chunk_events)
         else:
             rows, arrays = self._select_clients(np.asarray(client_ids, dtype=np.int64), t)
-            fingerprint += "|" + hashlib.sha256(np.unique(client_ids).astype(np.int64).tobytes()).hexdigest()[:16]
+            fingerprint += "|" + hashlib.sha256(unique_ints(client_ids).astype(np.int64).tobytes()).hexdigest()[:16]
         kept = np.bincount(rows, minlength=self.n_clients).astype(np.int64)
         has = kept > 0
         ts = arrays[TIMESTAMP]
@@ -405,7 +405,7 @@ class EventTable:
     def _select_clients(self, client_ids: np.ndarray, hi_time: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """:meth:`select`'s output for the events of ``client_ids`` (unknown ones ignored) before ``hi_time``: only
         their rows' slices are read (the memory maps serve just those pages)."""
-        rows = np.unique(self.rows_of(client_ids))
+        rows = unique_ints(self.rows_of(client_ids))
         rows = rows[rows >= 0]
         offsets = np.asarray(self.offsets)
         starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]

@@ -4,11 +4,39 @@ sorted-id lookup (:func:`index_sorted` / :func:`index_of`, defined next to the t
 so that the table and the targets share it), and counts per integer value accumulated chunk by chunk."""
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from competition.events import EVENT_ARRAYS, index_of, index_sorted, read_positions, read_range
+from embedders.threads import free_cores
+
+T, R = TypeVar("T"), TypeVar("R")
+
+
+def map_chunks(fn: Callable[[T], R], chunks: Sequence[T], threads: int | None = None) -> Iterator[R]:
+    """``fn(chunk)`` of each chunk, yielded in the chunks' order, computed by ``threads`` worker threads (None:
+    one per free core, :func:`embedders.threads.free_cores`) with at most two chunks per thread in flight, so the
+    memory held stays a few chunks'. For work on independent rows that leaves the GIL (numpy's sorts, gathers and
+    reads of the event table; scipy's sparse builds): results, and what is made of them in order, are the same
+    bytes whatever the threads."""
+    chunks = list(chunks)
+    workers = min(len(chunks), max(1, int(threads or free_cores())))
+    if workers <= 1:
+        yield from map(fn, chunks)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(fn, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
 
 def row_chunks(lengths: np.ndarray, chunk_events: int) -> list[tuple[int, int]]:
     """Split consecutive rows with ``lengths`` events each into ``[start, stop)`` index ranges of about

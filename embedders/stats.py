@@ -65,8 +65,13 @@ import scipy.sparse as sp
 from competition.progress import progress as progress_of
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder, EventSource
-from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, empty_chunk, gather, index_sorted, present_rows,
-                              read_range, row_chunks)
+from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, empty_chunk, gather, index_sorted, map_chunks,
+                              present_rows, read_range, row_chunks)
+from embedders.quantile import quantile_transform
+
+#: Threads computing feature chunks (None: one per free core; :func:`embedders.chunks.map_chunks`); the bytes
+#: do not depend on it.
+FEATURE_THREADS: int | None = None
 
 DAY = 86_400
 SESSION_GAP_S = 30 * 60
@@ -296,8 +301,14 @@ class StatsEmbedder(Embedder):
         table_rows, where = present_rows(events, client_ids)
         feats = np.empty((len(table_rows), N_FEATURES), dtype=np.float32)
         chunks = row_chunks(events.lengths[table_rows], self.chunk_events)
+
+        def one(bounds: tuple[int, int]) -> np.ndarray:
+            return self._features(gather(events, table_rows[bounds[0]:bounds[1]]), events.query_codes)
+
+        # chunks are independent rows, computed in threads (1M clients on 2 cores: 31-33 s against 55-66 s in one)
+        done = map_chunks(one, chunks, FEATURE_THREADS)
         for lo, hi in progress_of(chunks, desc="stats: features", enabled=self.progress, unit="chunk"):
-            feats[lo:hi] = self._features(gather(events, table_rows[lo:hi]), events.query_codes)
+            feats[lo:hi] = next(done)
         out = np.empty((len(client_ids), N_FEATURES), dtype=np.float32)
         out[where >= 0] = feats[where[where >= 0]]
         out[where < 0] = self.empty_row_
@@ -313,7 +324,7 @@ class StatsEmbedder(Embedder):
         if self.transform_kind == "log":
             return (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
         if self.transform_kind == "quantile" and self.quantile_ is not None and len(x):
-            return self.quantile_.transform(x).astype(np.float32)
+            return quantile_transform(self.quantile_, x).astype(np.float32, copy=False)  # == .transform(x)
         return x
 
     # -- the features of one chunk ----------------------------------------------------------------------------------

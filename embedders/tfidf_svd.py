@@ -56,7 +56,8 @@ from threadpoolctl import threadpool_limits
 from competition.progress import progress as progress_of
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SKU_EVENTS
 from embedders.base import Block, Embedder
-from embedders.chunks import DENSE_LIMIT, CountTable, EventChunk, gather, index_sorted, present_rows, row_chunks
+from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, gather, index_sorted, map_chunks, present_rows,
+                              row_chunks)
 
 BUY, ADD, REMOVE, VISIT, SEARCH = (EVENT_CODE[e] for e in EVENT_TYPES)
 PRODUCT_CODES = np.array([EVENT_CODE[e] for e in SKU_EVENTS], dtype=np.uint8)
@@ -223,8 +224,10 @@ class TfidfSvdEmbedder(Embedder):
     chunk_events : int
         events per chunk (bounds memory)
     blas_threads : int | None
-        BLAS threads during the SVD; 0 or None = library default. Its dense work is small next to the
-        single-threaded sparse products, and oversubscribed BLAS threads on a busy machine are many times slower
+        BLAS threads during the SVD (a fixed number: the same bytes run after run, whatever the machine's load);
+        0 or None = library default. 2, the reference machine's cores: the SVD's dense steps (LU, QR, the small
+        SVD) are more than half its time at 1M clients, and 2 threads made the whole block 1.2x faster there
+        (docs/scale.md). On a machine busy with other work, 1 avoids oversubscribed threads
     progress : bool
         progress bars on stderr
 
@@ -238,7 +241,7 @@ class TfidfSvdEmbedder(Embedder):
 
     def __init__(self, dim: int = 64, seed: int = 0, families: str = DEFAULT_FAMILIES, mode: str = "joint",
                  min_df: int = 2, n_iter: int = 5, fit_on: str = "all", fit_max_clients: int | None = 2_000_000,
-                 chunk_events: int = 5_000_000, blas_threads: int | None = 1, progress: bool = True):
+                 chunk_events: int = 5_000_000, blas_threads: int | None = 2, progress: bool = True):
         super().__init__(dim, seed)
         self.families = families
         self.mode = mode
@@ -290,10 +293,15 @@ class TfidfSvdEmbedder(Embedder):
 
         # Pass 1: document frequency per token, then the vocabulary (df >= min_df).
         df = {f: CountTable() for f in families}
-        for lo, hi in progress_of(chunks, desc="tfidf_svd: vocabulary", enabled=self.progress, unit="chunk"):
-            c = gather(events, rows[lo:hi])
-            for f in families:
-                df[f].add(*doc_freq(*family_tokens(c, f, events.query_codes), c.n_rows))
+        def freqs(bounds: tuple[int, int]) -> dict:
+            c = gather(events, rows[bounds[0]:bounds[1]])
+            return {f: doc_freq(*family_tokens(c, f, events.query_codes), c.n_rows) for f in families}
+
+        # chunks are computed in threads and merged in order: the same bytes as one thread (chunks.map_chunks)
+        done = map_chunks(freqs, chunks)
+        for _ in progress_of(chunks, desc="tfidf_svd: vocabulary", enabled=self.progress, unit="chunk"):
+            for f, counts in next(done).items():
+                df[f].add(*counts)
         self.vocab_, self.df_, n_seen = {}, {}, {}
         for f in families:
             values, counts = df[f].values, df[f].counts
@@ -304,9 +312,9 @@ class TfidfSvdEmbedder(Embedder):
 
         # Pass 2: TF-IDF rows per chunk, stacked per group.
         parts: list[list[sp.csr_matrix]] = [[] for _ in self.groups_]
-        for lo, hi in progress_of(chunks, desc="tfidf_svd: matrix", enabled=self.progress, unit="chunk"):
-            c = gather(events, rows[lo:hi])
-            for gi, x in enumerate(self._tfidf_rows(c, events.query_codes)):
+        done = map_chunks(lambda b: self._tfidf_rows(gather(events, rows[b[0]:b[1]]), events.query_codes), chunks)
+        for _ in progress_of(chunks, desc="tfidf_svd: matrix", enabled=self.progress, unit="chunk"):
+            for gi, x in enumerate(next(done)):
                 parts[gi].append(x)
 
         self.svds_, self.stats_ = [], []
@@ -380,9 +388,12 @@ class TfidfSvdEmbedder(Embedder):
             z[cached] = self._fit_z[pos[cached]]
             todo &= ~cached
         idx = np.flatnonzero(todo)
-        for lo, hi in progress_of(row_chunks(events.lengths[table_rows[idx]], self.chunk_events),
-                                  desc="tfidf_svd: project", enabled=self.progress and len(idx) > 0, unit="chunk"):
-            z[idx[lo:hi]] = self._project(gather(events, table_rows[idx[lo:hi]]), events.query_codes)
+        chunks = row_chunks(events.lengths[table_rows[idx]], self.chunk_events)
+        done = map_chunks(lambda b: self._project(gather(events, table_rows[idx[b[0]:b[1]]]), events.query_codes),
+                          chunks)
+        for lo, hi in progress_of(chunks, desc="tfidf_svd: project", enabled=self.progress and len(idx) > 0,
+                                  unit="chunk"):
+            z[idx[lo:hi]] = next(done)
         out = np.zeros((len(client_ids), self.dim), dtype=np.float32)
         out[where >= 0] = z[where[where >= 0]]
         meta = {"name": self.name, "groups": self.stats_, "n_fit_docs": self.n_docs_,

@@ -37,7 +37,7 @@ from competition.cli import HelpFormatter, add_no_progress
 from competition.events import index_of
 from competition.heap import large_blocks_in_heap
 from competition.load import DataError, read_relevant_clients
-from competition.schema import FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
+from competition.schema import ACTIVE_ONLY_TASKS, FLOAT16_MAX, MAX_EMBEDDING_COLUMNS, TASKS, DataPaths
 from competition.targets import WINDOWS, TaskData, read_window, task_clients, task_dataset
 from embedders.base import Block, BlockError, cast_notice, read_block
 from validate.cli import PROBES, add_probe, resolve_probe
@@ -144,9 +144,12 @@ class TaskLabels:
              windows: dict[str, pl.DataFrame] | None = None) -> "TaskLabels":
         client_ids = np.asarray(client_ids, dtype=np.int64)
         windows = windows or {w: read_window(data_dir, w) for w in WINDOWS}
-        rows, data = {}, {}
+        rows, data, scored = {}, {}, {}
         for task in tasks:
-            rows[task] = np.flatnonzero(np.isin(client_ids, task_clients(data_dir, task)))
+            kind = task in ACTIVE_ONLY_TASKS  # the tasks share two client lists: each read and matched once
+            if kind not in scored:
+                scored[kind] = np.flatnonzero(np.isin(client_ids, task_clients(data_dir, task)))
+            rows[task] = scored[kind]
             data[task] = task_dataset(data_dir, task, client_ids[rows[task]], windows=windows)
         return cls(client_ids, rows, data)
 

@@ -33,6 +33,7 @@ from competition.load import read_relevant_clients
 from competition.progress import progress as progress_of
 from competition.schema import SKU
 from embedders.base import Block
+from embedders.chunks import map_chunks
 from embedders.threads import DEFAULT_THREADS
 from embedders.checkpoints import load_best, resume_training, save_epoch
 from embedders.distributed import all_reduce_sum, dist_info, resolve_device, shard, wrap_ddp
@@ -359,12 +360,19 @@ class GruAE(TorchEmbedder):
         out = np.zeros((len(tokens), self.dim), dtype=np.float32)
         order = np.argsort(tokens.lengths, kind="stable")
         bs = batch_size or self.infer_batch
-        for i in progress_of(range(0, len(order), bs), desc="gru_ae embed", unit="batch",
-                             enabled=self.progress, leave=False):
-            idx = order[i:i + bs]
-            grids, lengths = tokens.batch(idx)
-            batch, lens = batch_tensors(grids, lengths, qcodes, self.device_)
-            out[idx] = model.user_vectors(batch, lens).float().cpu().numpy()
+        starts = range(0, len(order), bs)
+
+        def encode(i: int) -> np.ndarray:
+            with torch.no_grad():  # grad mode is per thread
+                batch, lens = batch_tensors(*tokens.batch(order[i:i + bs]), qcodes, self.device_)
+                return model.user_vectors(batch, lens).float().cpu().numpy()
+
+        # On a CPU with one torch thread, batches run side by side in a thread per free core (the GRU's loop over
+        # time leaves the GIL): each batch is still computed by one thread, so the bytes do not change.
+        side_by_side = self.device_.type == "cpu" and torch.get_num_threads() == 1
+        done = map_chunks(encode, starts, threads=None if side_by_side else 1)
+        for i in progress_of(starts, desc="gru_ae embed", unit="batch", enabled=self.progress, leave=False):
+            out[order[i:i + bs]] = next(done)
         return out
 
     def transform(self, events, client_ids: np.ndarray) -> Block:

@@ -37,11 +37,12 @@ from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
 from embedders.gru_ae.tokens import Vocab, tokenize
 from embedders.checkpoints import load_best, resume_training, save_epoch
-from embedders.training import (TorchEmbedder, cap_clients, check_positive_ints, holdout_split, length_batches,
+from embedders.training import (TorchEmbedder, adamw, cap_clients, check_positive_ints, holdout_split, length_batches,
                                 progress_bar, seed_of, training_fingerprint)
 from embedders.multitask.inputs import BlockInputs, parse_input, same_rows
 from embedders.multitask.model import EXPORTS, INPUTS, Catalogue, MultiTaskNet, NetConfig, task_losses
-from embedders.multitask.windows import WindowLabels, anchor_times, window_labels
+from embedders.multitask.windows import WindowLabels, anchor_times, windows_labels
+from embedders.quantile import quantile_transform
 
 DEFAULT_INPUTS: tuple[str, ...] = ("stats", "tfidf_svd")
 DEFAULT_FIELDS: tuple[str, ...] = ("event_type", "category", "price", "sku", "age")
@@ -280,7 +281,7 @@ class MultiTaskEmbedder(TorchEmbedder):
         return tokenize(table, self.vocab_, table.rows_of(client_ids))
 
     def _normalise(self, X: np.ndarray) -> np.ndarray:
-        return self.normaliser_.transform(X).astype(np.float32)
+        return quantile_transform(self.normaliser_, X).astype(np.float32, copy=False)  # == .transform(X)
 
     def _entries(self, w: WindowLabels, device) -> dict[str, Any]:
         cat = self.catalogue_
@@ -332,16 +333,16 @@ class MultiTaskEmbedder(TorchEmbedder):
         self.anchors_ = anchor_times(events, self.windows, self.horizon_days, self.stride_days)
         ids = self._train_clients(events)
         self.normaliser_ = None
-        feats, labels = [], []
+        feats = []
+        labels = windows_labels(events, sorted(self.anchors_), ids, self.horizon_days)  # one pass for all windows
         for j, anchor in enumerate(sorted(self.anchors_)):  # earliest first: it fits the inputs' models
             # on a training sample the cuts hold its clients' events alone (the inputs are then fitted on them):
             # a whole cut at 1M clients is ~9 GB of memory, a 50k sample's a few hundred MB
             table = events.before(anchor, client_ids=None if self.max_train_clients is None else ids)
             feats.append(self._features(table, ids, fit=(j == 0)))
-            labels.append(window_labels(events, anchor, ids, self.horizon_days))
             del table
             self._log(f"window {j + 1}/{len(self.anchors_)} (anchor {time.strftime('%Y-%m-%d', time.gmtime(anchor))})"
-                      f": {int((labels[-1].no_buy == 0).sum()):,} of {len(ids):,} clients buy")
+                      f": {int((labels[j].no_buy == 0).sum()):,} of {len(ids):,} clients buy")
         feats, labels = feats[::-1], labels[::-1]  # latest first, as anchors_
         if self.input == "blocks":
             self._fit_normaliser(feats)
@@ -354,7 +355,7 @@ class MultiTaskEmbedder(TorchEmbedder):
         self.n_train_, self.n_holdout_ = int(len(train)), int(len(val))
 
         model = self._build_model(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = adamw(model, self.lr, self.weight_decay)
         entries = [self._entries(w, device) for w in labels]
         key = self._run_key(events)
         # a prebuilt twin (the same training, another export) has the weights already: read them, train nothing

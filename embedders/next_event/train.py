@@ -28,7 +28,7 @@ from embedders.gru_ae.model import batch_tensors
 from embedders.gru_ae.sku_table import SkuTable
 from embedders.next_event.inputs import DEFAULT_FIELDS, SequenceInputs, parse_fields
 from embedders.next_event.model import PRESETS, GPTConfig, NextEventGPT
-from embedders.training import (TorchEmbedder, cap_clients, check_positive_ints, epoch_batches, holdout_split,
+from embedders.training import (TorchEmbedder, adamw, cap_clients, check_positive_ints, epoch_batches, holdout_split,
                                 length_batches, seed_of, train_epoch, training_fingerprint)
 
 #: Parameters that may differ between a run and its resumption.
@@ -121,7 +121,7 @@ class SequenceEmbedder(TorchEmbedder):
         self.n_train_, self.n_holdout_ = int(len(train_rows)), int(len(val_rows))
         torch.manual_seed(self.seed)
         model = self.build_model().to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = adamw(model, self.lr, self.weight_decay)
         key = self._run_key(events, world)
         start, best, best_epoch, history = resume_training(work / "last.pt", key, model, opt, device, self.resume,
                                                            self.epochs, self._log)

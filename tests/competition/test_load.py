@@ -419,3 +419,14 @@ def test_bad_integer_list_codes(raw_world, table, column, bad):
         check_data_dir(raw_world)
     assert_names(err.value, path, column)
     assert "1 value(s)" in str(err.value)
+
+
+def test_unique_ints_equals_np_unique():
+    from competition.load import unique_ints
+
+    rng = np.random.default_rng(0)
+    for values in (rng.integers(-5, 50, 1000), rng.permutation(10_000), np.array([7]), np.array([], dtype=np.int64),
+                   rng.integers(0, 3, (20, 4))):
+        got, want = unique_ints(values), np.unique(values)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)

@@ -257,6 +257,19 @@ def test_packing_makes_vectors_independent_of_the_batch(events, fitted):
         torch.testing.assert_close(gathered[1][f], packed[1][f], atol=1e-3, rtol=1e-5)
 
 
+def test_batches_side_by_side_give_the_same_bytes(events, fitted, monkeypatch):
+    import embedders.chunks as chunks
+    from embedders.threads import torch_threads
+
+    rows = np.arange(events.n_clients)
+    with torch_threads(1):
+        monkeypatch.setattr(chunks, "free_cores", lambda: 1)
+        one = fitted.encode_rows(events, rows, batch_size=7)  # many batches of mixed lengths
+        monkeypatch.setattr(chunks, "free_cores", lambda: 3)
+        three = fitted.encode_rows(events, rows, batch_size=7)
+    assert three.tobytes() == one.tobytes() and np.abs(one).sum() > 0
+
+
 def test_sampled_softmax_and_query_field(events, tmp_path):
     emb = GruAE(variant="all", epochs=1, seed=0, query=True, full_softmax_max=10, sku_negatives=5,
                 work_dir=tmp_path, **TINY).fit(events)

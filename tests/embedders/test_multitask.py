@@ -21,7 +21,7 @@ from embedders.cli import embed
 from embedders.multitask import MultiTaskEmbedder
 from embedders.multitask.inputs import BlockInputs, InputError, check_anchor, parse_input
 from embedders.multitask.train import parse_loss_weights
-from embedders.multitask.windows import DAY_S, anchor_times, window_labels
+from embedders.multitask.windows import DAY_S, anchor_times, first_seen, window_labels, windows_labels
 from embedders.stats import StatsEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,6 +151,39 @@ def test_window_labels_equal_a_slow_reference(world, events):
             np.testing.assert_array_equal(got.entries[task], entries, err_msg=task)
             np.testing.assert_array_equal(got.labels[task], np.array(ref["labels"][task]).reshape(len(clients), -1),
                                           err_msg=task)
+
+
+def test_windows_labels_in_one_pass_equal_each_window_alone(events):
+    clients = read_relevant_clients(events.data_dir)
+    anchors = anchor_times(events, 3)
+    together = windows_labels(events, anchors, clients)
+    assert [w.anchor for w in together] == anchors
+    for anchor, got in zip(anchors, together):
+        alone = window_labels(events, anchor, clients)
+        np.testing.assert_array_equal(got.no_buy, alone.no_buy)
+        np.testing.assert_array_equal(got.active, alone.active)
+        for task in alone.labels:
+            np.testing.assert_array_equal(got.entries[task], alone.entries[task], err_msg=task)
+            np.testing.assert_array_equal(got.labels[task], alone.labels[task], err_msg=task)
+    # the windows differ: a shared pass did not give every window the same labels
+    assert not np.array_equal(together[0].no_buy, together[-1].no_buy)
+    with pytest.raises(ValueError, match="runs past the end"):
+        windows_labels(events, [anchors[0], int(events.cut_time)], clients)
+
+
+def test_first_seen_is_each_skus_earliest_time_dense_or_not(monkeypatch):
+    import embedders.multitask.windows as windows
+    skus = np.array([5, -1, 3, 5, 3, 9, -1, 5], dtype=np.int32)
+    times = np.array([50, 1, 40, 20, 60, 10, 0, 30], dtype=np.int64)
+    want = (np.array([3, 5, 9]), np.array([40, 20, 10]))
+    for dense_max in (100, 4):  # the dense table, then the group-by (ids above the dense limit)
+        monkeypatch.setattr(windows, "DENSE_SKU_MAX", dense_max)
+        got = first_seen(skus, times)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[0].dtype == np.int64 and got[1].dtype == np.int64
+    empty = first_seen(np.array([-1, -1]), np.array([1, 2]))
+    assert len(empty[0]) == 0 and len(empty[1]) == 0
 
 
 # -- the block ---------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from competition.events import EventTable
 from competition.schema import BLOCK_META_FILE, EMBEDDINGS_FILE, EVENT_TYPES
+from embedders import stats
 from embedders.stats import (FEATURE_NAMES, FEATURES, N_FEATURES, CountTable, StatsEmbedder, distinct_count, main,
                              row_chunks)
 from tests.worlds import TRAIN_START, write_world
@@ -160,12 +161,16 @@ def rand_events(tmp_path_factory):
     return EventTable.build(root, "raw", progress=False)
 
 
-def test_matches_slow_reference_and_chunking(rand_events):
+def test_matches_slow_reference_and_chunking(rand_events, monkeypatch):
     ev = rand_events
     ids = np.asarray(ev.client_ids)
     small = StatsEmbedder(chunk_events=37, progress=False).fit(ev).transform(ev, ids).vectors
     big = StatsEmbedder(progress=False).fit(ev).transform(ev, ids).vectors
     np.testing.assert_array_equal(small, big)  # chunk boundaries change nothing
+    for threads in (1, 3):  # nor the threads that compute the chunks
+        monkeypatch.setattr(stats, "FEATURE_THREADS", threads)
+        again = StatsEmbedder(chunk_events=37, progress=False).fit(ev).transform(ev, ids).vectors
+        assert again.tobytes() == small.tobytes()
     col = {n: i for i, n in enumerate(FEATURE_NAMES)}
     for r in range(len(ids)):
         for name, value in slow_reference(ev, r).items():

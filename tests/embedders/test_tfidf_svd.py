@@ -127,6 +127,19 @@ def test_determinism_cache_and_projection(rand_events):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_threads_and_chunks_change_no_byte(rand_events, monkeypatch):
+    import embedders.chunks as chunks
+
+    ev = rand_events
+    ids = np.asarray(ev.client_ids)
+    params = dict(dim=5, seed=7, families="all", fit_max_clients=40, progress=False)  # a fit and a projection
+    one = TfidfSvdEmbedder(**params).fit(ev).transform(ev, ids).vectors
+    for threads in (1, 3):
+        monkeypatch.setattr(chunks, "free_cores", lambda: threads)
+        got = TfidfSvdEmbedder(chunk_events=29, **params).fit(ev).transform(ev, ids).vectors
+        assert got.tobytes() == one.tobytes(), threads
+
+
 def test_clients_without_events_or_tokens(tiny_events):
     ev = tiny_events
     ids = np.array([999, 100, 101, 102], dtype=np.int64)

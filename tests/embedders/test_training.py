@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from embedders.checkpoints import load_best, resume_training, save_epoch
-from embedders.training import cap_clients, check_positive_ints, epoch_batches, holdout_split, length_batches, seed_of
+from embedders.training import (adamw, cap_clients, check_positive_ints, epoch_batches, holdout_split, length_batches,
+                                seed_of)
 
 
 def test_holdout_split_is_seeded_sorted_and_disjoint():
@@ -78,3 +79,24 @@ def test_check_positive_ints_names_the_first_bad_one():
         check_positive_ints({"a": 2, "b": 0, "c": 1.5})
     with pytest.raises(ValueError, match="c must be an integer >= 1, got 1.5"):
         check_positive_ints({"c": 1.5})
+
+
+def test_adamw_is_fused_and_steps_like_the_default_loop():
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+
+    fused_net, loop_net = net(), net()
+    fused = adamw(fused_net, 1e-2, 0.01)
+    loop = torch.optim.AdamW(loop_net.parameters(), lr=1e-2, weight_decay=0.01)
+    assert fused.defaults["fused"] is True and not loop.defaults.get("fused")
+    assert fused.defaults["lr"] == 1e-2 and fused.defaults["weight_decay"] == 0.01
+    x = torch.tensor([[1, 2], [3, 9]])
+    for model, opt in ((fused_net, fused), (loop_net, loop)):
+        for _ in range(5):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(fused_net.parameters(), loop_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # the same update up to float rounding
+    assert not torch.equal(fused_net[2].weight, net()[2].weight)  # and it did move

@@ -291,10 +291,11 @@ class EventTable:
                     source = None if forced or layout != "input" else cut_source(data_dir, chunk_events)
                     with large_blocks_in_heap():   # each range allocates and frees the same large arrays
                         if source is not None:
-                            atomic_dir(cache, lambda tmp: cut_into(tmp, source, data_dir, fp, progress, chunk_events))
+                            atomic_dir(cache, lambda tmp: cut_into(tmp, source, data_dir, fp, progress, chunk_events),
+                                       remove_old_soon=True)
                         else:
                             atomic_dir(cache, lambda tmp: _build_into(tmp, data_dir, layout, fp, progress,
-                                                                      chunk_events))
+                                                                      chunk_events), remove_old_soon=True)
         return cls.open(cache, data_dir=data_dir)
 
     @classmethod

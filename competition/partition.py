@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from competition.io import remove_tree_soon
 from competition.schema import CODE_LEN, EVENT_CODE, EVENT_TYPES, SEARCH_QUERY
 
 #: The per-event columns of a kind's files (the item of a search is its 16 query codes).
@@ -59,6 +60,7 @@ class RangePartition:
             edges = np.concatenate([[self.span[0]], self.bounds, [self.span[1] + 1]])
             self.dense = np.repeat(np.arange(self.n_ranges, dtype=np.uint16), np.diff(edges))
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._removals: list = []  # threads removing the ranges already read
 
     def ranges_of(self, client: np.ndarray) -> np.ndarray:
         """The range of each of ``client`` (ids within ``span``): uint16 ``(n,)``."""
@@ -107,11 +109,14 @@ class RangePartition:
             else:
                 item.append(np.fromfile(self._file(b, kind, "item"), dtype=np.int64))
             n += len(c)
-        shutil.rmtree(self.folder / str(b), ignore_errors=True)
+        # read whole: its files go in a background thread, off the build's path (remove() waits for them)
+        self._removals.append(remove_tree_soon(self.folder / str(b)))
         if not n:
             return None
         return RangeEvents(np.concatenate(client), np.concatenate(timestamp), np.concatenate(event_type),
                            np.concatenate(item), codes, search_start)
 
     def remove(self) -> None:
+        for worker in self._removals:
+            worker.join()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -248,3 +248,24 @@ def test_a_real_full_filesystem(tmp_path):
         write_block(Block(np.arange(4), np.ones((4, 2)), {"name": "small"}), mnt / "blocks" / "small")  # resumes
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_remove_tree_soon_and_a_replaced_folder_removed_in_the_background(tmp_path):
+    import time
+
+    from competition.io import remove_tree_soon
+
+    doomed = tmp_path / "doomed"
+    (doomed / "sub").mkdir(parents=True)
+    (doomed / "sub" / "f.bin").write_bytes(b"x" * 1000)
+    worker = remove_tree_soon(doomed)
+    worker.join(timeout=10)
+    assert not worker.is_alive() and not worker.daemon and not doomed.exists()
+    out = tmp_path / "table"
+    atomic_dir(out, lambda t: (t / "a.txt").write_text("first"))
+    atomic_dir(out, lambda t: (t / "b.txt").write_text("second"), remove_old_soon=True)
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]  # the new folder is in place at once
+    deadline = time.monotonic() + 10
+    while any(p.name != "table" for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table"]  # and the old one is gone soon after

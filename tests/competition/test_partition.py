@@ -51,7 +51,9 @@ def test_ranges_keep_each_kinds_file_order_and_stack_the_kinds(tmp_path, monkeyp
                 np.testing.assert_array_equal(r.item[rows], item[mine])
         np.testing.assert_array_equal(r.event_type, want_types)
         seen += len(r)
-        assert not (tmp_path / "p" / str(b)).exists()  # a range's files go once read
+        for worker in parts._removals:  # a range's files go once read, in a background thread
+            worker.join()
+        assert not (tmp_path / "p" / str(b)).exists()
     assert seen == sum(len(v[0]) for v in sent.values())
     parts.remove()
     assert not (tmp_path / "p").exists()

@@ -6,9 +6,9 @@ What the multitask embedder reads of the whole table before it trains (``embedde
 its 4 anchors, the cut of a 50,000-client training sample (``EventTable.before(anchor, client_ids=...)``) and the
 window's labels (``windows_labels``: one pass over the product events for every window; window by window in
 checkouts before it). At 1M clients the table's memory maps are ~11 GB; the point is how much of them stays in
-the process's resident set (``competition.events.read_positions`` / ``release``). Builds the raw table first when it is not cached (not
-timed). Each run is a fresh process sampling its own RSS every 50 ms; with ``--against``, that checkout's code
-runs the same script, alternating with this one's, and the labels' checksums must agree.
+the process's resident set (``competition.events.read_positions`` / ``release``). Builds the raw table first when it
+is not cached (not timed). Each run is a fresh process sampling its own RSS every 50 ms; with ``--against``, that
+checkout's code runs the same script, alternating with this one's, and the labels' checksums must agree.
 """
 from __future__ import annotations
 

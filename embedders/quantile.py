@@ -9,19 +9,17 @@ release the GIL). At 1M rows x 147 columns (multitask's inputs, normal output) o
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from scipy import sparse
 
-from embedders.threads import free_cores
+from embedders.chunks import map_chunks
 
 
 def quantile_transform(qt, X, threads: int | None = None) -> np.ndarray:
     """``qt.transform(X)`` for a fitted ``QuantileTransformer`` ``qt`` and a dense ``X`` ``(n, d)``, equal byte for
     byte, C-ordered, in ``X``'s float dtype (float32 stays float32, as scikit-learn keeps it).
 
-    threads: worker threads (None: one per free core, :func:`embedders.threads.free_cores`). A sparse ``X``, or a
+    threads: worker threads (None: one per free core, :func:`embedders.chunks.map_chunks`). A sparse ``X``, or a
     scikit-learn without the per-column function, goes through ``qt.transform`` itself."""
     column = getattr(qt, "_transform_col", None)
     check = getattr(qt, "_check_inputs", None)
@@ -37,13 +35,8 @@ def quantile_transform(qt, X, threads: int | None = None) -> np.ndarray:
     def one(j: int) -> None:
         cols[:, j] = column(cols[:, j], quantiles[:, j], False)
 
-    workers = max(1, int(threads or free_cores()))
-    if workers == 1 or cols.shape[1] < 2:
-        for j in range(cols.shape[1]):
-            one(j)
-    else:
-        with ThreadPoolExecutor(min(workers, cols.shape[1])) as pool:
-            list(pool.map(one, range(cols.shape[1])))
+    for _ in map_chunks(one, range(cols.shape[1]), threads):  # columns side by side (embedders.chunks)
+        pass
     return np.ascontiguousarray(cols)
 
 

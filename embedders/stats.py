@@ -69,10 +69,6 @@ from embedders.chunks import (DENSE_LIMIT, CountTable, EventChunk, empty_chunk, 
                               present_rows, read_range, row_chunks)
 from embedders.quantile import quantile_transform
 
-#: Threads computing feature chunks (None: one per free core; :func:`embedders.chunks.map_chunks`); the bytes
-#: do not depend on it.
-FEATURE_THREADS: int | None = None
-
 DAY = 86_400
 SESSION_GAP_S = 30 * 60
 KINDS: tuple[str, ...] = ("buy", "add", "remove", "visit", "search")  # short names, EVENT_TYPES order
@@ -306,7 +302,7 @@ class StatsEmbedder(Embedder):
             return self._features(gather(events, table_rows[bounds[0]:bounds[1]]), events.query_codes)
 
         # chunks are independent rows, computed in threads (1M clients on 2 cores: 31-33 s against 55-66 s in one)
-        done = map_chunks(one, chunks, FEATURE_THREADS)
+        done = map_chunks(one, chunks)
         for lo, hi in progress_of(chunks, desc="stats: features", enabled=self.progress, unit="chunk"):
             feats[lo:hi] = next(done)
         out = np.empty((len(client_ids), N_FEATURES), dtype=np.float32)

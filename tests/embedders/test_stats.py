@@ -11,7 +11,7 @@ import pytest
 
 from competition.events import EventTable
 from competition.schema import BLOCK_META_FILE, EMBEDDINGS_FILE, EVENT_TYPES
-from embedders import stats
+import embedders.chunks as chunks
 from embedders.stats import (FEATURE_NAMES, FEATURES, N_FEATURES, CountTable, StatsEmbedder, distinct_count, main,
                              row_chunks)
 from tests.worlds import TRAIN_START, write_world
@@ -168,7 +168,7 @@ def test_matches_slow_reference_and_chunking(rand_events, monkeypatch):
     big = StatsEmbedder(progress=False).fit(ev).transform(ev, ids).vectors
     np.testing.assert_array_equal(small, big)  # chunk boundaries change nothing
     for threads in (1, 3):  # nor the threads that compute the chunks
-        monkeypatch.setattr(stats, "FEATURE_THREADS", threads)
+        monkeypatch.setattr(chunks, "free_cores", lambda: threads)
         again = StatsEmbedder(chunk_events=37, progress=False).fit(ev).transform(ev, ids).vectors
         assert again.tobytes() == small.tobytes()
     col = {n: i for i, n in enumerate(FEATURE_NAMES)}
